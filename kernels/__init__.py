@@ -1,0 +1,1 @@
+"""Numba kernels, installed as ``tinygpt.kernels``. They know nothing about GPT-2."""

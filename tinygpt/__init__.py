@@ -1,0 +1,1 @@
+"""tinygpt: GPT-2-family inference on NumPy and Numba."""
