@@ -1,0 +1,116 @@
+"""Tokenizer.from_pretrained picks BPE or WordPiece from tokenizer_config.json or from the files present."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tinygpt.tokenizers import BPETokenizer, Tokenizer, WordPieceTokenizer
+
+transformers = pytest.importorskip("transformers")
+
+BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "你", "好", "hello", "world", "##s", ",", "!"]
+TEXT = "Hello worlds, 你好!"
+
+
+def write_bert_files(directory: Path) -> Path:
+    (directory / "vocab.txt").write_text("".join(token + "\n" for token in BERT_VOCAB), encoding="utf-8")
+    return directory
+
+
+def write_config(directory: Path, tokenizer_class: str) -> None:
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class}),
+                                                     encoding="utf-8")
+
+
+@pytest.fixture
+def gpt2_dir(gpt2_tokenizer_dir, tmp_path) -> Path:
+    """A private copy of the real GPT-2 vocab.json + merges.txt, free to add files to."""
+    return Path(shutil.copytree(gpt2_tokenizer_dir, tmp_path / "gpt2"))
+
+
+def test_gpt2_files_give_bpe(gpt2_dir):
+    tokenizer = Tokenizer.from_pretrained(gpt2_dir)
+    assert isinstance(tokenizer, BPETokenizer)
+    assert tokenizer.vocab_size == 50257
+
+
+def test_vocab_txt_gives_wordpiece(tmp_path):
+    tokenizer = Tokenizer.from_pretrained(write_bert_files(tmp_path))
+    assert isinstance(tokenizer, WordPieceTokenizer)
+    assert tokenizer.vocab_size == len(BERT_VOCAB)
+
+
+def test_tokenizer_json_with_bpe_model_gives_bpe(gpt2_dir, tmp_path):
+    vocab = json.loads((gpt2_dir / "vocab.json").read_text(encoding="utf-8"))
+    merges = (gpt2_dir / "merges.txt").read_text(encoding="utf-8").splitlines()[1:1001]
+    directory = tmp_path / "json_only"
+    directory.mkdir()
+    model = {"type": "BPE", "vocab": vocab, "merges": merges}
+    (directory / "tokenizer.json").write_text(json.dumps({"model": model}), encoding="utf-8")
+    assert isinstance(Tokenizer.from_pretrained(directory), BPETokenizer)
+
+
+def test_tokenizer_json_with_wordpiece_model_gives_wordpiece(tmp_path):
+    directory = write_bert_files(tmp_path)
+    model = {"type": "WordPiece", "vocab": {token: i for i, token in enumerate(BERT_VOCAB)}}
+    (directory / "tokenizer.json").write_text(json.dumps({"model": model}), encoding="utf-8")
+    assert isinstance(Tokenizer.from_pretrained(directory), WordPieceTokenizer)
+
+
+@pytest.mark.parametrize(
+    "tokenizer_class, expected",
+    [
+        ("BertTokenizer", WordPieceTokenizer),
+        ("BertTokenizerFast", WordPieceTokenizer),
+        ("GPT2Tokenizer", BPETokenizer),
+        ("GPT2TokenizerFast", BPETokenizer),
+    ],
+)
+def test_tokenizer_class_decides_when_both_kinds_of_files_are_present(gpt2_dir, tokenizer_class, expected):
+    write_bert_files(gpt2_dir)
+    assert isinstance(Tokenizer.from_pretrained(gpt2_dir), BPETokenizer)  # files alone: BPE comes first
+    write_config(gpt2_dir, tokenizer_class)
+    assert isinstance(Tokenizer.from_pretrained(gpt2_dir), expected)
+
+
+@pytest.mark.parametrize("tokenizer_class", ["BertTokenizer", "GPT2Tokenizer"])
+def test_chosen_tokenizer_encodes_like_transformers_auto_tokenizer(gpt2_dir, tokenizer_class):
+    """The same directory and config through transformers' AutoTokenizer give the same ids."""
+    write_bert_files(gpt2_dir)
+    write_config(gpt2_dir, tokenizer_class)
+    reference = transformers.AutoTokenizer.from_pretrained(gpt2_dir)
+    assert type(reference).__name__ == tokenizer_class
+    assert Tokenizer.from_pretrained(gpt2_dir).encode(TEXT) == reference.encode(TEXT, add_special_tokens=False)
+
+
+def test_unrecognised_tokenizer_class_falls_back_to_files(tmp_path):
+    directory = write_bert_files(tmp_path)
+    write_config(directory, "PreTrainedTokenizerFast")
+    assert isinstance(Tokenizer.from_pretrained(directory), WordPieceTokenizer)
+
+
+def test_named_class_without_its_files_names_the_missing_file(gpt2_dir):
+    write_config(gpt2_dir, "BertTokenizer")
+    with pytest.raises(FileNotFoundError, match="vocab.txt"):
+        Tokenizer.from_pretrained(gpt2_dir)
+
+
+def test_empty_directory_error_lists_what_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        Tokenizer.from_pretrained(tmp_path)
+    message = str(error.value)
+    for looked_for in ["tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.json", "vocab.txt"]:
+        assert looked_for in message
+
+
+def test_missing_directory_and_broken_config_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="directory not found"):
+        Tokenizer.from_pretrained(tmp_path / "nowhere")
+    write_bert_files(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text("[1, 2", encoding="utf-8")
+    with pytest.raises(ValueError, match="tokenizer_config.json: not a valid UTF-8 JSON file"):
+        Tokenizer.from_pretrained(tmp_path)

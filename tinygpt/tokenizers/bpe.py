@@ -1,0 +1,450 @@
+"""Byte-level BPE tokenizer for GPT-2-family models (GPT-2, distilgpt2), written from scratch.
+
+Pipeline of ``encode``: split the text around special tokens (``<|endoftext|>``), split each ordinary stretch
+with GPT-2's pre-tokenization regex, turn each piece into its UTF-8 bytes, start from one token per byte and apply
+the merges by rank. Pieces repeat a lot in real text, so the merged ids of each piece are cached; with a warm
+cache encoding is one regex pass plus one dict lookup per piece, all driven from C (``map``/``chain``). Long
+ASCII stretches of the text go through the standard ``re`` engine, which splits them twice as fast as ``regex``.
+
+``decode`` joins the byte strings of the tokens and decodes them as UTF-8, replacing invalid sequences with
+U+FFFD (``errors="replace"``), like transformers' GPT2Tokenizer. ``IncrementalDecoder`` does the same one token
+at a time and holds back the bytes of a character that is not complete yet.
+"""
+
+from __future__ import annotations
+
+import codecs
+import heapq
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import regex
+
+__all__ = ["BPETokenizer", "IncrementalDecoder", "GPT2_SPLIT_PATTERN", "ENDOFTEXT", "bytes_to_unicode"]
+
+# GPT-2's pre-tokenizer: contractions, letters, numbers, other symbols (each optionally led by one space), and
+# whitespace; `\s+(?!\S)` leaves the last space of a run to lead the next word.
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+ENDOFTEXT = "<|endoftext|>"
+
+# Cached pieces before the cache is emptied, so that adversarial text cannot grow it without bound.
+_MAX_CACHED_PIECES = 100_000
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible table byte (0..255) -> printable character.
+
+    Printable Latin-1 bytes stand for themselves; the other 68 bytes (controls, space, soft hyphen...) get the
+    characters U+0100, U+0101, ... in byte order, so that every vocab entry is a printable string.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {byte: chr(byte) for byte in printable}
+    next_char = 256
+    for byte in range(256):
+        if byte not in table:
+            table[byte] = chr(next_char)
+            next_char += 1
+    return dict(sorted(table.items()))
+
+
+_UNICODE_TO_BYTE = {char: byte for byte, char in bytes_to_unicode().items()}
+_NO_MERGE = (-1, -1)  # (rank, merged id) of a pair that has no merge
+
+
+class _PieceCache(dict):
+    """pre-token (str) -> its token ids (tuple); a miss runs BPE on the piece and stores the result."""
+
+    def __init__(self, bpe_piece: Callable[[str], tuple[int, ...]]):
+        super().__init__()
+        self._bpe_piece = bpe_piece
+
+    def __missing__(self, piece: str) -> tuple[int, ...]:
+        if len(self) >= _MAX_CACHED_PIECES:
+            self.clear()
+        ids = self[piece] = self._bpe_piece(piece)
+        return ids
+
+
+class IncrementalDecoder:
+    """Turns a stream of token ids into text, one id at a time.
+
+    ``push`` returns only complete UTF-8 characters; bytes of a character split over tokens wait for the rest.
+    ``"".join(push(i) for i in ids) + flush() == decode(ids)`` for every id sequence. After ``flush`` the
+    decoder is empty and can start a new stream.
+    """
+
+    def __init__(self, id_to_bytes: Mapping[int, bytes], vocab_size: int):
+        self._id_to_bytes = id_to_bytes
+        self._vocab_size = vocab_size
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._position = 0
+
+    def push(self, token_id: int) -> str:
+        """Add one token id; return the text completed by it (may be "")."""
+        try:
+            piece = self._id_to_bytes[token_id]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"token id {token_id!r} at stream position {self._position} is outside the vocabulary "
+                f"(valid ids: 0..{self._vocab_size - 1})"
+            ) from None
+        self._position += 1
+        return self._utf8.decode(piece)
+
+    def flush(self) -> str:
+        """End the stream: return what is left (an incomplete character becomes U+FFFD, as in decode)."""
+        self._position = 0
+        return self._utf8.decode(b"", final=True)
+
+
+class BPETokenizer:
+    """GPT-2 byte-level BPE: ``encode`` text to ids, ``decode`` ids to text (see the module docstring)."""
+
+    def __init__(
+        self,
+        vocab: Mapping[str, int],
+        merges: Sequence[tuple[str, str]],
+        special_tokens: Iterable[str] = (),
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+    ):
+        """Build from an in-memory vocabulary.
+
+        vocab: byte-level token string (e.g. ``"Ġworld"``) -> id. merges: pairs of token strings, best first.
+        special_tokens: strings matched verbatim in text before pre-tokenization; each must be in ``vocab``.
+        bos_token / eos_token: default to ``<|endoftext|>`` when it is in ``vocab``.
+        Raises ValueError when a merge, a special token or one of the 256 byte tokens is missing from vocab.
+        """
+        self._vocab = dict(vocab)
+        self._id_to_token = {i: token for token, i in self._vocab.items()}
+        self.vocab_size: int = max(self._id_to_token) + 1 if self._id_to_token else 0
+        self._byte_ids = self._byte_token_ids()
+        self._merges = self._merge_table(merges)
+        self.special_tokens: dict[str, int] = self._special_token_ids(special_tokens)
+        self.bos_token_id: int | None = self._named_token_id(bos_token, "bos_token")
+        self.eos_token_id: int | None = self._named_token_id(eos_token, "eos_token")
+
+        # Longest first, so that of two special tokens starting at the same place the longer one wins.
+        by_length = sorted(self.special_tokens, key=len, reverse=True)
+        self._special_pattern = regex.compile("(" + "|".join(map(regex.escape, by_length)) + ")") if by_length else None
+        self._cache = _PieceCache(self._bpe_piece)
+
+        self._id_to_bytes = {i: self._token_bytes(token) for i, token in self._id_to_token.items()}
+        self._id_to_bytes_no_special = {**self._id_to_bytes, **{i: b"" for i in self.special_tokens.values()}}
+
+    # ----------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> BPETokenizer:
+        """Load a tokenizer directory.
+
+        Either ``vocab.json`` + ``merges.txt`` (GPT-2's own format), or only ``tokenizer.json`` (Hugging Face
+        fast-tokenizer format, a ``BPE`` model whose merges are ``"a b"`` strings or ``["a", "b"]`` pairs).
+        Special tokens and bos/eos come from ``tokenizer.json``'s added tokens, ``tokenizer_config.json`` and
+        ``special_tokens_map.json`` when present; ``<|endoftext|>`` is special whenever it is in the vocab.
+        Raises FileNotFoundError / ValueError naming the missing or corrupt file.
+        """
+        directory = Path(path)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"tokenizer directory not found: {directory}")
+        vocab_file, merges_file = directory / "vocab.json", directory / "merges.txt"
+        json_file = directory / "tokenizer.json"
+        if vocab_file.is_file() and merges_file.is_file():
+            sources = f"{vocab_file} + {merges_file}"
+            vocab, merges, added = _read_vocab_json(vocab_file), _read_merges_txt(merges_file), []
+        elif json_file.is_file():
+            sources = str(json_file)
+            vocab, merges, added = _read_tokenizer_json(json_file)
+        else:
+            missing = " and ".join(f.name for f in (vocab_file, merges_file) if not f.is_file())
+            raise FileNotFoundError(f"{directory}: missing {missing}, and there is no tokenizer.json either")
+        named = _read_named_special_tokens(directory, vocab)
+        specials = [*added, *named.values(), *([ENDOFTEXT] if ENDOFTEXT in vocab else [])]
+        try:
+            return cls(vocab, merges, specials, named.get("bos_token"), named.get("eos_token"))
+        except ValueError as error:
+            raise ValueError(f"{sources}: {error}") from None
+
+    def _byte_token_ids(self) -> list[int]:
+        """Id of the single-byte token of each byte value 0..255 (list index = byte)."""
+        missing = [char for char in bytes_to_unicode().values() if char not in self._vocab]
+        if missing:
+            raise ValueError(f"vocabulary lacks {len(missing)} of the 256 byte tokens, e.g. {missing[0]!r}")
+        return [self._vocab[char] for char in bytes_to_unicode().values()]
+
+    def _merge_table(self, merges: Sequence[tuple[str, str]]) -> dict[tuple[int, int], tuple[int, int]]:
+        """(left id, right id) -> (rank, merged id); rank 0 is the first merge."""
+        table = {}
+        for rank, (left, right) in enumerate(merges):
+            for token in (left, right, left + right):
+                if token not in self._vocab:
+                    raise ValueError(f"merge {rank} ({left!r} {right!r}) uses {token!r}, which is not in the vocab")
+            table.setdefault((self._vocab[left], self._vocab[right]), (rank, self._vocab[left + right]))
+        return table
+
+    def _special_token_ids(self, tokens: Iterable[str]) -> dict[str, int]:
+        """special token -> id, in the order given (duplicates once)."""
+        ids = {}
+        for token in tokens:
+            if token not in self._vocab:
+                raise ValueError(f"special token {token!r} is not in the vocabulary")
+            ids[token] = self._vocab[token]
+        return ids
+
+    def _named_token_id(self, token: str | None, name: str) -> int | None:
+        """Id of the bos/eos token ``token``; ``<|endoftext|>`` (or None if absent) when not named."""
+        if token is None:
+            return self._vocab.get(ENDOFTEXT)
+        if token not in self._vocab:
+            raise ValueError(f"{name} {token!r} is not in the vocabulary")
+        return self._vocab[token]
+
+    @staticmethod
+    def _token_bytes(token: str) -> bytes:
+        """Bytes a vocab entry stands for; an entry outside the byte alphabet (an added token) is its UTF-8."""
+        try:
+            return bytes(map(_UNICODE_TO_BYTE.__getitem__, token))
+        except KeyError:
+            return token.encode("utf-8")
+
+    # ---------------------------------------------------------------------------------------------- encoding
+    def encode(self, text: str) -> list[int]:
+        """Text -> token ids (list of int). Special tokens written in the text map to their own id."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects str, got {type(text).__name__}")
+        try:
+            if self._special_pattern is None:
+                return self._encode_ordinary(text)
+            ids: list[int] = []
+            # split() with a capturing group alternates ordinary text (even indices) and special tokens (odd).
+            for index, part in enumerate(self._special_pattern.split(text)):
+                if index % 2:
+                    ids.append(self.special_tokens[part])
+                else:
+                    ids += self._encode_ordinary(part)
+            return ids
+        except UnicodeEncodeError:
+            raise ValueError(f"text is not valid Unicode: {_describe_unencodable(text)}") from None
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Several texts -> one id list each."""
+        return [self.encode(text) for text in texts]
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        """Text without special tokens -> ids: pre-tokenize, then the cached BPE ids of every piece."""
+        return list(chain.from_iterable(map(self._cache.__getitem__, _pretokenize(text))))
+
+    def _bpe_piece(self, piece: str) -> tuple[int, ...]:
+        """One pre-token -> token ids, by applying merges lowest rank first (leftmost first on ties).
+
+        Positions form a linked list and candidate merges sit in a heap, so a long piece (a run of thousands
+        of CJK characters or spaces) costs O(n log n), not O(n^2). A heap entry is stale when the pair at its
+        position has changed since it was pushed; the rank check drops those. Merged-away positions hold -1.
+        """
+        symbols = list(map(self._byte_ids.__getitem__, piece.encode("utf-8")))
+        merge_of = self._merges.get
+        heap = [(m[0], pos, m[1]) for pos, m in enumerate(map(merge_of, zip(symbols, symbols[1:]))) if m]
+        if not heap:
+            return tuple(symbols)
+        heapq.heapify(heap)
+        pop, push = heapq.heappop, heapq.heappush
+        end = len(symbols)
+        following = list(range(1, end + 1))
+        preceding = list(range(-1, end - 1))
+        while heap:
+            rank, left, merged = pop(heap)
+            right = following[left]
+            if right == end or merge_of((symbols[left], symbols[right]), _NO_MERGE)[0] != rank:
+                continue
+            symbols[left], symbols[right] = merged, -1
+            following[left] = after = following[right]
+            if after != end:
+                preceding[after] = left
+                if m := merge_of((merged, symbols[after])):
+                    push(heap, (m[0], left, m[1]))
+            before = preceding[left]
+            if before >= 0 and (m := merge_of((symbols[before], merged))):
+                push(heap, (m[0], before, m[1]))
+        return tuple([symbol for symbol in symbols if symbol >= 0])
+
+    # ---------------------------------------------------------------------------------------------- decoding
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Token ids -> text. Invalid UTF-8 becomes U+FFFD; an id outside the vocab raises ValueError."""
+        table = self._id_to_bytes_no_special if skip_special_tokens else self._id_to_bytes
+        ids = list(ids)
+        try:
+            pieces = list(map(table.__getitem__, ids))
+        except (KeyError, TypeError):
+            raise self._bad_id_error(ids) from None
+        return b"".join(pieces).decode("utf-8", errors="replace")
+
+    def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+        """Token ids -> vocab entries, e.g. ``[15496, 995] -> ["Hello", "Ġworld"]``."""
+        ids = list(ids)
+        try:
+            return list(map(self._id_to_token.__getitem__, ids))
+        except (KeyError, TypeError):
+            raise self._bad_id_error(ids) from None
+
+    def incremental_decoder(self, skip_special_tokens: bool = False) -> IncrementalDecoder:
+        """A streaming decoder that agrees with ``decode(ids, skip_special_tokens)``."""
+        table = self._id_to_bytes_no_special if skip_special_tokens else self._id_to_bytes
+        return IncrementalDecoder(table, self.vocab_size)
+
+    def _bad_id_error(self, ids: list[Any]) -> ValueError:
+        position, bad = next((p, i) for p, i in enumerate(ids) if not _is_hashable(i) or i not in self._id_to_token)
+        return ValueError(
+            f"token id {bad!r} at position {position} is outside the vocabulary (valid ids: 0..{self.vocab_size - 1})"
+        )
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size}, special_tokens={self.special_tokens})"
+
+
+# Pre-tokenization. The `regex` module is needed for \p{L} / \p{N}, but on ASCII text the standard `re` module
+# with the same pattern spelled in ASCII classes gives the same pieces about twice as fast. Text can be cut at
+# "split points" -- an ASCII whitespace character followed by a printable non-space ASCII one, cut before the
+# whitespace: no piece crosses one, and the pieces on either side do not depend on the other side (the regex
+# has no look-behind, and its only look-ahead, `(?!\S)`, sees the same whitespace either way). So the part of
+# each long ASCII stretch between its first and last split points goes to `re`, the rest to `regex`.
+_GPT2_SPLIT = regex.compile(GPT2_SPLIT_PATTERN)
+_WS = r"\t\n\x0b\x0c\r "  # the ASCII characters in regex's \s (Unicode White_Space)
+_ASCII_SPLIT = re.compile(
+    rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
+)
+_FIRST_SPLIT_POINT = regex.compile(rf"[{_WS}][!-~]")
+_LAST_SPLIT_POINT = regex.compile(rf"[{_WS}][!-~]", flags=regex.REVERSE)
+# Switching engines costs a few calls, which short ASCII stretches (between the accents of European text, say)
+# would not pay back.
+_LONG_ASCII_STRETCH = re.compile(r"(?<![\x00-\x7f])[\x00-\x7f]{256,}")
+
+
+def _pretokenize(text: str) -> list[str]:
+    """GPT-2 pre-tokens of ``text`` (which holds no special tokens), e.g. "I'm here" -> ["I", "'m", " here"]."""
+    if text.isascii():
+        return _ASCII_SPLIT.findall(text)
+    pieces: list[str] = []
+    done = 0  # text[:done] is split; `done` is 0 or a split point
+    for stretch in _LONG_ASCII_STRETCH.finditer(text):
+        low, high = stretch.span()
+        first = _FIRST_SPLIT_POINT.search(text, low, high)
+        if first is None:
+            continue
+        # The start and the end of the text are split points too.
+        start = 0 if low == 0 else first.start()
+        end = len(text) if high == len(text) else _LAST_SPLIT_POINT.search(text, low, high).start()
+        pieces += _GPT2_SPLIT.findall(text, done, start)
+        pieces += _ASCII_SPLIT.findall(text, start, end)
+        done = end
+    pieces += _GPT2_SPLIT.findall(text, done)
+    return pieces
+
+
+def _is_hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _describe_unencodable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"lone surrogate {text[error.start]!r} at position {error.start}"
+    return "it cannot be encoded as UTF-8"
+
+
+# --------------------------------------------------------------------------------------------------- file readers
+def _load_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{file}: not a valid UTF-8 JSON file ({error})") from None
+
+
+def _check_vocab(vocab: Any, file: Path, where: str) -> dict[str, int]:
+    if not isinstance(vocab, dict) or not vocab:
+        raise ValueError(f"{file}: {where} must be a non-empty JSON object mapping token -> id")
+    bad = next((k for k, v in vocab.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0), None)
+    if bad is not None:
+        raise ValueError(f"{file}: {where}: token {bad!r} has id {vocab[bad]!r}, expected a non-negative integer")
+    return vocab
+
+
+def _read_vocab_json(file: Path) -> dict[str, int]:
+    return _check_vocab(_load_json(file), file, "vocabulary")
+
+
+def _read_merges_txt(file: Path) -> list[tuple[str, str]]:
+    """merges.txt: optional ``#version`` header, then one ``left right`` pair per line, best first."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{file}: not valid UTF-8 ({error})") from None
+    merges = []
+    for number, line in enumerate(lines, start=1):
+        if not line or (number == 1 and line.startswith("#version")):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"{file}, line {number}: expected two tokens separated by one space, got {line!r}")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[tuple[str, str]], list[str]]:
+    """tokenizer.json -> (vocab, merges, added tokens); added tokens also get their ids in vocab."""
+    data = _load_json(file)
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("type", "BPE") != "BPE":
+        raise ValueError(f"{file}: expected a BPE model under 'model'")
+    vocab = dict(_check_vocab(model.get("vocab"), file, "model.vocab"))
+    raw_merges = model.get("merges")
+    if not isinstance(raw_merges, list):
+        raise ValueError(f"{file}: model.merges must be a list")
+    merges = [_parse_json_merge(entry, file, index) for index, entry in enumerate(raw_merges)]
+    added = []
+    for entry in data.get("added_tokens") or []:
+        if not (isinstance(entry, dict) and isinstance(entry.get("content"), str) and isinstance(entry.get("id"), int)):
+            raise ValueError(f"{file}: added_tokens entry {entry!r} lacks a string 'content' and an integer 'id'")
+        vocab[entry["content"]] = entry["id"]
+        added.append(entry["content"])
+    return vocab, merges, added
+
+
+def _parse_json_merge(entry: Any, file: Path, index: int) -> tuple[str, str]:
+    parts = entry.split(" ") if isinstance(entry, str) else entry
+    if not isinstance(parts, list) or len(parts) != 2 or not all(isinstance(p, str) and p for p in parts):
+        raise ValueError(f"{file}: model.merges[{index}] = {entry!r} is not 'a b' or ['a', 'b']")
+    return parts[0], parts[1]
+
+
+_NAMED_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+def _read_named_special_tokens(directory: Path, vocab: Mapping[str, int]) -> dict[str, str]:
+    """bos/eos/unk/pad token strings from special_tokens_map.json, overridden by tokenizer_config.json."""
+    named: dict[str, str] = {}
+    for file in (directory / "special_tokens_map.json", directory / "tokenizer_config.json"):
+        if not file.is_file():
+            continue
+        config = _load_json(file)
+        if not isinstance(config, dict):
+            raise ValueError(f"{file}: expected a JSON object")
+        for key in _NAMED_TOKEN_KEYS:
+            value = config.get(key)
+            token = value.get("content") if isinstance(value, dict) else value
+            if token is None:
+                continue
+            if not isinstance(token, str):
+                raise ValueError(f"{file}: {key} must be a string or an object with 'content', got {value!r}")
+            if token not in vocab:
+                raise ValueError(f"{file}: {key} {token!r} is not in the vocabulary")
+            named[key] = token
+    return named
