@@ -1,1 +1,28 @@
-"""Numba kernels, installed as ``tinygpt.kernels``. They know nothing about GPT-2."""
+"""Numba kernels, installed as ``tinygpt.kernels``. They know nothing about GPT-2.
+
+matmul      linear (x @ w + b, fused GELU / accumulate), linear_nt (x @ w.T)
+attention   causal multi-head attention over a KV cache with left padding
+activations gelu_new (tanh GELU)
+norm        layer_norm
+threads     set_num_threads / get_num_threads / available_cores (applies in every Python thread)
+
+All take float32 C-contiguous arrays, validate them (ValueError naming the argument) and accept ``out=``.
+Compiled code is cached on disk (``cache=True``), so only the first run on a machine pays for compiling.
+"""
+
+from .activations import gelu_new
+from .attention import attention
+from .matmul import linear, linear_nt
+from .norm import layer_norm
+from .threads import available_cores, get_num_threads, set_num_threads
+
+__all__ = [
+    "attention",
+    "available_cores",
+    "gelu_new",
+    "get_num_threads",
+    "layer_norm",
+    "linear",
+    "linear_nt",
+    "set_num_threads",
+]

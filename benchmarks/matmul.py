@@ -1,0 +1,107 @@
+"""Our linear/linear_nt kernels against np.matmul on distilgpt2's weight shapes.
+
+Run: python benchmarks/matmul.py [--repeats 7] [--threads N]
+
+For each weight shape and M in {1, 8, 512} it prints the median time of both engines (same process, same
+inputs), GFLOP/s, weight GB/s (weight bytes / time: what bounds decode) and the speed ratio. Each repeat
+cycles through enough copies of the weight to overflow the last-level cache, so small-M timings see
+DRAM bandwidth as they would in a real decode step. The machine's parallel read bandwidth is printed first
+for scale. Our ``linear`` also adds the bias; np.matmul does not. Timings on a shared machine are noisy:
+compare the two engines within a run, not across runs.
+"""
+
+import argparse
+import math
+import time
+
+import numpy as np
+from numba import njit, prange
+
+from tinygpt.kernels.matmul import linear, linear_nt
+from tinygpt.kernels.threads import get_num_threads, set_num_threads
+
+# (name, K, N, layout): "kn" weights are [K, N] (Conv1D, used by linear), "nk" are [N, K] (the tied LM head)
+SHAPES = [
+    ("attn.c_attn", 768, 2304, "kn"),
+    ("attn.c_proj", 768, 768, "kn"),
+    ("mlp.c_fc", 768, 3072, "kn"),
+    ("mlp.c_proj", 3072, 768, "kn"),
+    ("lm_head", 768, 50257, "nk"),
+]
+ROWS = (1, 8, 512)
+CACHE_OVERFLOW_BYTES = 128 << 20  # 4x a 32 MB L3
+PAUSE_S = 0.25  # lets the other engine's worker threads stop spinning before we time this one
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _sum(a):
+    total = 0.0
+    for i in prange(a.size):
+        total += a[i]
+    return total
+
+
+def read_bandwidth(repeats: int) -> float:
+    """GB/s of a parallel sum over 256 MB: the ceiling for the weight-streaming kernels."""
+    a = np.ones(64 << 20, np.float32)
+    _sum(a)
+    return a.nbytes / median_seconds(lambda: _sum(a), repeats) / 1e9
+
+
+def median_seconds(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def time_per_call(call, weights, repeats: int) -> float:
+    """Median seconds per call, each repeat calling once per weight copy."""
+    call(weights[0])  # compile / warm up
+    time.sleep(PAUSE_S)
+    return median_seconds(lambda: [call(w) for w in weights], repeats) / len(weights)
+
+
+def bench_shape(name, depth, width, layout, rows, repeats, rng) -> str:
+    shape = (depth, width) if layout == "kn" else (width, depth)
+    weight_bytes = depth * width * 4
+    copies = math.ceil(CACHE_OVERFLOW_BYTES / weight_bytes) if rows <= 8 else 1
+    weights = [rng.standard_normal(shape, dtype=np.float32) for _ in range(copies)]
+    x = rng.standard_normal((rows, depth), dtype=np.float32)
+    bias = rng.standard_normal(width, dtype=np.float32)
+    out = np.empty((rows, width), np.float32)
+    if layout == "kn":
+        ours = time_per_call(lambda w: linear(x, w, bias, out), weights, repeats)
+        theirs = time_per_call(lambda w: np.matmul(x, w, out=out), weights, repeats)
+    else:
+        ours = time_per_call(lambda w: linear_nt(x, w, out), weights, repeats)
+        theirs = time_per_call(lambda w: np.matmul(x, w.T, out=out), weights, repeats)
+    flops = 2.0 * rows * depth * width
+
+    def cells(seconds):
+        return f"{seconds * 1e3:9.3f} {flops / seconds / 1e9:7.1f} {weight_bytes / seconds / 1e9:6.1f}"
+
+    return f"{name:12s} {shape[0]:>5}x{shape[1]:<5} {rows:4d} | {cells(ours)} | {cells(theirs)} | {theirs / ours:5.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (median)")
+    parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: tinygpt's)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    print(f"threads: {get_num_threads()} (np.matmul uses its BLAS's own pool)")
+    print(f"parallel read bandwidth: {read_bandwidth(args.repeats):.1f} GB/s")
+    print(f"{'weight':12s} {'shape':>11s} {'M':>4s} | {'ours ms':>9s} {'GFLOP/s':>7s} {'GB/s':>6s} |"
+          f" {'numpy ms':>9s} {'GFLOP/s':>7s} {'GB/s':>6s} | numpy time / ours")
+    rng = np.random.default_rng(0)
+    for name, depth, width, layout in SHAPES:
+        for rows in ROWS:
+            print(bench_shape(name, depth, width, layout, rows, args.repeats, rng), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Causal multi-head attention of new queries over a key/value cache (with left padding)."""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .activations import exp_f64
+from .threads import apply_num_threads, check_f32, output_array
+
+_FAST = {"reassoc", "contract"}  # vectorised dot products; exp_f64 keeps its own strict flags
+
+
+@njit(cache=True, fastmath=_FAST)
+def _scores(query, keys, first, count, scale, scores):
+    """scores[j] = scale * query . keys[first+j] for j < count; returns their max.
+    Four keys per pass share each load of the query."""
+    dim = query.shape[0]
+    j = 0
+    while j + 4 <= count:
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for d in range(dim):
+            x = query[d]
+            s0 += x * keys[first + j, d]
+            s1 += x * keys[first + j + 1, d]
+            s2 += x * keys[first + j + 2, d]
+            s3 += x * keys[first + j + 3, d]
+        scores[j] = s0 * scale
+        scores[j + 1] = s1 * scale
+        scores[j + 2] = s2 * scale
+        scores[j + 3] = s3 * scale
+        j += 4
+    while j < count:
+        s = np.float32(0.0)
+        for d in range(dim):
+            s += query[d] * keys[first + j, d]
+        scores[j] = s * scale
+        j += 1
+    return scores[:count].max()
+
+
+@njit(cache=True, fastmath=_FAST)
+def _weighted_values(p, values, first, count, out_row):
+    """out_row = sum_j p[j] * values[first+j] for j < count; four values per pass over out_row."""
+    out_row[:] = 0.0
+    j = 0
+    while j + 4 <= count:
+        p0 = p[j]
+        p1 = p[j + 1]
+        p2 = p[j + 2]
+        p3 = p[j + 3]
+        for d in range(out_row.shape[0]):
+            out_row[d] += (p0 * values[first + j, d] + p1 * values[first + j + 1, d]) + (
+                p2 * values[first + j + 2, d] + p3 * values[first + j + 3, d]
+            )
+        j += 4
+    while j < count:
+        for d in range(out_row.shape[0]):
+            out_row[d] += p[j] * values[first + j, d]
+        j += 1
+
+
+@njit(cache=True, fastmath=_FAST)
+def _attend_one(query, keys, values, first, last, scale, scores, out_row):
+    """out_row = softmax(scale * query . keys[first..last]) @ values[first..last] (inclusive, non-empty).
+    query [D], keys/values [S, D]; scores: scratch of length >= last - first + 1."""
+    count = last - first + 1
+    top = np.float64(_scores(query, keys, first, count, scale, scores))
+    total = 0.0
+    for j in range(count):
+        e = exp_f64(np.float64(scores[j]) - top)
+        scores[j] = e
+        total += e
+    _weighted_values(scores, values, first, count, out_row)
+    inv_total = np.float32(1.0 / total)
+    for d in range(out_row.shape[0]):
+        out_row[d] *= inv_total
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def _attention(q, k_cache, v_cache, n_past, kv_start, scale, out):
+    """One task per (row, head): its queries run in order, reusing that head's keys/values from cache."""
+    batch, steps, heads, dim = q.shape
+    for bh in prange(batch * heads):
+        b = bh // heads
+        h = bh % heads
+        first = kv_start[b]
+        keys = k_cache[b, h]
+        values = v_cache[b, h]
+        scores = np.empty(n_past + steps, np.float32)
+        for t in range(steps):
+            last = n_past + t
+            out_row = out[b, t, h * dim : (h + 1) * dim]
+            if last < first:  # the query sits in the left padding: no valid key
+                out_row[:] = 0.0
+            else:
+                _attend_one(q[b, t, h], keys, values, first, last, scale, scores, out_row)
+
+
+def attention(
+    q: np.ndarray,
+    k_cache: np.ndarray,
+    v_cache: np.ndarray,
+    n_past: int,
+    kv_start: np.ndarray,
+    scale: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Causal multi-head attention of T new queries over a KV cache.
+
+    q [B, T, H, D] float32: queries of the new tokens, at cache positions n_past .. n_past+T-1.
+    k_cache, v_cache [B, H, S, D] float32 with S >= n_past + T; positions < n_past + T are filled.
+    kv_start [B] int64 >= 0: first valid key position of each row (left padding before it is masked).
+    Query t of row b attends keys kv_start[b] .. n_past+t inclusive with softmax(scale * q.k); a query
+    with no valid key outputs zeros. out [B, T, H*D] float32 (head h in columns h*D:(h+1)*D); None
+    allocates. All arrays C-contiguous. Returns out."""
+    check_f32("q", q, 4)
+    check_f32("k_cache", k_cache, 4)
+    check_f32("v_cache", v_cache, 4)
+    batch, steps, heads, dim = q.shape
+    n_past = _check_n_past(n_past)
+    capacity = k_cache.shape[2]
+    if k_cache.shape[:2] != (batch, heads) or k_cache.shape[3] != dim:
+        raise ValueError(
+            f"k_cache must have shape ({batch}, {heads}, S, {dim}) to match q {q.shape}, got {k_cache.shape}"
+        )
+    if v_cache.shape != k_cache.shape:
+        raise ValueError(f"v_cache must have the shape of k_cache {k_cache.shape}, got {v_cache.shape}")
+    if capacity < n_past + steps:
+        raise ValueError(f"k_cache holds {capacity} positions, fewer than n_past + T = {n_past + steps}")
+    _check_kv_start(kv_start, batch)
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    out = output_array(out, (batch, steps, heads * dim), {"q": q, "k_cache": k_cache, "v_cache": v_cache})
+    if out.size == 0:
+        return out
+    apply_num_threads()
+    _attention(q, k_cache, v_cache, n_past, kv_start, np.float32(scale), out)
+    return out
+
+
+def _check_n_past(n_past: object) -> int:
+    if isinstance(n_past, bool) or not isinstance(n_past, (int, np.integer)) or n_past < 0:
+        raise ValueError(f"n_past must be a non-negative integer, got {n_past!r}")
+    return int(n_past)
+
+
+def _check_kv_start(kv_start: object, batch: int) -> None:
+    if not isinstance(kv_start, np.ndarray) or kv_start.dtype != np.int64:
+        got = kv_start.dtype if isinstance(kv_start, np.ndarray) else type(kv_start).__name__
+        raise ValueError(f"kv_start must be an int64 numpy array, got {got}")
+    if kv_start.shape != (batch,) or not kv_start.flags.c_contiguous:
+        raise ValueError(f"kv_start must be a contiguous array of shape ({batch},), got shape {kv_start.shape}")
+    if batch and kv_start.min() < 0:
+        raise ValueError(f"kv_start must be >= 0, got {kv_start.tolist()}")

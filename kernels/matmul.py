@@ -1,0 +1,343 @@
+"""Matrix products of linear layers: ``x @ w + b`` with w [K, N] and ``x @ w.T`` with w [N, K].
+
+The kernel is chosen by the number of rows M of x:
+
+* ``linear``, M <= SMALL_M (decode): memory-bound. Each thread streams its own contiguous slab of rows of
+  w exactly once, applying every weight it loads to all M rows of x (``_stream_rows``); a second pass sums
+  the per-thread partials and applies bias, accumulate and GELU.
+* ``linear``, M > SMALL_M (prefill): compute-bound, a blocked GEMM on a 3x4 register tile of dot products
+  (``_dot_3x4``: LLVM vectorises its k loop into 12 vector accumulators, ymm registers on AVX2). Each
+  task transposes a 64-column panel of w into a K-contiguous buffer that stays in L2 while the rows of
+  x stream past it, then applies bias/accumulate/GELU to its panel.
+* ``linear_nt``: rows of w are already K-contiguous. M = 1 takes dot products of 8 rows of w at a time
+  (``_gemv_nt``); larger M use the same 3x4 GEMM driver as ``linear``, reading w in place.
+
+All products accumulate in float32. On the 2-core test machine the GEMM runs at ~1.3x np.matmul
+(OpenBLAS) with 2 threads (about 0.8x on one thread), and the decode kernels at DRAM bandwidth; see
+``benchmarks/matmul.py``.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .activations import gelu_f32
+from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, output_array
+
+SMALL_M = 16  # up to this many rows the weights are streamed once (decode / batched decode)
+
+_FAST = {"reassoc", "contract"}  # lets LLVM vectorise float reductions and fuse multiply-adds; keeps NaN/inf
+
+_MR, _NR = 3, 4  # register tile: 12 vector accumulators + 3 operands fit AVX2's 16 registers
+_KC = 768  # k-block: 3 rows of x plus 4 rows of w (21 KB) stay in L1 during one tile
+_MC = 66  # row block, a multiple of _MR: 66 x 768 floats of x (200 KB) stay in L2 while a panel sweeps them
+_NC = 64  # panel width: the packed 64 x 768 panel of w (192 KB) shares L2 with the row block
+_STREAM_CHUNK = 512  # small-M kernel: columns per pass (4 weight rows x 512 floats = 8 KB of L1)
+
+
+# --- small M: stream the weights once ---------------------------------------------------------------------
+
+
+@njit(cache=True, fastmath=_FAST)
+def _stream_rows(x, w, k0, k1, acc):
+    """acc[i, :] = x[i, k0:k1] @ w[k0:k1, :] for every row i of x (acc is overwritten).
+
+    Each pass takes 4 rows of w, a 512-column chunk at a time (8 KB, stays in L1 while every row of x
+    uses it), and applies them to 2 rows of x at once, so one weight load feeds 8 multiply-adds."""
+    rows, n = acc.shape
+    acc[:, :] = 0.0
+    k = k0
+    while k + 4 <= k1:
+        for j0 in range(0, n, _STREAM_CHUNK):
+            j1 = min(n, j0 + _STREAM_CHUNK)
+            w0 = w[k, j0:j1]
+            w1 = w[k + 1, j0:j1]
+            w2 = w[k + 2, j0:j1]
+            w3 = w[k + 3, j0:j1]
+            for i in range(0, rows - 1, 2):
+                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
+                b0, b1, b2, b3 = x[i + 1, k], x[i + 1, k + 1], x[i + 1, k + 2], x[i + 1, k + 3]
+                acc_a = acc[i, j0:j1]
+                acc_b = acc[i + 1, j0:j1]
+                for j in range(j1 - j0):
+                    v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                    acc_a[j] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
+                    acc_b[j] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
+            if rows % 2:
+                i = rows - 1
+                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
+                acc_a = acc[i, j0:j1]
+                for j in range(j1 - j0):
+                    acc_a[j] += (a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])
+        k += 4
+    while k < k1:
+        for i in range(rows):
+            a = x[i, k]
+            for j in range(n):
+                acc[i, j] += a * w[k, j]
+        k += 1
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
+    """out = [out +] x @ w + b, then GELU if asked; w is cut into ``slabs`` contiguous slabs of rows,
+    one per thread (the caller passes the thread count: reading it here would defeat caching)."""
+    rows, depth = x.shape
+    n = w.shape[1]
+    slab = (depth + slabs - 1) // slabs
+    partials = np.empty((slabs, rows, n), np.float32)
+    for t in prange(slabs):
+        _stream_rows(x, w, min(depth, t * slab), min(depth, (t + 1) * slab), partials[t])
+    columns_per_task = 256
+    for c in prange((n + columns_per_task - 1) // columns_per_task):
+        j0 = c * columns_per_task
+        j1 = min(n, j0 + columns_per_task)
+        for i in range(rows):
+            for j in range(j0, j1):
+                total = b[j]
+                for t in range(slabs):
+                    total += partials[t, i, j]
+                if accumulate:
+                    total += out[i, j]
+                out[i, j] = gelu_f32(total) if gelu else total
+
+
+# --- large M: blocked GEMM on a 3x4 tile of dot products --------------------------------------------------
+# Both operands are handed to the tile as 2-D arrays whose k index starts at 0 (x split into k-blocks, w
+# panels packed), so the tile indexes ``a[row, k]`` with k from range(): LLVM then sees unit-stride,
+# non-negative indices and vectorises without gathers or per-element wraparound checks.
+
+
+@njit(cache=True, fastmath=_FAST)
+def _dot_3x4(a, r0, r1, r2, b, c0, c1, c2, c3, kc):
+    """The 12 dot products a[r, :kc] . b[c, :kc] for r in (r0, r1, r2), c in (c0..c3), row-major."""
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = s20 = s21 = s22 = s23 = np.float32(0.0)
+    for k in range(kc):
+        x0 = a[r0, k]
+        x1 = a[r1, k]
+        x2 = a[r2, k]
+        y = b[c0, k]
+        s00 += x0 * y
+        s10 += x1 * y
+        s20 += x2 * y
+        y = b[c1, k]
+        s01 += x0 * y
+        s11 += x1 * y
+        s21 += x2 * y
+        y = b[c2, k]
+        s02 += x0 * y
+        s12 += x1 * y
+        s22 += x2 * y
+        y = b[c3, k]
+        s03 += x0 * y
+        s13 += x1 * y
+        s23 += x2 * y
+    return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _add_tile(out, i, j, sums, n_rows, n_cols):
+    """out[i:i+n_rows, j:j+n_cols] += the matching part of a 3x4 tile of sums."""
+    if n_rows == _MR and n_cols == _NR:  # interior tile: straight-line stores
+        for r in range(_MR):
+            out[i + r, j] += sums[r * _NR]
+            out[i + r, j + 1] += sums[r * _NR + 1]
+            out[i + r, j + 2] += sums[r * _NR + 2]
+            out[i + r, j + 3] += sums[r * _NR + 3]
+    else:
+        for r in range(n_rows):
+            for c in range(n_cols):
+                out[i + r, j + c] += sums[r * _NR + c]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _panel_product(xa, kc, bt, bt_row0, out, j0, width):
+    """out[:, j0:j0+width] += xa[:, :kc] @ bt[bt_row0:bt_row0+width, :kc].T
+
+    Edge tiles reuse the last valid row/column (clamped indices) and store only the valid part."""
+    rows = xa.shape[0]
+    last_col = bt_row0 + width - 1
+    for i_block in range(0, rows, _MC):
+        i_end = min(rows, i_block + _MC)
+        last_row = i_end - 1
+        for jj in range(0, width, _NR):
+            c = bt_row0 + jj
+            c1 = min(c + 1, last_col)
+            c2 = min(c + 2, last_col)
+            c3 = min(c + 3, last_col)
+            for i in range(i_block, i_end, _MR):
+                sums = _dot_3x4(xa, i, min(i + 1, last_row), min(i + 2, last_row), bt, c, c1, c2, c3, kc)
+                _add_tile(out, i, j0 + jj, sums, min(_MR, i_end - i), min(_NR, width - jj))
+
+
+@njit(cache=True, parallel=True)
+def _split_k(x):
+    """x [M, K] -> [ceil(K / _KC), M, _KC]: k-blocks of x, each C-contiguous (the tail block is not padded)."""
+    rows, depth = x.shape
+    n_blocks = (depth + _KC - 1) // _KC
+    blocks = np.empty((n_blocks, rows, _KC), np.float32)
+    for i in prange(rows):
+        for kb in range(n_blocks):
+            k0 = kb * _KC
+            blocks[kb, i, : min(_KC, depth - k0)] = x[i, k0 : k0 + _KC]
+    return blocks
+
+
+@njit(cache=True, fastmath=_FAST)
+def _pack_transposed(w, k0, k1, j0, width, panel):
+    """panel[c, k - k0] = w[k, j0 + c]: a K-contiguous copy of a column panel of w [K, N].
+    Strips of 8 columns keep the 8 written panel rows in L1 (3x faster than whole-panel rows)."""
+    for c0 in range(0, width, 8):
+        strip = min(8, width - c0)
+        for k in range(k0, k1):
+            row = w[k, j0 + c0 : j0 + c0 + strip]
+            for c in range(strip):
+                panel[c0 + c, k - k0] = row[c]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _pack_rows(w, k0, k1, j0, width, panel):
+    """panel[c, k - k0] = w[j0 + c, k]: a k-block of rows of w [N, K]."""
+    for c in range(width):
+        for k in range(k0, k1):
+            panel[c, k - k0] = w[j0 + c, k]
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def _linear_gemm(x_blocks, depth, w, b, out, accumulate, gelu):
+    """out = [out +] x @ w + b, then GELU if asked; x given as _split_k blocks; one column panel per task."""
+    rows = out.shape[0]
+    n = w.shape[1]
+    for p in prange((n + _NC - 1) // _NC):
+        j0 = p * _NC
+        width = min(_NC, n - j0)
+        for i in range(rows):
+            for c in range(width):
+                out[i, j0 + c] = b[j0 + c] + out[i, j0 + c] if accumulate else b[j0 + c]
+        panel = np.empty((_NC, _KC), np.float32)
+        for kb in range(x_blocks.shape[0]):
+            k0 = kb * _KC
+            k1 = min(depth, k0 + _KC)
+            _pack_transposed(w, k0, k1, j0, width, panel)
+            _panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
+        if gelu:
+            for i in range(rows):
+                for c in range(width):
+                    out[i, j0 + c] = gelu_f32(out[i, j0 + c])
+
+
+@njit(cache=True, fastmath=_FAST)
+def _dot_1x8(a, b, c, last, kc):
+    """The 8 dot products a[:kc] . b[c + t, :kc] for t < 8, row indices clamped to ``last``."""
+    c1 = min(c + 1, last)
+    c2 = min(c + 2, last)
+    c3 = min(c + 3, last)
+    c4 = min(c + 4, last)
+    c5 = min(c + 5, last)
+    c6 = min(c + 6, last)
+    c7 = min(c + 7, last)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+    for k in range(kc):
+        x = a[k]
+        s0 += x * b[c, k]
+        s1 += x * b[c1, k]
+        s2 += x * b[c2, k]
+        s3 += x * b[c3, k]
+        s4 += x * b[c4, k]
+        s5 += x * b[c5, k]
+        s6 += x * b[c6, k]
+        s7 += x * b[c7, k]
+    return (s0, s1, s2, s3, s4, s5, s6, s7)
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def _gemv_nt(x_row, w, out_row):
+    """out_row = w @ x_row for w [N, K]: eight rows of w stream side by side per pass."""
+    n, depth = w.shape
+    for p in prange((n + _NC - 1) // _NC):
+        j_end = min(n, (p + 1) * _NC)
+        for j in range(p * _NC, j_end, 8):
+            sums = _dot_1x8(x_row, w, j, j_end - 1, depth)
+            for t in range(min(8, j_end - j)):
+                out_row[j + t] = sums[t]
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def _gemm_nt(x_blocks, depth, w, out):
+    """out = x @ w.T for w [N, K], x given as _split_k blocks; one panel of rows of w per task.
+    A single k-block reads w in place; deeper products copy each k-block of the panel first."""
+    n = w.shape[0]
+    for p in prange((n + _NC - 1) // _NC):
+        j0 = p * _NC
+        width = min(_NC, n - j0)
+        out[:, j0 : j0 + width] = 0.0
+        if x_blocks.shape[0] == 1:
+            _panel_product(x_blocks[0], depth, w, j0, out, j0, width)
+            continue
+        panel = np.empty((_NC, _KC), np.float32)
+        for kb in range(x_blocks.shape[0]):
+            k0 = kb * _KC
+            k1 = min(depth, k0 + _KC)
+            _pack_rows(w, k0, k1, j0, width, panel)
+            _panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
+
+
+# --- public wrappers --------------------------------------------------------------------------------------
+
+
+def linear(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray | None = None,
+    *,
+    accumulate: bool = False,
+    gelu: bool = False,
+) -> np.ndarray:
+    """Affine map with a [K, N] weight (GPT-2 Conv1D layout).
+
+    x [M, K], w [K, N], b [N]: float32, C-contiguous (w may be a np.memmap view). out [M, N] float32:
+    ``out = x @ w + b``; ``gelu=True``: ``out = gelu_new(x @ w + b)``; ``accumulate=True``:
+    ``out += x @ w + b`` (out must then be given). gelu and accumulate together are an error.
+    out=None allocates. Returns out."""
+    check_f32("x", x, 2)
+    check_f32("w", w, 2)
+    check_f32("b", b, 1)
+    rows, depth = x.shape
+    if w.shape[0] != depth:
+        raise ValueError(f"w must have shape ({depth}, N) to match x {x.shape}, got {w.shape}")
+    n = w.shape[1]
+    check_shape("b", b, (n,))
+    if gelu and accumulate:
+        raise ValueError("gelu and accumulate cannot be combined")
+    if accumulate and out is None:
+        raise ValueError("accumulate=True needs out (the array to add into)")
+    out = output_array(out, (rows, n), {"x": x, "w": w, "b": b})
+    if out.size == 0:
+        return out
+    apply_num_threads()
+    if rows <= SMALL_M:
+        _linear_small_m(x, w, b, out, accumulate, gelu, get_num_threads())
+    else:
+        _linear_gemm(_split_k(x), depth, w, b, out, accumulate, gelu)
+    return out
+
+
+def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Product with a row-major [N, K] weight (e.g. a tied embedding matrix used as the LM head).
+
+    x [M, K], w [N, K]: float32, C-contiguous (w may be a np.memmap view). out [M, N] float32 =
+    ``x @ w.T``; None allocates. Returns out."""
+    check_f32("x", x, 2)
+    check_f32("w", w, 2)
+    rows, depth = x.shape
+    if w.shape[1] != depth:
+        raise ValueError(f"w must have shape (N, {depth}) to match x {x.shape}, got {w.shape}")
+    out = output_array(out, (rows, w.shape[0]), {"x": x, "w": w})
+    if out.size == 0:
+        return out
+    apply_num_threads()
+    if rows == 1:
+        _gemv_nt(x[0], w, out[0])
+    else:
+        _gemm_nt(_split_k(x), depth, w, out)
+    return out

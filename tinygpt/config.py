@@ -1,0 +1,88 @@
+"""The model's hyper-parameters, read from a Hugging Face ``config.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Both names are the tanh approximation of GELU; transformers uses the second for newer checkpoints.
+SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+
+
+class ConfigError(ValueError):
+    """config.json is missing, unreadable, or describes a model tinygpt cannot run."""
+
+
+@dataclass(frozen=True)
+class GPT2Config:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    n_positions: int = 1024
+    vocab_size: int = 50257
+    layer_norm_epsilon: float = 1e-5
+    n_inner: int | None = None  # None means 4 * n_embd
+    activation_function: str = "gelu_new"
+    scale_attn_by_inverse_layer_idx: bool = False
+    bos_token_id: int | None = 50256
+    eos_token_id: int | None = 50256
+
+    def __post_init__(self) -> None:
+        if self.activation_function not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(
+                f"activation_function {self.activation_function!r} is not supported; "
+                f"tinygpt runs {' / '.join(SUPPORTED_ACTIVATIONS)} (GPT-2's tanh GELU)"
+            )
+        for name in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) is not divisible by n_head ({self.n_head})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def inner_dim(self) -> int:
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "GPT2Config":
+        model_type = raw.get("model_type", "gpt2")
+        if model_type != "gpt2":
+            raise ConfigError(f"model_type {model_type!r} is not a GPT-2 model")
+        # Old GPT-2 configs call the context length n_ctx.
+        n_positions = raw.get("n_positions", raw.get("n_ctx", cls.n_positions))
+        return cls(
+            n_layer=raw.get("n_layer", cls.n_layer),
+            n_head=raw.get("n_head", cls.n_head),
+            n_embd=raw.get("n_embd", cls.n_embd),
+            n_positions=n_positions,
+            vocab_size=raw.get("vocab_size", cls.vocab_size),
+            layer_norm_epsilon=float(raw.get("layer_norm_epsilon", cls.layer_norm_epsilon)),
+            n_inner=raw.get("n_inner"),
+            activation_function=raw.get("activation_function", cls.activation_function),
+            scale_attn_by_inverse_layer_idx=bool(raw.get("scale_attn_by_inverse_layer_idx", False)),
+            bos_token_id=raw.get("bos_token_id", cls.bos_token_id),
+            eos_token_id=raw.get("eos_token_id", cls.eos_token_id),
+        )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "GPT2Config":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: not found (a model directory needs config.json)") from None
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{path}: cannot read config: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        try:
+            return cls.from_dict(raw)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,222 @@
+"""The GPT-2 forward pass on tinygpt's Numba kernels, with a preallocated KV cache.
+
+A sequence is processed like ggml's gpt-2 example: the prompt goes through in one pass (every kernel sees
+all its tokens at once), then each new token is one more pass of a single row. Keys and values of every
+layer are written into a cache allocated up front, at position ``n_past``, so a step only computes the new
+tokens. ``tinygpt.reference`` is the same computation without any of this machinery.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import generation, scoring
+from .config import GPT2Config
+from .kernels.attention import attention
+from .kernels.matmul import linear, linear_nt
+from .kernels.norm import layer_norm
+from .tokenizers import Tokenizer
+from .weights import load_weights
+
+# Any of these in a model directory means it ships a tokenizer (Tokenizer.from_pretrained picks which).
+TOKENIZER_FILES = ("vocab.json", "tokenizer.json", "vocab.txt")
+
+
+class InputError(ValueError):
+    """Token ids the model cannot take: wrong shape, outside the vocabulary, or past the context length."""
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for a batch of sequences, preallocated to ``capacity`` positions.
+
+    keys, values: [n_layer, B, H, capacity, D] float32. ``n_past`` positions are filled. ``start[b]`` is
+    the first real position of row b; earlier positions are left padding, masked out of attention.
+    """
+
+    keys: np.ndarray
+    values: np.ndarray
+    start: np.ndarray
+    n_past: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+
+class Model:
+    """A GPT-2-family language model ready to run.
+
+    Build one with :meth:`from_pretrained`. ``logits`` and ``hidden_states`` run whole sequences;
+    ``new_cache`` + ``step`` are the incremental interface generation uses.
+    """
+
+    def __init__(self, config: GPT2Config, weights: dict[str, np.ndarray], tokenizer=None):
+        self.config = config
+        self.weights = weights
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None) -> "Model":
+        """Load a model from a local directory or a Hugging Face Hub repo id (e.g. "distilgpt2").
+
+        Reads ``config.json``, ``model.safetensors`` and, when its files are there, the tokenizer
+        (``model.tokenizer``; None otherwise). Hub repos are downloaded into the Hugging Face cache, only
+        the files tinygpt reads; ``revision`` picks a branch, tag or commit.
+        """
+        from .hub import resolve_model_dir  # imports huggingface_hub: only when a model is loaded
+
+        path = resolve_model_dir(name_or_path, revision)
+        config = GPT2Config.from_file(path / "config.json")
+        weights = load_weights(path, config)
+        has_tokenizer = any((path / name).is_file() for name in TOKENIZER_FILES)
+        return cls(config, weights, Tokenizer.from_pretrained(path) if has_tokenizer else None)
+
+    # ---- whole sequences -------------------------------------------------------------------------
+
+    def logits(self, input_ids) -> np.ndarray:
+        """Next-token logits at every position.
+
+        input_ids: [T] (list or array) -> float32 [T, vocab]; or [B, T] -> [B, T, vocab].
+        """
+        return self._run_whole(input_ids, output="logits")
+
+    def hidden_states(self, input_ids) -> np.ndarray:
+        """Final hidden states after ``ln_f`` (like transformers' ``last_hidden_state``).
+
+        input_ids: [T] -> float32 [T, n_embd]; or [B, T] -> [B, T, n_embd].
+        """
+        return self._run_whole(input_ids, output="hidden")
+
+    def _run_whole(self, input_ids, output: str) -> np.ndarray:
+        ids = self._check_ids(input_ids)
+        batched = ids.ndim == 2
+        ids2d = ids if batched else ids[None, :]
+        cache = self.new_cache(ids2d.shape[0], capacity=ids2d.shape[1])
+        result = self._forward(cache, ids2d, all_positions=True, output=output)
+        return result if batched else result[0]
+
+    # ---- incremental interface ---------------------------------------------------------------------
+
+    def new_cache(self, batch_size: int = 1, *, capacity: int | None = None, start=None) -> KVCache:
+        """An empty KV cache for ``batch_size`` sequences of up to ``capacity`` tokens (default n_positions).
+
+        start: [batch_size] ints, the number of left-padding positions of each row (default 0).
+        """
+        cfg = self.config
+        capacity = cfg.n_positions if capacity is None else int(capacity)
+        if not 1 <= capacity <= cfg.n_positions:
+            raise InputError(f"cache capacity {capacity} must be between 1 and n_positions ({cfg.n_positions})")
+        shape = (cfg.n_layer, batch_size, cfg.n_head, capacity, cfg.head_dim)
+        start = np.zeros(batch_size, np.int64) if start is None else np.asarray(start, np.int64)
+        if start.shape != (batch_size,):
+            raise InputError(f"start must have one entry per row ({batch_size}), got shape {start.shape}")
+        return KVCache(np.zeros(shape, np.float32), np.zeros(shape, np.float32), start)
+
+    def step(self, cache: KVCache, input_ids, *, all_positions: bool = False) -> np.ndarray:
+        """Feed new tokens to every row of ``cache`` and return next-token logits.
+
+        input_ids: [B, T] ints, appended at position ``cache.n_past``.
+        Returns float32 [B, vocab] for the last new token (or [B, T, vocab] with all_positions).
+        """
+        ids = self._check_ids(input_ids)
+        if ids.ndim != 2 or ids.shape[0] != cache.batch_size:
+            raise InputError(f"step expects ids of shape [{cache.batch_size}, T], got {list(ids.shape)}")
+        return self._forward(cache, ids, all_positions=all_positions, output="logits")
+
+    # ---- generation and scoring (tinygpt.generation / tinygpt.scoring do the work) -----------------
+
+    def generate(self, input_ids, **options) -> list[list[int]]:
+        """Continue one prompt or a batch; see :func:`tinygpt.generation.generate` for the options."""
+        return generation.generate(self, input_ids, **options)
+
+    def stream(self, input_ids, **options) -> Iterator[str]:
+        """Yield the continuation's text as it is produced; see :func:`tinygpt.generation.stream`."""
+        return generation.stream(self, input_ids, **options)
+
+    def perplexity(self, text: str, *, stride: int = 512, max_length: int | None = None, progress=None) -> float:
+        """Perplexity of ``text`` by transformers' sliding-window method; see :func:`tinygpt.scoring.perplexity`."""
+        return scoring.perplexity(self, self._require_tokenizer().encode(text), stride=stride,
+                                  max_length=max_length, progress=progress)
+
+    def embed(self, texts: str | list[str]) -> np.ndarray:
+        """Mean-pooled final hidden states: float32 [n_embd] for one text, [N, n_embd] for a list."""
+        tokenizer = self._require_tokenizer()
+        if isinstance(texts, str):
+            return scoring.mean_pooled(self, tokenizer.encode(texts))
+        return np.stack([scoring.mean_pooled(self, tokenizer.encode(text)) for text in texts])
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer (its directory had no tokenizer files); pass token ids")
+        return self.tokenizer
+
+    # ---- the forward pass ---------------------------------------------------------------------------
+
+    def _forward(self, cache: KVCache, ids: np.ndarray, all_positions: bool, output: str) -> np.ndarray:
+        cfg, w = self.config, self.weights
+        B, T = ids.shape
+        n_past = cache.n_past
+        if n_past + T > cfg.n_positions:
+            raise InputError(
+                f"token position {n_past + T - 1} is past the model's context of {cfg.n_positions} positions"
+            )
+        if n_past + T > cache.capacity:
+            raise InputError(f"token position {n_past + T - 1} is past the cache's {cache.capacity} positions")
+        H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
+        # Left-padded rows count their positions from their first real token, as transformers does.
+        positions = np.maximum(n_past + np.arange(T)[None, :] - cache.start[:, None], 0)  # [B, T]
+        x = (w["wte.weight"][ids] + w["wpe.weight"][positions]).reshape(B * T, C)  # residual stream [BT, C]
+        for layer in range(cfg.n_layer):
+            p = f"h.{layer}."
+            h = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], cfg.layer_norm_epsilon)
+            qkv = linear(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]).reshape(B, T, 3, H, D)
+            cache.keys[layer, :, :, n_past:n_past + T] = qkv[:, :, 1].transpose(0, 2, 1, 3)  # [B, H, T, D]
+            cache.values[layer, :, :, n_past:n_past + T] = qkv[:, :, 2].transpose(0, 2, 1, 3)
+            q = np.ascontiguousarray(qkv[:, :, 0])  # [B, T, H, D]
+            heads = attention(q, cache.keys[layer], cache.values[layer], n_past, cache.start,
+                              self._attention_scale(layer))  # [B, T, C]
+            linear(heads.reshape(B * T, C), w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"],
+                   out=x, accumulate=True)  # x += attention output
+            h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], cfg.layer_norm_epsilon)
+            inner = linear(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"], gelu=True)  # [BT, I]
+            linear(inner, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"], out=x, accumulate=True)
+        cache.n_past = n_past + T
+        if not all_positions:
+            x = np.ascontiguousarray(x.reshape(B, T, C)[:, -1])  # only the last token's logits are needed
+        x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], cfg.layer_norm_epsilon)
+        out = x if output == "hidden" else linear_nt(x, w["lm_head.weight"])
+        return out.reshape(B, T, -1) if all_positions else out
+
+    def _attention_scale(self, layer: int) -> float:
+        scale = 1.0 / np.sqrt(self.config.head_dim)
+        if self.config.scale_attn_by_inverse_layer_idx:
+            scale /= layer + 1
+        return float(scale)
+
+    def _check_ids(self, input_ids) -> np.ndarray:
+        ids = np.asarray(input_ids)
+        if ids.ndim not in (1, 2) or ids.shape[-1] == 0:
+            raise InputError(f"token ids must be a non-empty [T] or [B, T] sequence, got shape {list(ids.shape)}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise InputError(f"token ids must be integers, got dtype {ids.dtype}")
+        bad = np.argwhere((ids < 0) | (ids >= self.config.vocab_size))
+        if len(bad):
+            where = tuple(int(i) for i in bad[0])
+            raise InputError(
+                f"token id {int(ids[where])} at position {where if ids.ndim == 2 else where[0]} is outside "
+                f"the vocabulary (size {self.config.vocab_size})"
+            )
+        if ids.shape[-1] > self.config.n_positions:
+            raise InputError(
+                f"{ids.shape[-1]} tokens exceed the model's context of {self.config.n_positions} positions"
+            )
+        return ids.astype(np.int64, copy=False)
