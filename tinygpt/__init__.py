@@ -11,6 +11,9 @@ _EXPORTS = {
     "KVCache": "tinygpt.model",
     "GPT2Config": "tinygpt.config",
     "Tokenizer": "tinygpt.tokenizers",
+    "pipeline": "tinygpt.pipeline",
+    "set_seed": "tinygpt.generation",
+    "set_num_threads": "tinygpt.kernels.threads",
 }
 
 __all__ = sorted(_EXPORTS)

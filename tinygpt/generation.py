@@ -152,7 +152,7 @@ def process_logits(logits: np.ndarray, previous_ids, options: GenerationOptions)
 
 # ------------------------------------------------------------------------------------------------ options
 class _FromModel(enum.Enum):
-    EOS = "the model config's eos_token_id"
+    EOS = "the model's eos_token_id"
 
     def __repr__(self) -> str:
         return f"<{self.value}>"
@@ -166,7 +166,7 @@ class GenerationOptions:
     prompt too (per prompt: a batch does not change a row's budget); max_new_tokens wins when both are given
     (with a warning); with neither, 20 new tokens, cut at the model's context. ``top_k`` 0 or None and
     ``top_p`` 1.0 turn those filters off; temperature, top_k and top_p only matter when ``do_sample``.
-    ``eos_token_id``: an id, a list of ids, or None for none; by default the model config's. ``stop``: strings
+    ``eos_token_id``: an id, a list of ids, or None for none; by default ``model.eos_token_id``. ``stop``: strings
     that end a row once its decoded continuation contains one. ``pad_token_id``: the id fed to padding and to
     finished rows (never returned); by default the lowest EOS id, else 0.
     """
@@ -329,7 +329,7 @@ def _prepare(model, input_ids, options: GenerationOptions, decode_text: bool) ->
     """Check everything against the model and lay out the output rows (with their random streams)."""
     config = model.config
     prompts = _as_prompts(input_ids, config.vocab_size)
-    eos_ids = _eos_ids(options.eos_token_id, config)
+    eos_ids = _eos_ids(options.eos_token_id, model)
     pad_id = options.pad_token_id if options.pad_token_id is not None else min(eos_ids, default=0)
     _check_token_id("pad_token_id", pad_id, config.vocab_size)
     budgets = _new_token_budgets([len(p) for p in prompts], options, config.n_positions)
@@ -393,14 +393,14 @@ def _check_token_id(name: str, token, vocab_size: int) -> None:
         raise ValueError(f"{name} {token!r} is not an id of the vocabulary (0..{vocab_size - 1})")
 
 
-def _eos_ids(eos_token_id, config) -> frozenset[int]:
+def _eos_ids(eos_token_id, model) -> frozenset[int]:
     if eos_token_id is _FromModel.EOS:
-        eos_token_id = config.eos_token_id
+        eos_token_id = model.eos_token_id
     if eos_token_id is None:
         return frozenset()
     ids = [eos_token_id] if isinstance(eos_token_id, numbers.Integral) else list(eos_token_id)
     for token in ids:
-        _check_token_id("eos_token_id", token, config.vocab_size)
+        _check_token_id("eos_token_id", token, model.config.vocab_size)
     return frozenset(int(t) for t in ids)
 
 

@@ -26,6 +26,23 @@ from .weights import load_weights
 TOKENIZER_FILES = ("vocab.json", "tokenizer.json", "vocab.txt")
 
 
+def prompt_rules(config: GPT2Config, tokenizer) -> tuple[list[int], int | None]:
+    """(ids every prompt starts with, default end-of-text id) for a model and its tokenizer.
+
+    A BERT-vocabulary model (WordPiece with [CLS]/[SEP], like uer's Chinese GPT-2) was trained on lines
+    laid out as ``[CLS] text [SEP]``: a prompt starts with [CLS], and [SEP] ends the text. Such configs
+    inherit GPT-2's eos id 50256, which is not even in their vocabulary. A GPT-2 BPE model takes bare text
+    and ends at its config's eos (<|endoftext|>).
+    """
+    cls_id, sep_id = getattr(tokenizer, "cls_token_id", None), getattr(tokenizer, "sep_token_id", None)
+    if cls_id is not None and sep_id is not None:
+        return [cls_id], sep_id
+    eos = config.eos_token_id
+    if eos is not None and 0 <= eos < config.vocab_size:
+        return [], eos
+    return [], getattr(tokenizer, "eos_token_id", None)
+
+
 class InputError(ValueError):
     """Token ids the model cannot take: wrong shape, outside the vocabulary, or past the context length."""
 
@@ -63,6 +80,9 @@ class Model:
         self.config = config
         self.weights = weights
         self.tokenizer = tokenizer
+        # How text becomes a prompt and where generation stops by default; both derived from the files and
+        # both plain attributes, so a user can override them.
+        self.prompt_prefix_ids, self.eos_token_id = prompt_rules(config, tokenizer)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None) -> "Model":
@@ -131,6 +151,16 @@ class Model:
         if ids.ndim != 2 or ids.shape[0] != cache.batch_size:
             raise InputError(f"step expects ids of shape [{cache.batch_size}, T], got {list(ids.shape)}")
         return self._forward(cache, ids, all_positions=all_positions, output="logits")
+
+    # ---- text ------------------------------------------------------------------------------------------
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of ``text`` as a generation prompt: ``prompt_prefix_ids`` (e.g. [CLS]) + the text's ids."""
+        return [*self.prompt_prefix_ids, *self._require_tokenizer().encode(text)]
+
+    def decode(self, ids) -> str:
+        """Text of generated ids, without special tokens ([CLS], [PAD], <|endoftext|>, ...)."""
+        return self._require_tokenizer().decode(ids, skip_special_tokens=True)
 
     # ---- generation and scoring (tinygpt.generation / tinygpt.scoring do the work) -----------------
 

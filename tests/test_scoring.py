@@ -1,0 +1,77 @@
+"""Perplexity and feature vectors against the same computations done with transformers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoints import load_hf_model
+from tinygpt.model import Model
+
+TEXT = (
+    "The tower is 324 metres (1,063 ft) tall, about the same height as an 81-storey building, and the tallest "
+    "structure in Paris. Its base is square, measuring 125 metres (410 ft) on each side. During its construction, "
+    "the Eiffel Tower surpassed the Washington Monument to become the tallest man-made structure in the world. "
+) * 8
+
+
+def transformers_perplexity(hf_model, ids: list[int], max_length: int, stride: int) -> float:
+    """The sliding-window loop of transformers' perplexity guide, verbatim in its arithmetic."""
+    input_all = torch.tensor([ids])
+    seq_len = input_all.size(1)
+    nll_sum, n_tokens, prev_end_loc = 0.0, 0, 0
+    for begin_loc in range(0, seq_len, stride):
+        end_loc = min(begin_loc + max_length, seq_len)
+        trg_len = end_loc - prev_end_loc
+        input_ids = input_all[:, begin_loc:end_loc]
+        target_ids = input_ids.clone()
+        target_ids[:, :-trg_len] = -100
+        with torch.no_grad():
+            loss = hf_model(input_ids, labels=target_ids).loss
+        num_loss_tokens = (target_ids != -100).sum().item() - target_ids.size(0)
+        nll_sum += loss.item() * num_loss_tokens
+        n_tokens += num_loss_tokens
+        prev_end_loc = end_loc
+        if end_loc == seq_len:
+            break
+    return float(np.exp(nll_sum / n_tokens))
+
+
+@pytest.fixture(scope="module")
+def models(small_gpt2_dir):
+    return Model.from_pretrained(small_gpt2_dir), load_hf_model(small_gpt2_dir)
+
+
+@pytest.mark.parametrize("stride", [64, 100, 256])
+def test_perplexity_equals_the_transformers_guide(models, stride):
+    model, hf = models
+    ids = model.tokenizer.encode(TEXT)
+    assert len(ids) > 2 * model.config.n_positions  # several windows
+    expected = transformers_perplexity(hf, ids, max_length=model.config.n_positions, stride=stride)
+    # Both sum float32 log-probabilities over ~600 tokens; 1e-5 relative is float32 rounding, not slack.
+    assert model.perplexity(TEXT, stride=stride) == pytest.approx(expected, rel=1e-5)
+
+
+def test_perplexity_reports_progress_and_checks_arguments(models):
+    model, _ = models
+    seen = []
+    model.perplexity(TEXT, stride=128, progress=lambda done, total: seen.append((done, total)))
+    total = len(model.tokenizer.encode(TEXT))
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    with pytest.raises(ValueError, match="stride must be between 1 and max_length"):
+        model.perplexity(TEXT, stride=0)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        model.perplexity("a")
+
+
+def test_embed_is_the_mean_of_transformers_hidden_states(models):
+    model, hf = models
+    texts = ["A short sentence.", "Another, somewhat longer sentence about the Eiffel Tower."]
+    vectors = model.embed(texts)
+    assert vectors.shape == (2, model.config.n_embd) and vectors.dtype == np.float32
+    for text, vector in zip(texts, vectors):
+        with torch.no_grad():
+            hidden = hf(torch.tensor([model.tokenizer.encode(text)]), output_hidden_states=True).hidden_states[-1]
+        np.testing.assert_allclose(vector, hidden[0].mean(dim=0).numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(model.embed(texts[0]), vectors[0])
