@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoints import DISTILGPT2, SMALL_GPT2, TINY, UER, build_gpt2_dir
+from checkpoints import DISTILGPT2, SMALL_GPT2, TINY, UER, UER_PROMPT, build_gpt2_dir, build_uer_layout_dir
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +44,10 @@ def small_gpt2_dir(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(gpt2_tokenizer_dir / name, directory / name)
     return directory
+
+
+@pytest.fixture(scope="session")
+def uer_layout_dir(tmp_path_factory) -> Path:
+    """uer/gpt2-distil-chinese-cluecorpussmall's files at random init (see build_uer_layout_dir): the greedy
+    continuation of ``[CLS] UER_PROMPT`` reaches [SEP] at its sixth new token or a little later."""
+    return build_uer_layout_dir(tmp_path_factory.mktemp("uer_layout"), seed=5, sep_prompt=UER_PROMPT, sep_step=6)

@@ -9,6 +9,7 @@ from safetensors.numpy import load_file, save_file
 
 from tinygpt import reference
 from tinygpt.model import InputError, Model
+from tinygpt.weights import QuantizedWeight
 
 # Tolerances. Each engine sums in float32, in its own order, through every layer; float32 keeps ~7
 # significant digits, so two correct engines differ by roughly 1e-6 relative to the largest activations
@@ -169,3 +170,35 @@ def test_out_of_vocabulary_id_names_its_position(tiny):
         model.logits([0.5, 1.0])
     with pytest.raises(InputError, match="non-empty"):
         model.logits([])
+
+
+def dequantized(weights: dict) -> dict:
+    """float32 weights equal to what an int8 model computes with: q * scale along the output axis."""
+    out = {}
+    for name, weight in weights.items():
+        if isinstance(weight, QuantizedWeight):
+            scale = weight.scale[:, None] if name == "lm_head.weight" else weight.scale[None, :]
+            out[name] = weight.q.astype(np.float32) * scale
+        else:
+            out[name] = weight
+    return out
+
+
+def test_int8_model_computes_with_its_quantized_weights(distilgpt2_shape_dir):
+    model = Model.from_pretrained(distilgpt2_shape_dir, dtype="int8")
+    quantized = [name for name, w in model.weights.items() if isinstance(w, QuantizedWeight)]
+    assert len(quantized) == 4 * model.config.n_layer + 1  # every linear weight and the LM head
+    assert all(model.weights[name].q.dtype == np.int8 for name in quantized)
+    ids = random_ids(model.config.vocab_size, 2, 20, seed=13)
+    expected = np.stack([reference.logits(row, dequantized(model.weights), model.config) for row in ids])
+    np.testing.assert_allclose(model.logits(ids), expected, rtol=0, atol=FULL_ATOL)
+    cache = model.new_cache(2, capacity=21)
+    model.step(cache, ids)
+    step = model.step(cache, np.array([[5], [6]]))
+    extended = np.concatenate([ids, [[5], [6]]], axis=1)
+    np.testing.assert_allclose(step, model.logits(extended)[:, -1], rtol=0, atol=FULL_ATOL)
+
+
+def test_unknown_dtype_is_an_error(tiny_model_dir):
+    with pytest.raises(ValueError, match="dtype must be one of float32, int8, got 'int4'"):
+        Model.from_pretrained(tiny_model_dir, dtype="int4")

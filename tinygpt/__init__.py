@@ -11,7 +11,7 @@ _EXPORTS = {
     "KVCache": "tinygpt.model",
     "GPT2Config": "tinygpt.config",
     "Tokenizer": "tinygpt.tokenizers",
-    "pipeline": "tinygpt.pipeline",
+    "pipeline": "tinygpt.text_generation",
     "set_seed": "tinygpt.generation",
     "set_num_threads": "tinygpt.kernels.threads",
 }

@@ -19,8 +19,9 @@ from .config import GPT2Config
 from .kernels.attention import attention
 from .kernels.matmul import linear, linear_nt
 from .kernels.norm import layer_norm
+from .kernels.quantized import linear_int8, linear_nt_int8
 from .tokenizers import Tokenizer
-from .weights import load_weights
+from .weights import QuantizedWeight, load_weights
 
 # Any of these in a model directory means it ships a tokenizer (Tokenizer.from_pretrained picks which).
 TOKENIZER_FILES = ("vocab.json", "tokenizer.json", "vocab.txt")
@@ -41,6 +42,20 @@ def prompt_rules(config: GPT2Config, tokenizer) -> tuple[list[int], int | None]:
     if eos is not None and 0 <= eos < config.vocab_size:
         return [], eos
     return [], getattr(tokenizer, "eos_token_id", None)
+
+
+def project(x: np.ndarray, weight, bias: np.ndarray, **options) -> np.ndarray:
+    """A linear layer, x [M, in] -> [M, out], on float32 or int8 weights (options: out, accumulate, gelu)."""
+    if isinstance(weight, QuantizedWeight):
+        return linear_int8(x, weight.q, weight.scale, bias, **options)
+    return linear(x, weight, bias, **options)
+
+
+def lm_head(x: np.ndarray, weight) -> np.ndarray:
+    """Logits x [M, n_embd] -> [M, vocab] from a [vocab, n_embd] head, float32 or int8."""
+    if isinstance(weight, QuantizedWeight):
+        return linear_nt_int8(x, weight.q, weight.scale)
+    return linear_nt(x, weight)
 
 
 class InputError(ValueError):
@@ -85,18 +100,21 @@ class Model:
         self.prompt_prefix_ids, self.eos_token_id = prompt_rules(config, tokenizer)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None) -> "Model":
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        dtype: str = "float32") -> "Model":
         """Load a model from a local directory or a Hugging Face Hub repo id (e.g. "distilgpt2").
 
         Reads ``config.json``, ``model.safetensors`` and, when its files are there, the tokenizer
         (``model.tokenizer``; None otherwise). Hub repos are downloaded into the Hugging Face cache, only
-        the files tinygpt reads; ``revision`` picks a branch, tag or commit.
+        the files tinygpt reads; ``revision`` picks a branch, tag or commit. ``dtype="int8"`` quantizes the
+        linear weights and the LM head at load (one scale per output channel; activations stay float32):
+        a quarter of the bytes to read per token.
         """
         from .hub import resolve_model_dir  # imports huggingface_hub: only when a model is loaded
 
         path = resolve_model_dir(name_or_path, revision)
         config = GPT2Config.from_file(path / "config.json")
-        weights = load_weights(path, config)
+        weights = load_weights(path, config, dtype)
         has_tokenizer = any((path / name).is_file() for name in TOKENIZER_FILES)
         return cls(config, weights, Tokenizer.from_pretrained(path) if has_tokenizer else None)
 
@@ -172,17 +190,26 @@ class Model:
         """Yield the continuation's text as it is produced; see :func:`tinygpt.generation.stream`."""
         return generation.stream(self, input_ids, **options)
 
-    def perplexity(self, text: str, *, stride: int = 512, max_length: int | None = None, progress=None) -> float:
-        """Perplexity of ``text`` by transformers' sliding-window method; see :func:`tinygpt.scoring.perplexity`."""
+    def perplexity(self, text: str, *, stride: int | None = None, max_length: int | None = None,
+                   progress=None) -> float:
+        """Perplexity of ``text`` by transformers' sliding-window method (windows of ``max_length``, default
+        n_positions, every ``stride`` tokens, default half a window); see :func:`tinygpt.scoring.perplexity`."""
+        max_length = self.config.n_positions if max_length is None else max_length
+        stride = max(max_length // 2, 1) if stride is None else stride
         return scoring.perplexity(self, self._require_tokenizer().encode(text), stride=stride,
                                   max_length=max_length, progress=progress)
 
     def embed(self, texts: str | list[str]) -> np.ndarray:
         """Mean-pooled final hidden states: float32 [n_embd] for one text, [N, n_embd] for a list."""
-        tokenizer = self._require_tokenizer()
         if isinstance(texts, str):
-            return scoring.mean_pooled(self, tokenizer.encode(texts))
-        return np.stack([scoring.mean_pooled(self, tokenizer.encode(text)) for text in texts])
+            return scoring.mean_pooled(self, self._text_ids(texts, 0))
+        return np.stack([scoring.mean_pooled(self, self._text_ids(text, i)) for i, text in enumerate(texts)])
+
+    def _text_ids(self, text: str, index: int) -> list[int]:
+        ids = self._require_tokenizer().encode(text)
+        if not ids:
+            raise ValueError(f"text {index} ({text!r}) has no tokens to embed")
+        return ids
 
     def _require_tokenizer(self):
         if self.tokenizer is None:
@@ -208,22 +235,22 @@ class Model:
         for layer in range(cfg.n_layer):
             p = f"h.{layer}."
             h = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], cfg.layer_norm_epsilon)
-            qkv = linear(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]).reshape(B, T, 3, H, D)
+            qkv = project(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]).reshape(B, T, 3, H, D)
             cache.keys[layer, :, :, n_past:n_past + T] = qkv[:, :, 1].transpose(0, 2, 1, 3)  # [B, H, T, D]
             cache.values[layer, :, :, n_past:n_past + T] = qkv[:, :, 2].transpose(0, 2, 1, 3)
             q = np.ascontiguousarray(qkv[:, :, 0])  # [B, T, H, D]
             heads = attention(q, cache.keys[layer], cache.values[layer], n_past, cache.start,
                               self._attention_scale(layer))  # [B, T, C]
-            linear(heads.reshape(B * T, C), w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"],
-                   out=x, accumulate=True)  # x += attention output
+            project(heads.reshape(B * T, C), w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"],
+                    out=x, accumulate=True)  # x += attention output
             h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], cfg.layer_norm_epsilon)
-            inner = linear(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"], gelu=True)  # [BT, I]
-            linear(inner, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"], out=x, accumulate=True)
+            inner = project(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"], gelu=True)  # [BT, I]
+            project(inner, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"], out=x, accumulate=True)
         cache.n_past = n_past + T
         if not all_positions:
             x = np.ascontiguousarray(x.reshape(B, T, C)[:, -1])  # only the last token's logits are needed
         x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], cfg.layer_norm_epsilon)
-        out = x if output == "hidden" else linear_nt(x, w["lm_head.weight"])
+        out = x if output == "hidden" else lm_head(x, w["lm_head.weight"])
         return out.reshape(B, T, -1) if all_positions else out
 
     def _attention_scale(self, layer: int) -> float:

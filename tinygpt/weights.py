@@ -3,7 +3,8 @@
 The safetensors format is an 8-byte little-endian header length, a JSON header mapping each tensor name to
 its dtype, shape and byte range, then the raw little-endian data. We parse the header ourselves so float32
 tensors can be memory-mapped in place: a 330 MB model costs no heap copy, and the OS shares the pages between
-processes. float16 / bfloat16 files are converted to float32 once at load.
+processes. float16 / bfloat16 files are converted to float32 once at load. For int8, linear weights are read
+from the file and quantized piece by piece, so their float32 form never sits in memory as a whole.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ DTYPES = {
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
+FLOAT_DTYPES = ("F32", "F16", "BF16")
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
@@ -54,20 +57,96 @@ def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_weights(model_dir: str | os.PathLike, config: GPT2Config) -> dict[str, np.ndarray]:
-    """All tensors of a GPT-2 checkpoint as float32 arrays keyed by canonical name.
+@dataclass(frozen=True)
+class StoredTensor:
+    """Where one tensor lies in a safetensors file; nothing is read until asked."""
+
+    path: Path
+    name: str  # as stored, e.g. "transformer.h.0.attn.c_attn.weight"
+    dtype_name: str  # safetensors dtype: F32, F16, BF16, ...
+    shape: tuple[int, ...]
+    offset: int  # of the first byte, from the start of the file
+
+    def mapped(self) -> np.ndarray:
+        """The whole tensor as float32: F32 memory-mapped in place (copy-on-write, so a writable view that
+        never writes back), F16/BF16 converted into a new array."""
+        if self.dtype_name == "F32":
+            if 0 in self.shape:
+                return np.zeros(self.shape, np.float32)
+            mapped = np.memmap(self.path, dtype=DTYPES["F32"], mode="c", offset=self.offset, shape=self.shape)
+            return np.asarray(mapped)  # a plain ndarray view: Numba and NumPy results stay ordinary arrays
+        return self.read_rows(0, self.shape[0])
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (along the first axis) as a new float32 array, read from the file."""
+        dtype = DTYPES[self.dtype_name]
+        row_items = int(np.prod(self.shape[1:], dtype=np.int64))
+        raw = np.fromfile(self.path, dtype=dtype, count=(stop - start) * row_items,
+                          offset=self.offset + start * row_items * dtype.itemsize)
+        raw = raw.reshape((stop - start, *self.shape[1:]))
+        if self.dtype_name == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32)  # bfloat16 is the top half of a float32
+        return raw.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """A linear weight as int8 with one float32 scale per output: the weight is ``q * scale`` along outputs.
+
+    q: [in, out] int8 for GPT-2's Conv1D layers (scale [out]); [vocab, n_embd] for the LM head (scale [vocab]).
+    """
+
+    q: np.ndarray
+    scale: np.ndarray
+
+
+# Linear-layer weights, by name suffix: what dtype="int8" stores as int8 (with the LM head).
+LINEAR_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+HEAD_ROWS_PER_READ = 4096  # quantize the LM head a slab at a time: never the whole float32 head in memory
+WEIGHT_DTYPES = ("float32", "int8")
+
+
+def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = "float32") -> dict:
+    """All tensors of a GPT-2 checkpoint, keyed by canonical name (no ``transformer.`` prefix).
 
     Reads ``model.safetensors`` or the shards listed in ``model.safetensors.index.json``. The result always
-    has ``lm_head.weight`` [vocab, n_embd]: the file's own if present, else the same array as ``wte.weight``
-    (GPT-2 ties them).
+    has ``lm_head.weight`` [vocab, n_embd]: the file's own if present, else the token embedding ``wte``
+    (GPT-2 ties them). dtype "float32": every tensor a float32 array. dtype "int8": the linear weights and
+    the LM head are :class:`QuantizedWeight` (quantized at load, read from the file in slabs so no float32
+    copy of them stays in memory); embeddings, biases and LayerNorm parameters stay float32.
     """
-    model_dir = Path(model_dir)
-    files = _safetensors_files(model_dir)
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
+    stored = stored_tensors(Path(model_dir), config)
+    if dtype == "float32":
+        weights = {name: tensor.mapped() for name, tensor in stored.items()}
+        weights.setdefault("lm_head.weight", weights["wte.weight"])
+        return weights
+    from .kernels.quantized import quantize, quantize_rows  # Numba: only when int8 is asked for
+
+    weights = {}
+    for name, tensor in stored.items():
+        if name.endswith(LINEAR_SUFFIXES):
+            weights[name] = QuantizedWeight(*quantize(tensor.read_rows(0, tensor.shape[0])))
+        elif name != "lm_head.weight":
+            weights[name] = tensor.mapped()
+    head = stored.get("lm_head.weight", stored["wte.weight"])
+    q = np.empty(head.shape, np.int8)
+    scale = np.empty(head.shape[0], np.float32)
+    for start in range(0, head.shape[0], HEAD_ROWS_PER_READ):
+        stop = min(start + HEAD_ROWS_PER_READ, head.shape[0])
+        q[start:stop], scale[start:stop] = quantize_rows(head.read_rows(start, stop))
+    weights["lm_head.weight"] = QuantizedWeight(q, scale)
+    return weights
+
+
+def stored_tensors(model_dir: Path, config: GPT2Config) -> dict[str, StoredTensor]:
+    """Every tensor the model needs, by canonical name, checked against the config: names, shapes, dtypes."""
     expected = expected_shapes(config)
-    weights: dict[str, np.ndarray] = {}
-    for path in files:
-        for raw_name, (dtype_name, array) in _read_safetensors(path).items():
-            name = _canonical_name(raw_name)
+    tensors: dict[str, StoredTensor] = {}
+    for path in _safetensors_files(model_dir):
+        for tensor in _read_header(path):
+            name = _canonical_name(tensor.name)
             if name.endswith(IGNORED_SUFFIXES):
                 continue
             if name == "lm_head.weight":
@@ -75,14 +154,19 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config) -> dict[str, 
             elif name in expected:
                 expected_shape = expected[name]
             else:
-                raise WeightsError(f"{path}: unexpected tensor {raw_name!r} for a GPT-2 model")
-            weights[name] = _as_float32(array, dtype_name, path, raw_name, expected_shape)
-    missing = [name for name in expected if name not in weights]
+                raise WeightsError(f"{path}: unexpected tensor {tensor.name!r} for a GPT-2 model")
+            if tensor.shape != expected_shape:
+                raise WeightsError(f"{path}: tensor {tensor.name!r} has shape {list(tensor.shape)}, "
+                                   f"expected {list(expected_shape)}")
+            if tensor.dtype_name not in FLOAT_DTYPES:
+                raise WeightsError(f"{path}: tensor {tensor.name!r} has dtype {tensor.dtype_name}, "
+                                   f"expected {', '.join(FLOAT_DTYPES)}")
+            tensors[name] = tensor
+    missing = [name for name in expected if name not in tensors]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise WeightsError(f"{model_dir}: tensor(s) missing from the checkpoint: {shown}")
-    weights.setdefault("lm_head.weight", weights["wte.weight"])
-    return weights
+    return tensors
 
 
 def _canonical_name(name: str) -> str:
@@ -105,11 +189,8 @@ def _safetensors_files(model_dir: Path) -> list[Path]:
     )
 
 
-def _read_safetensors(path: Path) -> dict[str, tuple[str, np.ndarray]]:
-    """Memory-map every tensor of one safetensors file: name -> (safetensors dtype name, array).
-
-    Copy-on-write mapping, so the arrays are writable views that never write back to the file.
-    """
+def _read_header(path: Path) -> list[StoredTensor]:
+    """The tensors listed in one safetensors file's header, each checked to lie inside the file."""
     file_size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)
@@ -125,26 +206,20 @@ def _read_safetensors(path: Path) -> dict[str, tuple[str, np.ndarray]]:
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: corrupt safetensors header (not a JSON object)")
     data_start = 8 + header_len
-    arrays = {}
+    tensors = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
         dtype_name, shape, (begin, end) = _tensor_info(path, name, info)
-        dtype = DTYPES[dtype_name]
         if data_start + end > file_size:
             raise WeightsError(
                 f"{path}: truncated file: tensor {name!r} ends at byte {data_start + end}, "
                 f"file has {file_size}"
             )
-        if end - begin != dtype.itemsize * int(np.prod(shape)):
+        if end - begin != DTYPES[dtype_name].itemsize * int(np.prod(shape)):
             raise WeightsError(f"{path}: tensor {name!r}: byte range does not match shape {shape}")
-        if end == begin:
-            array = np.zeros(shape, dtype)
-        else:
-            mapped = np.memmap(path, dtype=dtype, mode="c", offset=data_start + begin, shape=tuple(shape))
-            array = np.asarray(mapped)  # a plain ndarray view: Numba and NumPy results stay ordinary arrays
-        arrays[name] = (dtype_name, array)
-    return arrays
+        tensors.append(StoredTensor(path, name, dtype_name, tuple(shape), data_start + begin))
+    return tensors
 
 
 def _tensor_info(path: Path, name: str, info) -> tuple[str, list[int], tuple[int, int]]:
@@ -157,18 +232,3 @@ def _tensor_info(path: Path, name: str, info) -> tuple[str, list[int], tuple[int
     if dtype_name not in DTYPES:
         raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name}")
     return dtype_name, shape, (begin, end)
-
-
-def _as_float32(
-    array: np.ndarray, dtype_name: str, path: Path, name: str, shape: tuple[int, ...]
-) -> np.ndarray:
-    if tuple(array.shape) != shape:
-        raise WeightsError(f"{path}: tensor {name!r} has shape {list(array.shape)}, expected {list(shape)}")
-    if dtype_name == "F32":
-        return array
-    if dtype_name == "F16":
-        return np.ascontiguousarray(array, dtype=np.float32)
-    if dtype_name == "BF16":
-        # bfloat16 is the top half of a float32: shift its bits into place.
-        return (array.astype(np.uint32) << 16).view(np.float32)
-    raise WeightsError(f"{path}: tensor {name!r} has dtype {dtype_name}, expected F32, F16 or BF16")

@@ -24,20 +24,21 @@ def random(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return rng.standard_normal(shape, dtype=np.float32)
 
 
-# M covers decode (1), batched decode (3, 16 = SMALL_M) and the GEMM path (17, 65, 130) with ragged 3-row
-# tiles; N covers ragged 4-column tiles and several 64-wide panels; K=800 spans two 768-deep k-blocks of the
-# GEMM and K < 4 exercises the streaming kernel's unroll remainder.
+# M covers the streaming path (1, 3, 17, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with ragged 3-row
+# tiles and row blocks; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two
+# 768-deep k-blocks of the GEMM, and K not a multiple of 4 exercises the streaming kernel's remainder.
 SHAPES = [
     (1, 1, 1),
     (1, 17, 5),
     (1, 130, 65),
     (3, 3, 17),
     (3, 65, 130),
+    (17, 65, 33),
     (SMALL_M, 130, 17),
     (SMALL_M + 1, 17, 130),
     (65, 65, 65),
     (130, 130, 5),
-    (17, 800, 130),
+    (65, 800, 130),
     (65, 1, 3),
 ]
 
@@ -88,16 +89,17 @@ def test_linear_nt_matches_float64_product(m, k, n):
     assert np.all(np.abs(got - want) <= bound)
 
 
+@pytest.mark.parametrize("mode", ["c", "r"])
 @pytest.mark.parametrize("m", [1, 8, 40])
-def test_memmap_weights(tmp_path, m):
-    """Weights mapped copy-on-write from a file, as the model loader provides them."""
+def test_memmap_weights(tmp_path, m, mode):
+    """Weights mapped from a file: copy-on-write as the model loader provides them, or read-only."""
     rng = np.random.default_rng(m)
     k, n = 96, 70
     w_file, wt_file = tmp_path / "w.bin", tmp_path / "wt.bin"
     random(rng, k, n).tofile(w_file)
     random(rng, n, k).tofile(wt_file)
-    w = np.memmap(w_file, dtype=np.float32, mode="c", shape=(k, n))
-    wt = np.memmap(wt_file, dtype=np.float32, mode="c", shape=(n, k))
+    w = np.memmap(w_file, dtype=np.float32, mode=mode, shape=(k, n))
+    wt = np.memmap(wt_file, dtype=np.float32, mode=mode, shape=(n, k))
     x, b = random(rng, m, k), random(rng, n)
     bound = sum_error_bound(k + 1, np.abs(x).astype(np.float64) @ np.abs(np.asarray(w)) + np.abs(b))
     assert np.all(np.abs(linear(x, w, b) - (x.astype(np.float64) @ w + b)) <= bound)

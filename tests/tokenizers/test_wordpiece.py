@@ -10,54 +10,18 @@ from __future__ import annotations
 
 import json
 import string
-import unicodedata
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from checkpoints import MAIN_CJK, WIDE_PUNCTUATION, chinese_bert_vocab
 from tinygpt.tokenizers import WordPieceTokenizer
 
 transformers = pytest.importorskip("transformers")
 
-MAIN_CJK = [chr(code) for code in range(0x4E00, 0x9FA6)]  # the CJK block as of Unicode 4.1
-# Full-width forms and CJK symbols that are punctuation (Unicode P*), so BERT splits them off like ideographs.
-WIDE_PUNCTUATION = [
-    chr(code)
-    for code in [*range(0xFF01, 0xFF5F), *range(0x3001, 0x3020)]
-    if unicodedata.category(chr(code)).startswith("P")
-]
-
-
-def build_vocab() -> list[str]:
-    """Vocabulary tokens in id order, without duplicates."""
-    head = ["[PAD]", *(f"[unused{i}]" for i in range(1, 100)), "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<S>", "<T>"]
-    ascii_chars = list(string.punctuation + string.digits + string.ascii_lowercase + string.ascii_uppercase)
-    other_cjk = [
-        chr(code)
-        for start, count in [(0x3400, 40), (0xF900, 40), (0x20000, 20), (0x2A700, 10), (0x2B740, 5),
-                             (0x2B920, 5), (0x2F800, 10)]
-        for code in range(start, start + count)
-    ]
-    cjk_pieces = ["##" + char for char in MAIN_CJK[:3000]] + ["中国", "北京", "##国人"]
-    words = ("the of and to in is it hello world token play un re transform form er model chinese text cafe "
-             "café naive über año python").split()
-    continuations = ["##" + char for char in string.ascii_lowercase + string.ascii_uppercase + string.digits]
-    suffixes = ["##" + piece for piece in
-                "ing ed er ers ly ation ize izer izers able aff ment ness tion form former formers ll lo".split()]
-    numbers = ["2020", "19", "100", "##20", "##00", "##19"]
-    accented = list("éèüöñçàÉÜ") + ["##é", "##ü", "##ñ"]
-    other = list("“”‘’…—·😀👍❤あいうアイ한국αβσςΣ") + ["##い", "##국", "##β"]
-    # Never produced by encoding, but decoding must treat them like the reference's cleanup does.
-    cleanup_targets = ["do not", "n't", "'s", "'re", "'m", "'ve", "' s"]
-    vocab = (head + ascii_chars + WIDE_PUNCTUATION + MAIN_CJK + other_cjk + cjk_pieces + words + continuations
-             + suffixes + numbers + accented + other + cleanup_targets)
-    assert len(vocab) == len(set(vocab)), "the test vocabulary must not repeat a token"
-    return vocab
-
-
-VOCAB = build_vocab()
+VOCAB = chinese_bert_vocab()
 
 # tokenizer_config.json contents; None writes no config (BertTokenizer defaults).
 CONFIGS = {

@@ -1,0 +1,129 @@
+"""int8 weight-only kernels against our float32 kernels and np.matmul on distilgpt2's weight shapes.
+
+Run: python benchmarks/quantized_matmul.py [--repeats 7] [--threads N]
+
+For each weight shape and M in {1, 8, 512} it prints, for linear_int8 / linear_nt_int8, our float32
+linear / linear_nt and np.matmul (float32), the median time per call (same process, same inputs), GFLOP/s
+and weight GB/s (each engine's own weight bytes / time: int8 bytes for the int8 kernel), then the float32
+kernels' time over the int8 kernel's. Each repeat cycles through enough copies of the weight to overflow
+the last-level cache, so small-M timings see DRAM bandwidth as a real decode step does. The machine's
+parallel read bandwidth is printed first for scale, and the time to quantize the LM head last. Timings on
+a shared machine are noisy: compare engines within a run, not across runs.
+"""
+
+import argparse
+import math
+import time
+
+import numpy as np
+from numba import njit, prange
+
+from tinygpt.kernels.matmul import linear, linear_nt
+from tinygpt.kernels.quantized import linear_int8, linear_nt_int8, quantize, quantize_rows
+from tinygpt.kernels.threads import get_num_threads, set_num_threads
+
+# (name, K, N, layout): "kn" weights are [K, N] (Conv1D, used by linear), "nk" are [N, K] (the tied LM head)
+SHAPES = [
+    ("attn.c_attn", 768, 2304, "kn"),
+    ("attn.c_proj", 768, 768, "kn"),
+    ("mlp.c_fc", 768, 3072, "kn"),
+    ("mlp.c_proj", 3072, 768, "kn"),
+    ("lm_head", 768, 50257, "nk"),
+]
+ROWS = (1, 8, 512)
+CACHE_OVERFLOW_BYTES = 128 << 20  # 4x a 32 MB L3
+PAUSE_S = 0.25  # lets the previous engine's worker threads stop spinning before we time the next one
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _sum(a):
+    total = 0.0
+    for i in prange(a.size):
+        total += a[i]
+    return total
+
+
+def median_seconds(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def read_bandwidth(repeats: int) -> float:
+    """GB/s of a parallel sum over 256 MB: the ceiling for the weight-streaming kernels."""
+    a = np.ones(64 << 20, np.float32)
+    _sum(a)
+    return a.nbytes / median_seconds(lambda: _sum(a), repeats) / 1e9
+
+
+def cache_busting_copies(weight: np.ndarray, rows: int) -> list[np.ndarray]:
+    """``weight`` plus enough copies to overflow the last-level cache (one copy when M is GEMM-sized)."""
+    count = math.ceil(CACHE_OVERFLOW_BYTES / weight.nbytes) if rows <= 8 else 1
+    return [weight] + [weight.copy() for _ in range(count - 1)]
+
+
+def time_per_call(call, weights: list, repeats: int) -> float:
+    """Median seconds per call, each repeat calling once per weight copy."""
+    call(weights[0])  # compile / warm up
+    time.sleep(PAUSE_S)
+    return median_seconds(lambda: [call(w) for w in weights], repeats) / len(weights)
+
+
+def bench_shape(name: str, depth: int, width: int, layout: str, rows: int, repeats: int, rng) -> str:
+    shape = (depth, width) if layout == "kn" else (width, depth)
+    w = rng.standard_normal(shape, dtype=np.float32)
+    q, scale = quantize(w) if layout == "kn" else quantize_rows(w)
+    x = rng.standard_normal((rows, depth), dtype=np.float32)
+    bias = rng.standard_normal(width, dtype=np.float32)
+    out = np.empty((rows, width), np.float32)
+    if layout == "kn":
+        int8 = time_per_call(lambda qc: linear_int8(x, qc, scale, bias, out), cache_busting_copies(q, rows), repeats)
+        f32 = time_per_call(lambda wc: linear(x, wc, bias, out), cache_busting_copies(w, rows), repeats)
+        ref = time_per_call(lambda wc: np.matmul(x, wc, out=out), cache_busting_copies(w, rows), repeats)
+    else:
+        int8 = time_per_call(lambda qc: linear_nt_int8(x, qc, scale, out), cache_busting_copies(q, rows), repeats)
+        f32 = time_per_call(lambda wc: linear_nt(x, wc, out), cache_busting_copies(w, rows), repeats)
+        ref = time_per_call(lambda wc: np.matmul(x, wc.T, out=out), cache_busting_copies(w, rows), repeats)
+    flops = 2.0 * rows * depth * width
+
+    def cells(seconds: float, weight_bytes: int) -> str:
+        return f"{seconds * 1e3:8.3f} {flops / seconds / 1e9:6.1f} {weight_bytes / seconds / 1e9:5.1f}"
+
+    return (
+        f"{name:11s} {shape[0]:>5}x{shape[1]:<5} {rows:3d} | {cells(int8, q.nbytes)} | {cells(f32, w.nbytes)} |"
+        f" {cells(ref, w.nbytes)} | {f32 / int8:5.2f} {ref / int8:5.2f}"
+    )
+
+
+def quantize_seconds(repeats: int, rng) -> float:
+    """Median time of quantize_rows on a float32 LM-head-sized matrix (a load-time cost)."""
+    wte = rng.standard_normal((50257, 768), dtype=np.float32)
+    quantize_rows(wte)
+    return median_seconds(lambda: quantize_rows(wte), repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (median)")
+    parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: tinygpt's)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    print(f"threads: {get_num_threads()} (np.matmul uses its BLAS's own pool)")
+    print(f"parallel read bandwidth: {read_bandwidth(args.repeats):.1f} GB/s")
+    engine = f"{'ms':>8s} {'GFLOP/s':>6s} {'GB/s':>5s}"
+    print(f"{'':23s}     | {'int8 (ours)':^20s} | {'float32 (ours)':^20s} | {'np.matmul float32':^20s} |"
+          " f32 / int8 time")
+    print(f"{'weight':11s} {'shape':>11s} {'M':>3s} | {engine} | {engine} | {engine} |  ours numpy")
+    rng = np.random.default_rng(0)
+    for name, depth, width, layout in SHAPES:
+        for rows in ROWS:
+            print(bench_shape(name, depth, width, layout, rows, args.repeats, rng), flush=True)
+    print(f"quantize_rows 50257x768: {quantize_seconds(args.repeats, rng) * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""int8 quantization against its NumPy definition, and the int8 kernels against float64 NumPy products with
+the dequantized weights ``q * scale``, on the streaming (M <= SMALL_M) and GEMM paths."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from tinygpt.kernels import threads
+from tinygpt.kernels.quantized import SMALL_M, linear_int8, linear_nt_int8, quantize, quantize_rows
+
+U = 2.0**-24  # unit roundoff of float32
+
+
+def sum_error_bound(terms: int, magnitude: np.ndarray) -> np.ndarray:
+    """Rounding error bound of a float32 sum of ``terms`` products, in any order: gamma_n * sum|terms|,
+    gamma_n = n*u / (1 - n*u) (Higham, Accuracy and Stability of Numerical Algorithms, eq. 3.5)."""
+    n = terms + 1  # +1: a multiply rounds before it is added (no FMA assumed)
+    return n * U / (1 - n * U) * magnitude
+
+
+def gelu64(y: np.ndarray) -> np.ndarray:
+    return 0.5 * y * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (y + 0.044715 * y**3)))
+
+
+def random(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def quantized_columns(rng: np.random.Generator, k: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q [K, N], scale [N] from quantizing a random weight, and the dequantized weight q * scale (float32,
+    computed by NumPy: the weight the int8 kernels are specified against)."""
+    q, scale = quantize(random(rng, k, n))
+    return q, scale, q * scale
+
+
+def quantized_rows(rng: np.random.Generator, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    q, scale = quantize_rows(random(rng, n, k))
+    return q, scale, q * scale[:, None]
+
+
+# --- quantize / quantize_rows -----------------------------------------------------------------------------
+# Both are checked through one parametrisation: quantize_rows of w must behave as quantize of w.T, which the
+# helpers below spell out with the output axis first.
+
+QUANTIZERS = {
+    "columns": (quantize, lambda a: a.T),  # quantize: outputs are the columns of w
+    "rows": (quantize_rows, lambda a: a),  # quantize_rows: outputs are the rows of w
+}
+
+
+def by_output(kind: str, w: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """w and q as [outputs, inputs] float64 / int arrays, whatever the layout of ``kind``."""
+    view = QUANTIZERS[kind][1]
+    return view(w).astype(np.float64), view(q).astype(np.int64)
+
+
+@pytest.mark.parametrize("kind", QUANTIZERS)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (65, 130), (130, 5), (768, 64)])
+def test_quantize_matches_its_definition(kind, shape):
+    """scale = max|w| / 127 per output and q = clip(round(w / scale)), exactly as NumPy evaluates them."""
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    w = random(rng, *shape) * np.float32(3.0)
+    q, scale = QUANTIZERS[kind][0](w)
+    w_out, q_out = by_output(kind, w, q)
+    assert q.dtype == np.int8 and q.shape == w.shape
+    assert scale.dtype == np.float32 and scale.shape == (w_out.shape[0],)
+    want_scale = np.abs(QUANTIZERS[kind][1](w)).max(axis=1) / np.float32(127)
+    assert np.array_equal(scale, want_scale)
+    want_q = np.clip(np.rint(QUANTIZERS[kind][1](w) / want_scale[:, None]), -127, 127)
+    assert np.array_equal(q_out, want_q)
+    assert np.all(np.abs(q_out).max(axis=1) == 127)  # the largest weight of every output maps to +-127
+
+
+@pytest.mark.parametrize("kind", QUANTIZERS)
+def test_quantize_round_trip_error_is_half_a_step(kind):
+    """|q * scale - w| <= scale / 2, up to the rounding of w / scale: that float32 quotient is within
+    127 * (1 + 3u) * u of the exact one (|w / scale| <= 127 up to scale's own rounding), hence the 128 * u."""
+    rng = np.random.default_rng(11)
+    w = random(rng, 300, 200) * np.exp(random(rng, 300, 200))  # heavy-ish tails, varied magnitudes
+    q, scale = QUANTIZERS[kind][0](w)
+    w_out, q_out = by_output(kind, w, q)
+    step = scale.astype(np.float64)[:, None]
+    assert np.all(np.abs(q_out * step - w_out) <= step * (0.5 + 128 * U))
+
+
+@pytest.mark.parametrize("kind", QUANTIZERS)
+def test_quantize_is_exact_on_multiples_of_the_scale(kind):
+    """w = k * s with integers |k| <= 127 (127 reached in every output) and s of at most 17 significant bits,
+    so every k * s and 127 * s is exact in float32: quantization must return k and s exactly."""
+    rng = np.random.default_rng(12)
+    outputs, inputs = 40, 33
+    steps = (rng.integers(1, 2**16, outputs) * 2.0 ** rng.integers(-30, 10, outputs)).astype(np.float32)
+    ints = rng.integers(-127, 128, (outputs, inputs))
+    ints[np.arange(outputs), rng.integers(0, inputs, outputs)] = rng.choice([-127, 127], outputs)
+    w_out = (ints * steps[:, None].astype(np.float64)).astype(np.float32)
+    w = np.ascontiguousarray(QUANTIZERS[kind][1](w_out))
+    q, scale = QUANTIZERS[kind][0](w)
+    assert np.array_equal(scale, steps)
+    assert np.array_equal(by_output(kind, w, q)[1], ints)
+
+
+@pytest.mark.parametrize("kind", QUANTIZERS)
+def test_quantize_zero_outputs_get_scale_one(kind):
+    rng = np.random.default_rng(13)
+    w_out = random(rng, 6, 9)
+    w_out[[0, 4]] = 0.0
+    w = np.ascontiguousarray(QUANTIZERS[kind][1](w_out))
+    q, scale = QUANTIZERS[kind][0](w)
+    assert scale[0] == scale[4] == 1.0
+    assert not by_output(kind, w, q)[1][[0, 4]].any()
+    assert np.all(scale[[1, 2, 3, 5]] != 1.0)
+    q_all, scale_all = QUANTIZERS[kind][0](np.zeros((5, 3), np.float32))
+    assert np.all(scale_all == 1.0) and not q_all.any()
+
+
+@pytest.mark.parametrize("kind", QUANTIZERS)
+def test_quantize_keeps_memory_to_the_result(kind):
+    """No float-sized temporaries: NumPy-visible allocations stay at the int8 result plus O(outputs)."""
+    w = np.ones((1024, 512), np.float32)
+    QUANTIZERS[kind][0](w[:2])  # compile outside the measurement
+    tracemalloc.start()
+    try:
+        q, scale = QUANTIZERS[kind][0](w)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= q.nbytes + 64 * 1024
+
+
+@pytest.mark.parametrize("kind, where", [("columns", "column 2"), ("rows", "row 2")])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_quantize_rejects_non_finite_weights(kind, where, bad):
+    w_out = np.ones((4, 5), np.float32)
+    w_out[2, 3] = bad
+    with pytest.raises(ValueError, match=f"NaN or infinite value in {where}"):
+        QUANTIZERS[kind][0](np.ascontiguousarray(QUANTIZERS[kind][1](w_out)))
+
+
+@pytest.mark.parametrize("quantizer", [quantize, quantize_rows])
+@pytest.mark.parametrize(
+    "w, match",
+    [
+        (np.zeros((4, 3), np.float64), "w must be float32"),
+        (np.zeros((4, 3), np.int8), "w must be float32"),
+        (np.zeros(4, np.float32), "w must have 2 dimensions"),
+        (np.zeros((2, 4, 3), np.float32), "w must have 2 dimensions"),
+        (np.zeros((3, 4), np.float32).T, "w must be C-contiguous"),
+        ([[0.0, 1.0]], "w must be a numpy array"),
+    ],
+)
+def test_quantize_rejects_bad_weights(quantizer, w, match):
+    with pytest.raises(ValueError, match=match):
+        quantizer(w)
+
+
+# --- linear_int8 / linear_nt_int8 -------------------------------------------------------------------------
+# Tolerances: the reference is float64 x @ d (+ b) with d = q * scale as NumPy makes it (float32). The
+# kernels either sum x * q in float32 and scale the sum (decode path) or run the float32 GEMM on d itself
+# (prefill path). Either way the error is that of a float32 sum of K products in some order (gamma_{K+1},
+# as for matmul.linear), plus one rounding each for: applying the scale, d's own rounding in the
+# reference (d = q * scale * (1 + delta)), the bias add, and the add into out when accumulating. Each extra
+# rounding is one more term in gamma_n, so the bound is sum_error_bound(K + 3, |x| @ |d| + |b|) (+1 for
+# accumulate), with |x| @ |d| the sum of the magnitudes of the terms.
+
+# M covers decode (1), batched decode (3, 8, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with ragged
+# 3-row tiles; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two 768-deep
+# k-blocks of the GEMM, and K not a multiple of 4 exercises the streaming kernel's remainder.
+SHAPES = [
+    (1, 1, 1),
+    (1, 17, 5),
+    (1, 130, 65),
+    (1, 800, 130),
+    (3, 3, 17),
+    (3, 65, 130),
+    (8, 130, 65),
+    (SMALL_M, 130, 17),
+    (SMALL_M + 1, 17, 130),
+    (65, 65, 65),
+    (130, 130, 5),
+    (17, 800, 130),
+    (65, 1, 3),
+]
+
+
+def magnitude(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    return np.abs(x).astype(np.float64) @ np.abs(d).astype(np.float64)
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_linear_int8_matches_dequantized_product(m, k, n):
+    rng = np.random.default_rng(m * 10007 + k * 101 + n)
+    x, b = random(rng, m, k), random(rng, n)
+    q, scale, d = quantized_columns(rng, k, n)
+    got = linear_int8(x, q, scale, b)
+    want = x.astype(np.float64) @ d + b
+    assert got.dtype == np.float32 and got.shape == (m, n)
+    assert np.all(np.abs(got - want) <= sum_error_bound(k + 3, magnitude(x, d) + np.abs(b)))
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_linear_int8_accumulate_adds_into_out(m, k, n):
+    rng = np.random.default_rng(m + k + n)
+    x, b, out = random(rng, m, k), random(rng, n), random(rng, m, n)
+    q, scale, d = quantized_columns(rng, k, n)
+    want = out.astype(np.float64) + x.astype(np.float64) @ d + b
+    bound = sum_error_bound(k + 4, magnitude(x, d) + np.abs(b) + np.abs(out))
+    assert linear_int8(x, q, scale, b, out, accumulate=True) is out
+    assert np.all(np.abs(out - want) <= bound)
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_linear_int8_fused_gelu(m, k, n):
+    rng = np.random.default_rng(3 * m + k + n)
+    x, b = random(rng, m, k), random(rng, n)
+    q, scale, d = quantized_columns(rng, k, n)
+    want = gelu64(x.astype(np.float64) @ d + b)
+    got = linear_int8(x, q, scale, b, gelu=True)
+    # GELU's slope lies in [-0.17, 1.13], so the product's error carries over scaled by at most 1.13; GELU
+    # itself is evaluated in float64 and rounded once to float32 (half an ulp, covered by one spacing).
+    bound = 1.13 * sum_error_bound(k + 3, magnitude(x, d) + np.abs(b))
+    assert np.all(np.abs(got - want) <= bound + np.spacing(np.abs(want).astype(np.float32)))
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_linear_nt_int8_matches_dequantized_product(m, k, n):
+    rng = np.random.default_rng(7 * m + k + n)
+    x = random(rng, m, k)
+    q, scale, d = quantized_rows(rng, n, k)
+    got = linear_nt_int8(x, q, scale)
+    want = x.astype(np.float64) @ d.T.astype(np.float64)
+    assert got.dtype == np.float32 and got.shape == (m, n)
+    assert np.all(np.abs(got - want) <= sum_error_bound(k + 2, magnitude(x, d.T)))
+
+
+@pytest.mark.parametrize("m", [1, 5, 40])
+def test_single_thread_matches(m):
+    """One thread means one weight slab on the decode path: same results, same bound."""
+    rng = np.random.default_rng(m)
+    x, b = random(rng, m, 90), random(rng, 70)
+    q, scale, d = quantized_columns(rng, 90, 70)
+    saved = threads._num_threads
+    threads.set_num_threads(1)
+    try:
+        got = linear_int8(x, q, scale, b)
+    finally:
+        threads._num_threads = saved
+    assert np.all(np.abs(got - (x.astype(np.float64) @ d + b)) <= sum_error_bound(93, magnitude(x, d) + np.abs(b)))
+
+
+def test_int8_products_stay_close_to_float_weights():
+    """End to end on a distilgpt2-sized layer: quantizing the weight changes outputs by about
+    scale/sqrt(12) per weight, i.e. ~1% of the output spread for Gaussian weights, not more."""
+    rng = np.random.default_rng(21)
+    w, x, b = random(rng, 768, 256), random(rng, 4, 768), np.zeros(256, np.float32)
+    q, scale = quantize(w)
+    exact = x.astype(np.float64) @ w
+    assert np.std(linear_int8(x, q, scale, b) - exact) < 0.01 * np.std(exact)
+
+
+def test_empty_depth_gives_bias():
+    """K = 0: the product is empty, so out is the bias."""
+    b = np.arange(6, dtype=np.float32)
+    q, scale = np.zeros((0, 6), np.int8), np.ones(6, np.float32)
+    for m in (2, 20):
+        assert np.array_equal(linear_int8(np.zeros((m, 0), np.float32), q, scale, b), np.tile(b, (m, 1)))
+    got = linear_nt_int8(np.zeros((20, 0), np.float32), np.zeros((6, 0), np.int8), scale)
+    assert np.array_equal(got, np.zeros((20, 6), np.float32))
+
+
+def test_out_is_written_in_place():
+    rng = np.random.default_rng(5)
+    x, b = random(rng, 4, 8), random(rng, 3)
+    q, scale, _ = quantized_columns(rng, 8, 3)
+    out = np.full((4, 3), np.nan, np.float32)
+    assert linear_int8(x, q, scale, b, out) is out
+    assert np.all(np.isfinite(out))
+    q_nt, scale_nt, _ = quantized_rows(rng, 3, 8)
+    out_nt = np.full((4, 3), np.nan, np.float32)
+    assert linear_nt_int8(x, q_nt, scale_nt, out_nt) is out_nt
+    assert np.all(np.isfinite(out_nt))
+
+
+GOOD = dict(
+    x=np.zeros((2, 4), np.float32),
+    q=np.zeros((4, 3), np.int8),
+    scale=np.ones(3, np.float32),
+    b=np.zeros(3, np.float32),
+)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(x=np.zeros((2, 4), np.float64)), "x must be float32"),
+        (dict(x=np.zeros(4, np.float32)), "x must have 2 dimensions"),
+        (dict(x=np.zeros((4, 2), np.float32).T), "x must be C-contiguous"),
+        (dict(q=np.zeros((4, 3), np.float32)), "q must be int8"),
+        (dict(q=np.zeros((4, 3), np.uint8)), "q must be int8"),
+        (dict(q=np.zeros((5, 3), np.int8)), r"q must have shape \(4, N\)"),
+        (dict(q=np.zeros(12, np.int8)), "q must have 2 dimensions"),
+        (dict(q=np.zeros((3, 4), np.int8).T), "q must be C-contiguous"),
+        (dict(q=[[0] * 3] * 4), "q must be a numpy array"),
+        (dict(scale=np.ones(4, np.float32)), r"scale must have shape \(3,\)"),
+        (dict(scale=np.ones(3, np.float64)), "scale must be float32"),
+        (dict(scale=np.ones((1, 3), np.float32)), "scale must have 1 dimensions"),
+        (dict(b=np.zeros(4, np.float32)), r"b must have shape \(3,\)"),
+        (dict(b=np.zeros(3, np.int8)), "b must be float32"),
+        (dict(out=np.zeros((2, 4), np.float32)), r"out must have shape \(2, 3\)"),
+        (dict(out=np.zeros((2, 3), np.float64)), "out must be float32"),
+        (dict(gelu=True, accumulate=True, out=np.zeros((2, 3), np.float32)), "gelu and accumulate"),
+        (dict(accumulate=True), "accumulate=True needs out"),
+    ],
+)
+def test_linear_int8_rejects_bad_arguments(changes, match):
+    with pytest.raises(ValueError, match=match):
+        linear_int8(**{**GOOD, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(x=np.zeros((2, 4), np.int32)), "x must be float32"),
+        (dict(q=np.zeros((3, 5), np.int8)), r"q must have shape \(N, 4\)"),
+        (dict(q=np.zeros((3, 4), np.float32)), "q must be int8"),
+        (dict(q=np.zeros((4, 3), np.int8).T), "q must be C-contiguous"),
+        (dict(scale=np.ones(4, np.float32)), r"scale must have shape \(3,\)"),
+        (dict(scale=np.ones(3, np.float16)), "scale must be float32"),
+        (dict(out=np.zeros((3, 2), np.float32)), r"out must have shape \(2, 3\)"),
+    ],
+)
+def test_linear_nt_int8_rejects_bad_arguments(changes, match):
+    good = dict(x=np.zeros((2, 4), np.float32), q=np.zeros((3, 4), np.int8), scale=np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=match):
+        linear_nt_int8(**{**good, **changes})
+
+
+def test_out_must_not_overlap_inputs():
+    x = np.zeros((3, 3), np.float32)
+    scale = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="out must not overlap x"):
+        linear_int8(x, np.zeros((3, 3), np.int8), scale, np.zeros(3, np.float32), out=x)
+    with pytest.raises(ValueError, match="out must not overlap x"):
+        linear_nt_int8(x, np.zeros((3, 3), np.int8), scale, out=x)

@@ -1,0 +1,240 @@
+"""The ``tinygpt`` command line, end to end in subprocesses, against the same work done in-process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygpt.cli import ProgressLine
+from tinygpt.kernels.threads import get_num_threads, set_num_threads
+from tinygpt.model import Model
+from tinygpt import pipeline
+
+PROMPT = "Hello, I'm a language model"
+COMMAND = [sys.executable, "-m", "tinygpt.cli"]
+# These models are tiny: a second kernel thread only adds synchronisation, which costs seconds on a busy machine.
+# The subprocesses get one thread through the environment variable, this process through set_num_threads.
+ONE_THREAD = {"TINYGPT_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
+
+
+def tinygpt(*args, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``tinygpt ARGS`` in a new Python process; text in and out as UTF-8."""
+    return subprocess.run([*COMMAND, *map(str, args)], input=input, capture_output=True, text=True,
+                          encoding="utf-8", env={**os.environ, **ONE_THREAD, **(env or {})}, timeout=300)
+
+
+def succeeded(result: subprocess.CompletedProcess) -> bool:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return True
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = get_num_threads()
+    set_num_threads(1)
+    yield
+    set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model(small_gpt2_dir) -> Model:
+    return Model.from_pretrained(small_gpt2_dir)
+
+
+@pytest.fixture(scope="module")
+def defaults_dir(small_gpt2_dir, tmp_path_factory) -> Path:
+    """The small model with distilgpt2-style text-generation defaults in its config.json."""
+    directory = tmp_path_factory.mktemp("cli_defaults")
+    for file in small_gpt2_dir.iterdir():
+        shutil.copy(file, directory / file.name)
+    config = json.loads((directory / "config.json").read_text())
+    config["task_specific_params"] = {"text-generation": {"do_sample": True, "max_length": 24}}
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------------- generate
+def test_generate_greedy_prints_the_prompt_and_the_in_process_continuation(small_gpt2_dir, model):
+    ids = model.encode_prompt(PROMPT)
+    continuation = model.decode(model.generate(ids, max_new_tokens=12)[0][len(ids):])
+    expected = PROMPT + continuation + "\n"
+    options = ["--model", small_gpt2_dir, "--greedy", "--max-new-tokens", 12]
+
+    assert succeeded(result := tinygpt("generate", PROMPT, *options, "--threads", 1))
+    assert result.stdout == expected
+    assert succeeded(from_stdin := tinygpt("generate", "-", *options, input=PROMPT + "\n"))
+    assert from_stdin.stdout == expected
+
+
+def test_generate_samples_like_the_pipeline(small_gpt2_dir, defaults_dir):
+    generator = pipeline("text-generation", small_gpt2_dir)
+    args = ["generate", PROMPT, "--model", small_gpt2_dir, "--temperature", 0.8, "--top-k", 40, "--seed", 42,
+            "--max-new-tokens", 10]
+    expected = generator(PROMPT, do_sample=True, temperature=0.8, top_k=40, seed=42, max_new_tokens=10)
+    first, second = tinygpt(*args), tinygpt(*args)
+    assert succeeded(first) and succeeded(second)
+    assert first.stdout == second.stdout == expected[0]["generated_text"] + "\n"
+
+    several = tinygpt("generate", PROMPT, "--model", small_gpt2_dir, "--num-return-sequences", 3, "--seed", 7,
+                      "--max-new-tokens", 6)
+    texts = [r["generated_text"] for r in generator(PROMPT, do_sample=True, num_return_sequences=3, seed=7,
+                                                    max_new_tokens=6)]
+    assert succeeded(several)
+    assert several.stdout == "\n".join(f"--- sequence {i} of 3 ---\n{text}\n" for i, text in enumerate(texts, 1))
+
+    # Without sampling options, the model's text-generation defaults apply (here: sample, 24 tokens in all).
+    with_defaults = tinygpt("generate", PROMPT, "--model", defaults_dir, "--seed", 3)
+    assert succeeded(with_defaults)
+    assert with_defaults.stdout == pipeline("text-generation", defaults_dir)(PROMPT, seed=3)[0]["generated_text"] + "\n"
+
+
+def test_ctrl_c_exits_quietly_with_130(small_gpt2_dir):
+    process = subprocess.Popen([*COMMAND, "generate", PROMPT, "--model", str(small_gpt2_dir), "--greedy",
+                                "--max-new-tokens", "240"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, **ONE_THREAD})
+    assert process.stdout.read(len(PROMPT)) == PROMPT.encode()  # printed once the model is loaded and starts
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert stderr == b""
+
+
+# ----------------------------------------------------------------------------------------------------- tokenize
+def test_tokenize_lists_ids_entries_and_texts_like_transformers(small_gpt2_dir):
+    from transformers import AutoTokenizer
+
+    text = "Hello, wörld! 東京  x <|endoftext|>"
+    result = tinygpt("tokenize", text, "--model", small_gpt2_dir)
+    assert succeeded(result)
+    rows = [re.fullmatch(r"\s*(\d+)\s+(\S+)\s+(\".*\")", line).groups() for line in result.stdout.splitlines()]
+
+    reference = AutoTokenizer.from_pretrained(small_gpt2_dir)
+    ids = reference(text)["input_ids"]
+    assert [int(token_id) for token_id, _, _ in rows] == ids
+    assert [entry for _, entry, _ in rows] == reference.convert_ids_to_tokens(ids)
+    assert [json.loads(piece) for _, _, piece in rows] == [reference.decode([token_id]) for token_id in ids]
+
+
+def test_help_and_tokenize_do_not_load_numba(small_gpt2_dir):
+    script = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from tinygpt.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                main(["--help"])
+            except SystemExit:
+                pass
+            after_help = "numba" in sys.modules
+            main(["tokenize", "Hello", "--model", {str(small_gpt2_dir)!r}])
+        print(after_help, "numba" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout == "False False\n", result.stderr
+
+
+# --------------------------------------------------------------------------------------------------- perplexity
+def test_perplexity_equals_the_model_perplexity(small_gpt2_dir, model, tmp_path):
+    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(22))
+    assert len(model.tokenizer.encode(text)) > model.config.n_positions  # more than one window
+    file = tmp_path / "text.txt"
+    file.write_text(text, encoding="utf-8")
+
+    default_stride = tinygpt("perplexity", file, "--model", small_gpt2_dir)
+    assert succeeded(default_stride)
+    assert float(default_stride.stdout) == model.perplexity(text, stride=model.config.n_positions // 2)
+    from_stdin = tinygpt("perplexity", "-", "--model", small_gpt2_dir, "--stride", 64, input=text)
+    assert succeeded(from_stdin)
+    assert float(from_stdin.stdout) == model.perplexity(text, stride=64)
+
+
+def test_progress_line_redraws_in_place():
+    stream = io.StringIO()
+    progress = ProgressLine(stream, "perplexity")
+    progress(256, 1000)
+    progress(1000, 1000)
+    progress.clear()
+    assert stream.getvalue() == "\rperplexity: 256/1000 tokens (25%)\rperplexity: 1000/1000 tokens (100%)\r\033[K"
+
+
+# -------------------------------------------------------------------------------------------------------- embed
+def test_embed_prints_one_json_vector_per_text(small_gpt2_dir, model):
+    texts = ["Hello world", "Ünïcödé façade — 東京"]
+    result = tinygpt("embed", *texts, "--model", small_gpt2_dir)
+    assert succeeded(result)
+    vectors = np.array([json.loads(line) for line in result.stdout.splitlines()], dtype=np.float32)
+    np.testing.assert_array_equal(vectors, model.embed(texts))
+
+
+# --------------------------------------------------------------------------------------------------------- help
+@pytest.mark.parametrize("command", ["", "generate", "tokenize", "perplexity", "embed"])
+def test_help(command):
+    result = tinygpt(*command.split(), "--help")
+    assert succeeded(result)
+    assert result.stdout.startswith(f"usage: tinygpt {command}".rstrip() + " ")
+
+
+def test_installed_entry_point():
+    script = Path(sys.executable).with_name("tinygpt")
+    if not script.exists():
+        pytest.skip("the tinygpt console script is not installed next to this Python")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "generate" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------------- errors
+def closed_port_url() -> str:
+    """A loopback URL nobody listens on: connections to it are refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+ERRORS = {
+    "missing model dir": (["generate", PROMPT, "--model", "{tmp}/no/such/dir"], {}, "neither an existing directory"),
+    "hub unreachable": (["generate", PROMPT, "--model", "nobody/nothing"],
+                        {"HF_ENDPOINT": "{closed}", "HF_HUB_CACHE": "{tmp}/hub"}, "could not be reached"),
+    "bad option value": (["generate", PROMPT, "--model", "{model}", "--temperature", "-1"], {},
+                         "temperature must be a positive number"),
+    "unparsable option": (["generate", PROMPT, "--model", "{model}", "--top-k", "many"], {},
+                          "argument --top-k: invalid int value"),
+    "greedy and sampling": (["generate", PROMPT, "--model", "{model}", "--greedy", "--top-p", "0.9"], {},
+                            "--greedy cannot be combined with --top-p"),
+    "empty prompt": (["generate", "", "--model", "{model}"], {}, "the prompt is empty"),
+    "context overflow": (["generate", PROMPT, "--model", "{model}", "--max-new-tokens", "300"], {},
+                         "context of 256 positions"),
+    "bad thread count": (["embed", "x", "--model", "{model}", "--threads", "0"], {}, "--threads"),
+    "bad thread variable": (["embed", "x", "--model", "{model}"], {"TINYGPT_NUM_THREADS": "many"},
+                            "TINYGPT_NUM_THREADS must be an integer"),
+    "missing file": (["perplexity", "{tmp}/missing.txt", "--model", "{model}"], {}, "cannot read"),
+    "text too short": (["perplexity", "-", "--model", "{model}"], {}, "at least 2 tokens"),
+    "no tokenizer": (["tokenize", "x", "--model", "{tiny}"], {}, "found no tokenizer"),
+    "unknown command": (["translate", "x"], {}, "invalid choice: 'translate'"),
+    "no command": ([], {}, "the following arguments are required"),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS)
+def test_errors_are_one_line_without_traceback(case, small_gpt2_dir, tiny_model_dir, tmp_path):
+    args, env, message = ERRORS[case]
+    paths = {"model": small_gpt2_dir, "tiny": tiny_model_dir, "tmp": tmp_path, "closed": closed_port_url()}
+    result = tinygpt(*(arg.format(**paths) for arg in args), input="a",
+                     env={name: value.format(**paths) for name, value in env.items()})
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tinygpt") and message in lines[0]

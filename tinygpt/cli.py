@@ -1,0 +1,255 @@
+"""The ``tinygpt`` command: generate, tokenize, perplexity, embed.
+
+Start-up time matters (a whole short generation should take about a second), so only the standard library
+is imported here; NumPy, Numba and the model load inside the commands that need them, and ``tinygpt --help``
+imports neither. Every error ends the command with one line on stderr and exit status 1 (2 for bad usage);
+Ctrl-C ends it quietly with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+DEFAULT_MODEL = "distilgpt2"
+SAMPLING_FLAGS = ("temperature", "top_k", "top_p")
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+EXAMPLES = """examples:
+  tinygpt generate "Hello, I'm a language model," --seed 42
+  echo "这是很久之前的事情了" | tinygpt generate - --model uer/gpt2-distil-chinese-cluecorpussmall
+  tinygpt tokenize "Hello world"
+  tinygpt perplexity book.txt --stride 256
+  tinygpt embed "first text" "second text"
+
+Run "tinygpt COMMAND --help" for the options of a command."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.command(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail
+        return 1
+    except Exception as error:  # the command line reports every failure as one line
+        print(f"tinygpt: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(error: Exception) -> str:
+    message = " ".join(str(error).split()) or type(error).__name__
+    # Our own errors are ValueError/OSError/RuntimeError kinds whose message says it all; name anything else.
+    if isinstance(error, (ValueError, OSError, RuntimeError)):
+        return message
+    return f"{type(error).__name__}: {message}"
+
+
+# ------------------------------------------------------------------------------------------------ the parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tinygpt`` parser; each subcommand stores its handler in ``args.command``."""
+    parser = _Parser(prog="tinygpt", description="Run GPT-2-family models on the CPU with tinygpt.",
+                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    model_options = _Parser(add_help=False)
+    model_options.add_argument("--model", default=DEFAULT_MODEL,
+                               help=f"hub repo id or local model directory (default: {DEFAULT_MODEL})")
+    model_options.add_argument("--revision", help="branch, tag or commit of a hub repo")
+    compute_options = _Parser(add_help=False, parents=[model_options])
+    compute_options.add_argument("--threads", type=int, metavar="N",
+                                 help="kernel threads (default: TINYGPT_NUM_THREADS, else every available core)")
+
+    generate = commands.add_parser(
+        "generate", parents=[compute_options], help="continue a prompt, printing the text as it is produced",
+        description="Continue PROMPT and print it with its continuation as tokens are produced. Without options, "
+                    "generation follows the model's text-generation defaults (config.json task_specific_params; "
+                    "distilgpt2 samples up to 50 tokens in all); a model without them generates 20 new tokens greedily.")
+    generate.add_argument("prompt", metavar="PROMPT", help="the text to continue; - reads it from stdin")
+    generate.add_argument("--max-new-tokens", type=int, metavar="N", help="generate at most N tokens")
+    generate.add_argument("--temperature", type=float, help="sampling temperature (implies sampling)")
+    generate.add_argument("--top-k", type=int, metavar="K", help="sample from the K likeliest tokens; 0: all")
+    generate.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling threshold in [0, 1]")
+    generate.add_argument("--repetition-penalty", type=float, metavar="R", help="> 1 discourages repeats")
+    generate.add_argument("--num-return-sequences", type=int, metavar="N",
+                          help="sample N continuations (implies sampling), printed one after another")
+    generate.add_argument("--seed", type=int, help="random seed: the same seed gives the same text")
+    generate.add_argument("--greedy", action="store_true", help="always take the likeliest token (no sampling)")
+    generate.set_defaults(command=run_generate)
+
+    tokenize = commands.add_parser(
+        "tokenize", parents=[model_options], help="show the tokens of a text",
+        description="Print one line per token of TEXT: its id, its vocabulary entry and its text (JSON-quoted).")
+    tokenize.add_argument("text", metavar="TEXT", help="the text to tokenize; - reads it from stdin")
+    tokenize.set_defaults(command=run_tokenize)
+
+    perplexity = commands.add_parser(
+        "perplexity", parents=[compute_options], help="perplexity of a text file under the model",
+        description="Print the perplexity of FILE (UTF-8 text) by the sliding-window method of transformers' "
+                    "perplexity guide. Shows progress on stderr when it is a terminal.")
+    perplexity.add_argument("file", metavar="FILE", help="UTF-8 text file; - reads stdin")
+    perplexity.add_argument("--stride", type=int, metavar="N",
+                            help="tokens between window starts (default: half the context, 512 for distilgpt2)")
+    perplexity.set_defaults(command=run_perplexity)
+
+    embed = commands.add_parser(
+        "embed", parents=[compute_options], help="mean-pooled hidden states of texts",
+        description="Print one JSON array per TEXT: the mean of its final hidden states (n_embd floats).")
+    embed.add_argument("texts", metavar="TEXT", nargs="+", help="a text to embed")
+    embed.set_defaults(command=run_embed)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ the commands
+def run_generate(args: argparse.Namespace) -> None:
+    """Print the prompt, then its continuation piece by piece (or several continuations, one after another)."""
+    prompt = _text_argument(args.prompt)
+    options = _generation_options(args)
+    _apply_threads(args.threads)
+    from .text_generation import pipeline
+
+    generator = pipeline("text-generation", args.model, revision=args.revision)
+    options = generator.generation_options(**options)
+    if options.get("num_return_sequences", 1) > 1:
+        _print_sequences(generator(prompt, **options))
+        return
+    pieces = generator.model.stream(generator.encode(prompt), **options)
+    _write(prompt)
+    for piece in pieces:
+        _write(piece)
+    _write("\n")
+
+
+def run_tokenize(args: argparse.Namespace) -> None:
+    """Print ``id  vocabulary-entry  "text"`` for each token (the tokenizer only: no model weights are read)."""
+    text = _text_argument(args.text)
+    from .hub import resolve_model_dir
+    from .tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(resolve_model_dir(args.model, args.revision))
+    ids = tokenizer.encode(text)
+    entries = tokenizer.convert_ids_to_tokens(ids)
+    width = max(map(len, entries), default=0)
+    for token_id, entry in zip(ids, entries):
+        piece = json.dumps(tokenizer.decode([token_id]), ensure_ascii=False)
+        print(f"{token_id:>6}  {entry:<{width}}  {piece}")
+
+
+def run_perplexity(args: argparse.Namespace) -> None:
+    """Print the perplexity of a file (full precision)."""
+    text = _read_file(args.file)
+    _apply_threads(args.threads)
+    model = _load_model(args)
+    progress = ProgressLine(sys.stderr, "perplexity") if sys.stderr.isatty() else None
+    try:
+        value = model.perplexity(text, stride=args.stride, progress=progress)
+    finally:
+        if progress is not None:
+            progress.clear()
+    print(value)
+
+
+def run_embed(args: argparse.Namespace) -> None:
+    """Print one JSON array of floats per text."""
+    _apply_threads(args.threads)
+    model = _load_model(args)
+    for vector in model.embed(args.texts):
+        print(json.dumps(vector.tolist()))
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+class ProgressLine:
+    """A one-line progress indicator, redrawn in place: ``label: done/total tokens (pct%)``.
+
+    Called as ``progress(done, total)``; ``clear()`` erases the line when the work is over.
+    """
+
+    def __init__(self, stream, label: str):
+        self._stream = stream
+        self._label = label
+
+    def __call__(self, done: int, total: int) -> None:
+        self._stream.write(f"\r{self._label}: {done}/{total} tokens ({100 * done // max(total, 1)}%)")
+        self._stream.flush()
+
+    def clear(self) -> None:
+        self._stream.write("\r\033[K")  # carriage return, then erase to the end of the line
+        self._stream.flush()
+
+
+def _generation_options(args: argparse.Namespace) -> dict:
+    """The generate options set on the command line (unset ones are left to the model's defaults)."""
+    options = {
+        name: getattr(args, name)
+        for name in ("max_new_tokens", *SAMPLING_FLAGS, "repetition_penalty", "num_return_sequences", "seed")
+        if getattr(args, name) is not None
+    }
+    sampling_flags = [name for name in SAMPLING_FLAGS if name in options]
+    if args.greedy and sampling_flags:
+        flag = "--" + sampling_flags[0].replace("_", "-")
+        raise ValueError(f"--greedy cannot be combined with {flag}: greedy decoding does not sample")
+    # Sampling settings, or asking for several different continuations, only make sense when sampling.
+    if args.greedy or sampling_flags or options.get("num_return_sequences", 1) > 1:
+        options["do_sample"] = not args.greedy
+    return options
+
+
+def _apply_threads(threads: int | None) -> None:
+    if threads is not None:
+        from .kernels.threads import set_num_threads
+
+        try:
+            set_num_threads(threads)
+        except ValueError as error:
+            raise ValueError(f"--threads: {error}") from None
+
+
+def _load_model(args: argparse.Namespace):
+    from .model import Model
+
+    return Model.from_pretrained(args.model, revision=args.revision)
+
+
+def _text_argument(value: str) -> str:
+    """A text argument; ``-`` reads stdin, without the line end a shell pipeline leaves at its end."""
+    return sys.stdin.read().rstrip("\r\n") if value == "-" else value
+
+
+def _read_file(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as error:
+        raise OSError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+
+
+def _print_sequences(results: list[dict]) -> None:
+    for number, result in enumerate(results, start=1):
+        if number > 1:
+            _write("\n")
+        _write(f"--- sequence {number} of {len(results)} ---\n{result['generated_text']}\n")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

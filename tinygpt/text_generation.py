@@ -1,0 +1,135 @@
+"""``pipeline("text-generation", model=...)``: text in, generated text out, like transformers' pipeline.
+
+What a call returns follows transformers' TextGenerationPipeline: one string gives a list with one
+``{"generated_text": ...}`` per returned sequence; a list of strings gives one such list per prompt. The text is
+``tokenizer.decode`` of the new token ids (special tokens dropped), with the prompt string put back in front
+unless ``return_full_text=False``; the prompt itself is never re-decoded. ``max_length`` counts the prompt's
+tokens too, ``max_new_tokens`` only the generated ones (as in ``generate``).
+
+Defaults: a model loaded from a directory or hub id brings the generation options of its config.json's
+``task_specific_params["text-generation"]`` (distilgpt2: ``{"do_sample": true, "max_length": 50}``), as
+transformers 4.x pipelines did; options passed to a call override them. (transformers 5 no longer reads
+``task_specific_params``.) A :class:`~tinygpt.model.Model` passed in directly brings no defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .generation import GenerationOptions
+from .hub import resolve_model_dir
+from .model import Model
+
+SUPPORTED_TASKS = ("text-generation",)
+GENERATION_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(GenerationOptions))
+_LENGTH_OPTIONS = ("max_length", "max_new_tokens")
+
+
+def pipeline(task: str, model: str | os.PathLike | Model, *, revision: str | None = None) -> TextGenerationPipeline:
+    """A callable that continues text with ``model``.
+
+    task: "text-generation" (the only task). model: a hub repo id ("distilgpt2"), a local model directory, or
+    a loaded :class:`~tinygpt.model.Model`. revision: branch, tag or commit of a hub repo.
+    """
+    if task not in SUPPORTED_TASKS:
+        raise ValueError(f"unsupported task {task!r}; tinygpt's pipeline supports: {', '.join(SUPPORTED_TASKS)}")
+    if isinstance(model, Model):
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} selects a hub revision to load, but the model is already loaded")
+        return TextGenerationPipeline(model)
+    directory = resolve_model_dir(model, revision)
+    return TextGenerationPipeline(Model.from_pretrained(directory), task_defaults(directory / "config.json"))
+
+
+def task_defaults(config_file: Path) -> dict:
+    """The generation options config.json sets for text generation (``task_specific_params``), or {}.
+
+    Keys that are not generation options (e.g. transformers' ``prefix``) are left out.
+    """
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    params = (config.get("task_specific_params") or {}).get("text-generation") or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{config_file}: task_specific_params['text-generation'] must be a JSON object")
+    return {name: value for name, value in params.items() if name in GENERATION_OPTION_NAMES}
+
+
+class TextGenerationPipeline:
+    """Continues prompts with a model; build one with :func:`pipeline`.
+
+    model: the :class:`~tinygpt.model.Model` (it must have a tokenizer). defaults: generation options used
+    when a call does not set them.
+    """
+
+    task = "text-generation"
+
+    def __init__(self, model: Model, defaults: dict | None = None):
+        if model.tokenizer is None:
+            raise ValueError("text generation needs a tokenizer, and this model's directory has no tokenizer files "
+                             "(vocab.json + merges.txt, tokenizer.json or vocab.txt)")
+        self.model = model
+        self.defaults = dict(defaults or {})
+
+    def __call__(self, text_inputs: str | Sequence[str], *, return_full_text: bool = True, **options):
+        """Continue one prompt (-> list of dicts) or a list of prompts (-> one list of dicts per prompt).
+
+        options: those of :func:`tinygpt.generation.generate` (max_length, max_new_tokens, do_sample,
+        temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed, eos_token_id, stop,
+        pad_token_id). Each dict is ``{"generated_text": str}``: prompt + continuation, or only the
+        continuation with ``return_full_text=False``.
+        """
+        prompts = [text_inputs] if isinstance(text_inputs, str) else _prompt_list(text_inputs)
+        prompt_ids = [self.encode(prompt) for prompt in prompts]
+        resolved = self.generation_options(**options)
+        sequences = self.model.generate(prompt_ids, **resolved)
+        per_prompt = resolved.get("num_return_sequences", 1)  # generate returns them prompt-major
+        results = [
+            [
+                {"generated_text": self._text(prompt, ids, sequence, return_full_text)}
+                for sequence in sequences[index * per_prompt:(index + 1) * per_prompt]
+            ]
+            for index, (prompt, ids) in enumerate(zip(prompts, prompt_ids))
+        ]
+        return results[0] if isinstance(text_inputs, str) else results
+
+    def generation_options(self, **options) -> dict:
+        """``options`` on top of the defaults, checked; the keyword arguments a call passes to ``generate``.
+
+        Setting either length (max_length or max_new_tokens) replaces both default lengths, so a default
+        max_length never competes with a max_new_tokens the caller chose.
+        """
+        unknown = sorted(set(options) - GENERATION_OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"unknown generation option(s) {', '.join(unknown)}; "
+                            f"the options are: {', '.join(sorted(GENERATION_OPTION_NAMES))}, return_full_text")
+        defaults = self.defaults
+        if any(options.get(name) is not None for name in _LENGTH_OPTIONS):
+            defaults = {name: value for name, value in defaults.items() if name not in _LENGTH_OPTIONS}
+        merged = {**defaults, **options}
+        GenerationOptions(**merged)  # raises ValueError naming a bad option now, before any generation
+        return merged
+
+    def encode(self, text: str) -> list[int]:
+        """Prompt ids of ``text`` (``model.encode_prompt``); raises ValueError if there is nothing to continue."""
+        ids = self.model.encode_prompt(text)
+        if not ids:
+            raise ValueError("the prompt is empty: generation needs at least one token to continue from")
+        return ids
+
+    def _text(self, prompt: str, prompt_ids: list[int], sequence: list[int], return_full_text: bool) -> str:
+        continuation = self.model.decode(sequence[len(prompt_ids):])
+        return prompt + continuation if return_full_text else continuation
+
+
+def _prompt_list(text_inputs) -> list[str]:
+    if not isinstance(text_inputs, Sequence) or isinstance(text_inputs, bytes):
+        raise TypeError(f"text_inputs must be a string or a list of strings, got {type(text_inputs).__name__}")
+    if not text_inputs:
+        raise ValueError("text_inputs is an empty list: give at least one prompt")
+    for index, text in enumerate(text_inputs):
+        if not isinstance(text, str):
+            raise TypeError(f"prompt {index} must be a string, got {type(text).__name__}")
+    return list(text_inputs)
