@@ -293,3 +293,42 @@ def test_allow_list_covers_the_published_tokenizer_and_weight_files():
         assert any(fnmatchcase(name, pattern) for pattern in NEEDED_FILES), name
     for name in DECOYS:
         assert not any(fnmatchcase(name, pattern) for pattern in NEEDED_FILES), name
+
+
+# Loads a whole Model by repo id and prints what it computes, for comparison with a load of the same files.
+MODEL_CHILD = """
+import json, sys
+from tinygpt import Model
+model = Model.from_pretrained(sys.argv[1])
+ids = model.tokenizer.encode("Hello, I'm a language model")
+print(json.dumps({"ids": ids, "logits": model.logits(ids)[-1, :8].tolist()}))
+"""
+
+
+def test_model_from_pretrained_by_repo_id_then_offline(hub, hf_home, repos, tmp_path):
+    local = tmp_path / "local"
+    local.mkdir()
+    for name, data in repos["main"].items():
+        (local / name).write_bytes(data)
+    from tinygpt import Model
+
+    model = Model.from_pretrained(local)
+    expected_ids = model.tokenizer.encode("Hello, I'm a language model")
+    expected_logits = model.logits(expected_ids)[-1, :8]
+
+    def load(offline: bool) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+        env |= {"HF_HOME": str(hf_home), "HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+                "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1", "HF_HUB_OFFLINE": "1" if offline else "0"}
+        done = subprocess.run([sys.executable, "-c", MODEL_CHILD, REPO], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    online = load(offline=False)
+    hub.stop()
+    offline = load(offline=True)
+    for result in (online, offline):
+        assert result["ids"] == expected_ids
+        assert result["logits"] == expected_logits.tolist()  # same files, same kernels: bit-identical
+    _assert_no_decoy_requested(hub)
