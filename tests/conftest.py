@@ -6,8 +6,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from checkpoints import DISTILGPT2, SMALL_GPT2, TINY, UER, UER_PROMPT, build_gpt2_dir, build_uer_layout_dir
+from checkpoints import (
+    DISTILGPT2,
+    SMALL_GPT2,
+    TINY,
+    UER,
+    UER_PROMPT,
+    build_gpt2_dir,
+    build_uer_layout_dir,
+)
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +58,15 @@ def uer_layout_dir(tmp_path_factory) -> Path:
     """uer/gpt2-distil-chinese-cluecorpussmall's files at random init (see build_uer_layout_dir): the greedy
     continuation of ``[CLS] UER_PROMPT`` reaches [SEP] at its sixth new token or a little later."""
     return build_uer_layout_dir(tmp_path_factory.mktemp("uer_layout"), seed=5, sep_prompt=UER_PROMPT, sep_step=6)
+
+
+@pytest.fixture(scope="module")
+def one_kernel_thread():
+    """Run a module's kernels on one thread: on tiny test models a second thread only adds synchronisation,
+    which costs seconds when the machine is busy."""
+    from tinygpt.kernels.threads import get_num_threads, set_num_threads
+
+    previous = get_num_threads()
+    set_num_threads(1)
+    yield
+    set_num_threads(previous)

@@ -19,13 +19,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from checkpoints import UER, UER_PROMPT, load_hf_model
 from safetensors import safe_open
+from test_model import FULL_ATOL
 from transformers import BertTokenizer
 
-from checkpoints import UER, UER_PROMPT, load_hf_model
-from test_model import FULL_ATOL
-from tinygpt.model import Model
 from tinygpt import pipeline
+from tinygpt.model import Model
 from tinygpt.tokenizers import WordPieceTokenizer
 
 PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103

@@ -17,15 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygpt.cli import ProgressLine
-from tinygpt.kernels.threads import get_num_threads, set_num_threads
-from tinygpt.model import Model
 from tinygpt import pipeline
+from tinygpt.cli import ProgressLine
+from tinygpt.model import Model
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 PROMPT = "Hello, I'm a language model"
 COMMAND = [sys.executable, "-m", "tinygpt.cli"]
 # These models are tiny: a second kernel thread only adds synchronisation, which costs seconds on a busy machine.
-# The subprocesses get one thread through the environment variable, this process through set_num_threads.
+# The subprocesses get one thread through the environment variable, this process through one_kernel_thread.
 ONE_THREAD = {"TINYGPT_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
 
 
@@ -41,12 +42,6 @@ def succeeded(result: subprocess.CompletedProcess) -> bool:
     return True
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = get_num_threads()
-    set_num_threads(1)
-    yield
-    set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,18 @@ import shutil
 import warnings
 
 import pytest
+from checkpoints import (
+    UER_TOKENIZER_CONFIG,
+    build_gpt2_dir,
+    chinese_bert_vocab,
+    load_hf_model,
+)
 
-from checkpoints import UER_TOKENIZER_CONFIG, build_gpt2_dir, chinese_bert_vocab, load_hf_model
 from tinygpt.generation import set_seed
-from tinygpt.kernels.threads import get_num_threads, set_num_threads
 from tinygpt.model import Model
 from tinygpt.text_generation import TextGenerationPipeline, pipeline
+
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 PROMPT = "Hello, I'm a language model"
 # The second prompt holds a special token: decode would drop it, so the prompt must come back as the string given.
@@ -27,13 +33,6 @@ def generator(small_gpt2_dir) -> TextGenerationPipeline:
     return pipeline("text-generation", small_gpt2_dir)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: a second kernel thread only adds synchronisation (seconds on a busy machine)."""
-    previous = get_num_threads()
-    set_num_threads(1)
-    yield
-    set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -180,3 +180,26 @@ def test_out_must_be_writable():
 def test_linear_nt_rejects_bad_arguments(x, w, match):
     with pytest.raises(ValueError, match=match):
         linear_nt(x, w)
+
+
+@pytest.mark.skipif("fma" not in open("/proc/cpuinfo").read(), reason="needs an x86 CPU with FMA")
+@pytest.mark.parametrize("kernel_name", ["_dot_3x4", "_dot_1x8", "_stream_rows"])
+def test_inner_loops_compile_to_packed_fmas(kernel_name):
+    """The hot loops must vectorise into packed (ymm/zmm) fused multiply-adds, not scalar code. Cached code
+    cannot be inspected, so a fresh uncached copy of the kernel is compiled here."""
+    import re
+
+    from numba import njit
+
+    from tinygpt.kernels import matmul
+
+    fresh = njit(fastmath=matmul._FAST)(getattr(matmul, kernel_name).py_func)
+    a, b = np.ones((4, 64), np.float32), np.ones((8, 64), np.float32)
+    if kernel_name == "_dot_3x4":
+        fresh(a, 0, 1, 2, b, 0, 1, 2, 3, 64)
+    elif kernel_name == "_dot_1x8":
+        fresh(a[0], b, 0, 7, 64)
+    else:
+        fresh(a, np.ones((64, 32), np.float32), 0, 64, np.zeros((4, 32), np.float32))
+    assembly = fresh.inspect_asm(fresh.signatures[0])
+    assert re.search(r"vfmadd\d+ps\s[^\n]*%[yz]mm", assembly)
