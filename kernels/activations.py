@@ -84,6 +84,7 @@ _CHUNK = 16384  # elements per parallel task: big enough to amortise a task, sma
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _gelu_flat(x, out):
+    """out[i] = gelu_f32(x[i]) for 1-D x and out (out may be x), in parallel chunks."""
     n = x.size
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):

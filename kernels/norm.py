@@ -11,6 +11,7 @@ from .threads import apply_num_threads, check_f32, check_shape, output_array
 # reassoc lets LLVM vectorise the float64 sums; no other fastmath flag, so NaN/inf still propagate
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def _layer_norm_rows(x, gamma, beta, eps, out):
+    """Normalise each row of x into out (may be x): two passes for mean and variance, then the affine map."""
     rows, width = x.shape
     for i in prange(rows):
         total = 0.0

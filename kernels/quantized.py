@@ -126,6 +126,21 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- small M: stream the int8 weights once ----------------------------------------------------------------
+# From DRAM, one thread reading int8 rows one after another (a single sequential stream) gets ~1.5x the
+# bandwidth of reading several rows side by side, although the latter loads and stores the sums less
+# often (and wins when the weight is in cache). So one row of x reads q row by row; two or more rows of x
+# are compute-bound and read 4 rows of q side by side, each widened weight serving every row of x.
+
+
+@njit(cache=True, fastmath=_FAST)
+def _gemv_row_by_row(x_row, q, k0, k1, acc):
+    """acc = x_row[k0:k1] @ q[k0:k1, :] (unscaled; acc [N] is overwritten), reading q row by row."""
+    acc[:] = 0.0
+    for k in range(k0, k1):
+        a = x_row[k]
+        q_row = q[k]
+        for j in range(acc.size):
+            acc[j] += a * np.float32(q_row[j])
 
 
 @njit(cache=True, fastmath=_FAST)
@@ -182,7 +197,12 @@ def _linear_small_m_int8(x, q, scale, b, out, accumulate, gelu, slabs):
     slab = (depth + slabs - 1) // slabs
     partials = np.empty((slabs, rows, n), np.float32)
     for t in prange(slabs):
-        _stream_rows_int8(x, q, min(depth, t * slab), min(depth, (t + 1) * slab), partials[t])
+        k0 = min(depth, t * slab)
+        k1 = min(depth, (t + 1) * slab)
+        if rows == 1:
+            _gemv_row_by_row(x[0], q, k0, k1, partials[t, 0])
+        else:
+            _stream_rows_int8(x, q, k0, k1, partials[t])
     columns_per_task = 256
     for c in prange((n + columns_per_task - 1) // columns_per_task):
         j0 = c * columns_per_task
@@ -252,40 +272,22 @@ def _linear_gemm_int8(x_blocks, depth, q, scale, b, out, accumulate, gelu):
 
 
 @njit(cache=True, fastmath=_FAST)
-def _dot_1x8_int8(a, q, c, last, depth):
-    """The 8 dot products a[:depth] . q[c + t, :depth] for t < 8 (int8 rows widened in registers), row
-    indices clamped to ``last``."""
-    c1 = min(c + 1, last)
-    c2 = min(c + 2, last)
-    c3 = min(c + 3, last)
-    c4 = min(c + 4, last)
-    c5 = min(c + 5, last)
-    c6 = min(c + 6, last)
-    c7 = min(c + 7, last)
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
-    for k in range(depth):
-        x = a[k]
-        s0 += x * np.float32(q[c, k])
-        s1 += x * np.float32(q[c1, k])
-        s2 += x * np.float32(q[c2, k])
-        s3 += x * np.float32(q[c3, k])
-        s4 += x * np.float32(q[c4, k])
-        s5 += x * np.float32(q[c5, k])
-        s6 += x * np.float32(q[c6, k])
-        s7 += x * np.float32(q[c7, k])
-    return (s0, s1, s2, s3, s4, s5, s6, s7)
+def _dot_int8(a, q_row):
+    """a . q_row for float32 a [K] and int8 q_row [K] (widened in registers)."""
+    total = np.float32(0.0)
+    for k in range(a.size):
+        total += a[k] * np.float32(q_row[k])
+    return total
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
 def _gemv_nt_int8(x_row, q, scale, out_row):
-    """out_row = (q @ x_row) * scale for q [N, K]: eight rows of q stream side by side per pass."""
-    n, depth = q.shape
+    """out_row = (q @ x_row) * scale for q [N, K]: one dot product per row of q, rows in memory order (a
+    single sequential stream per thread: see the note on the small-M kernels)."""
+    n = q.shape[0]
     for p in prange((n + _NC - 1) // _NC):
-        j_end = min(n, (p + 1) * _NC)
-        for j in range(p * _NC, j_end, 8):
-            sums = _dot_1x8_int8(x_row, q, j, j_end - 1, depth)
-            for t in range(min(8, j_end - j)):
-                out_row[j + t] = sums[t] * scale[j + t]
+        for j in range(p * _NC, min(n, (p + 1) * _NC)):
+            out_row[j] = _dot_int8(x_row, q[j]) * scale[j]
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST)

@@ -1,5 +1,7 @@
 """linear and linear_nt against float64 NumPy products, on the decode (M <= SMALL_M) and GEMM paths."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -182,7 +184,9 @@ def test_linear_nt_rejects_bad_arguments(x, w, match):
         linear_nt(x, w)
 
 
-@pytest.mark.skipif("fma" not in open("/proc/cpuinfo").read(), reason="needs an x86 CPU with FMA")
+@pytest.mark.skipif(
+    not Path("/proc/cpuinfo").exists() or "fma" not in Path("/proc/cpuinfo").read_text(), reason="needs x86 FMA"
+)
 @pytest.mark.parametrize("kernel_name", ["_dot_3x4", "_dot_1x8", "_stream_rows"])
 def test_inner_loops_compile_to_packed_fmas(kernel_name):
     """The hot loops must vectorise into packed (ymm/zmm) fused multiply-adds, not scalar code. Cached code
