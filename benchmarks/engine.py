@@ -1,33 +1,57 @@
-"""How fast is tinygpt's float32 engine next to transformers, on a model of distilgpt2's exact shape?
+"""How fast is tinygpt next to transformers and CTranslate2, on a model of distilgpt2's exact shape?
 
-    python benchmarks/engine.py [--threads N] [--repeats R]
+    python benchmarks/engine.py [--threads N] [--repeats R] [--engines NAME ...]
 
-Builds (once, cached under benchmarks/.cache/) a random-init GPT2LMHeadModel with distilgpt2's config, then,
-in the same run and with the same thread count, times each engine in its own process (so peak RSS is that
-engine's alone):
-  - decode: batch 1, 32-token prompt, 128 new tokens, greedy (new tokens / wall time of the whole generation);
-  - prefill: a 512-token prompt to next-token logits (tokens / wall time);
-  - peak RSS of the process.
-Then runs benchmarks/matmul.py (Numba GEMV/GEMM vs np.matmul on the model's shapes). Random weights are fine
-here: speed does not depend on what the weights say.
+Builds (once, cached under benchmarks/.cache/) a random-init GPT2LMHeadModel with distilgpt2's config, and
+for CTranslate2 its float32 and int8 conversions. Then, in one run and with the same thread count, it times
+each engine in processes of its own (so peak RSS is that engine's alone):
+
+  decode b1     one 32-token prompt, 128 new tokens, greedy: new tokens / wall time of the whole generation
+  decode b8     8 prompts of 32 tokens, 128 new tokens each: 8 x 128 / wall time
+  prefill-512   a 512-token prompt to its next-token logits (only the last position goes through the LM
+                head: transformers with logits_to_keep=1, CTranslate2 generating one token): 512 / wall time
+  first token   a fresh process: interpreter start, imports, load, the first generated token for a 32-token
+                prompt (wall time, warm file and compile caches)
+  load          loading the model, its libraries already imported
+  peak RSS      VmHWM of the process that ran the decode and prefill rows
+
+Engines: tinygpt-f32, tinygpt-int8, transformers (float32, torch with N intra-op threads), ct2-f32 and
+ct2-int8 (when ctranslate2 is installed). Every generation is checked to produce exactly 128 new tokens
+(end-of-text disabled). Each row is the best of R timings after a short warm-up. The engines' processes stay
+alive and take turns, workload by workload and round by round, so a burst of load from elsewhere on a
+shared machine spreads over all of them: compare the ratios, which come from the same run. Random weights
+are fine: speed does not depend on what the weights say.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.metadata
+import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import peers
+
 HERE = Path(__file__).resolve().parent
-MODEL_DIR = HERE / ".cache" / "distilgpt2-random"
-PROMPT_TOKENS, NEW_TOKENS, PREFILL_TOKENS = 32, 128, 512
+CACHE = HERE / ".cache"
+MODEL_DIR = CACHE / "distilgpt2-random"
+PROMPT_TOKENS, NEW_TOKENS, BATCH, PREFILL_TOKENS = 32, 128, 8, 512
+WARM_UP_TOKENS = 4
+EOS_ID = 50256  # kept out of the prompts so no engine treats a prompt token specially
 
 
 def build_model() -> Path:
+    """The random-init distilgpt2-shaped model in transformers' layout (safetensors), built once."""
     if (MODEL_DIR / "model.safetensors").exists():
         return MODEL_DIR
     import torch
@@ -39,124 +63,361 @@ def build_model() -> Path:
     return MODEL_DIR
 
 
+class TinygptRunner:
+    """tinygpt's Model on float32 or int8 weights, through the public generate()."""
+
+    libraries = ("tinygpt.model", "tinygpt.kernels.threads")
+
+    def __init__(self, model_dir: Path, threads: int, dtype: str):
+        from tinygpt.kernels.threads import set_num_threads
+        from tinygpt.model import Model
+
+        set_num_threads(threads)
+        self.model = Model.from_pretrained(model_dir, dtype=dtype)
+
+    def generate(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+        out = self.model.generate(prompts, max_new_tokens=new_tokens, eos_token_id=None)
+        return [row[len(prompt):] for row, prompt in zip(out, prompts)]
+
+    def prefill(self, prompt: list[int]) -> None:
+        self.model.step(self.model.new_cache(capacity=len(prompt)), [prompt])  # last position's logits only
+
+
+@dataclass(frozen=True)
+class Engine:
+    runner: type  # constructed as runner(model_dir, threads, **options); has .libraries, generate, prefill
+    options: dict
+    files: Callable[[], Path]  # run in the parent: builds or converts the model once, returns its directory
+
+    @property
+    def package(self) -> str:
+        return self.runner.libraries[0].split(".")[0]
+
+    def available(self) -> bool:
+        return importlib.util.find_spec(self.package) is not None  # a top-level name: finding imports nothing
+
+
+def ct2_files(quantization: str) -> Callable[[], Path]:
+    return lambda: peers.ctranslate2_model(build_model(), CACHE / f"ct2-{quantization}", quantization)
+
+
+ENGINES = {
+    "tinygpt-f32": Engine(TinygptRunner, {"dtype": "float32"}, build_model),
+    "tinygpt-int8": Engine(TinygptRunner, {"dtype": "int8"}, build_model),
+    "transformers": Engine(peers.TransformersRunner, {}, build_model),
+    "ct2-f32": Engine(peers.CTranslate2Runner, {"compute_type": "float32"}, ct2_files("float32")),
+    "ct2-int8": Engine(peers.CTranslate2Runner, {"compute_type": "int8"}, ct2_files("int8")),
+}
+REFERENCE = "transformers"
+TOKENS_PER_RUN = {"decode_b1": NEW_TOKENS, "decode_b8": BATCH * NEW_TOKENS, "prefill": PREFILL_TOKENS}
+PAUSE_S = 0.3  # lets the previous engine's worker threads stop spinning before the next one is timed
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    higher_is_better: bool
+
+
+ROWS = [
+    Row("decode_b1", "decode b1 (tok/s)", True),
+    Row("decode_b8", f"decode b{BATCH} (tok/s)", True),
+    Row("prefill", f"prefill-{PREFILL_TOKENS} (tok/s)", True),
+    Row("first_token_s", "first token (s)", False),
+    Row("load_s", "load (s)", False),
+    Row("peak_rss_mb", "peak RSS (MB)", False),
+]
+
+
+# ---- inside an engine's own process ----------------------------------------------------------------------
+
+
 def prompt_ids(n: int, seed: int) -> list[int]:
     import numpy as np
 
-    return np.random.default_rng(seed).integers(0, 50257, n).tolist()
+    return np.random.default_rng(seed).integers(0, EOS_ID, n).tolist()
 
 
 def peak_rss_mb() -> float:
     """This process's peak resident set size. VmHWM, unlike ru_maxrss, starts afresh at exec, so it does not
-    include what the parent (which imported torch to build the model) held when it forked us."""
+    include what the parent (which may have imported torch to build the model) held when it forked us."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024 / 1e6
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def best_of(repeats: int, run) -> float:
-    """Fastest wall time of ``repeats`` calls: the least disturbed by the rest of the machine."""
-    times = []
+def generate_checked(runner, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+    """runner.generate, refusing any output that is not exactly ``new_tokens`` new tokens per prompt."""
+    out = runner.generate(prompts, new_tokens)
+    lengths = [len(row) for row in out]
+    if lengths != [new_tokens] * len(prompts):
+        raise RuntimeError(f"{type(runner).__name__} produced {lengths} new tokens, expected {new_tokens} each")
+    return out
+
+
+def open_engine(name: str, model_dir: Path, threads: int) -> tuple[object, float]:
+    """(runner, seconds to load the model) with the engine's libraries imported beforehand."""
+    engine = ENGINES[name]
+    for library in engine.runner.libraries:
+        importlib.import_module(library)
+    start = time.perf_counter()
+    runner = engine.runner(model_dir, threads, **engine.options)
+    return runner, time.perf_counter() - start
+
+
+def workloads(runner) -> dict[str, Callable[[], object]]:
+    """The timed rows by key, each returning its output (new token ids, or None for prefill), and "warm_up":
+    every workload once, decoding only a few tokens (enough to compile, allocate and page the weights in)."""
+    one = [prompt_ids(PROMPT_TOKENS, 1)]
+    batch = [prompt_ids(PROMPT_TOKENS, 100 + i) for i in range(BATCH)]
+    long_prompt = prompt_ids(PREFILL_TOKENS, 2)
+
+    def warm_up() -> None:
+        generate_checked(runner, one, WARM_UP_TOKENS), generate_checked(runner, batch, WARM_UP_TOKENS)
+        runner.prefill(long_prompt)
+
+    return {
+        "decode_b1": lambda: generate_checked(runner, one, NEW_TOKENS),
+        "decode_b8": lambda: generate_checked(runner, batch, NEW_TOKENS),
+        "prefill": lambda: runner.prefill(long_prompt),
+        "warm_up": warm_up,
+    }
+
+
+def serve(name: str, model_dir: Path, threads: int) -> None:
+    """Load the engine, reply {"load_s"}, then answer one command per stdin line with one JSON line:
+    a workload key -> {"seconds", "output"}; "peak_rss_mb" -> {"peak_rss_mb"}."""
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever the libraries print goes to stderr, never into the replies
+    runner, load_s = open_engine(name, model_dir, threads)
+    work = workloads(runner)
+    replies.write(json.dumps({"load_s": load_s}) + "\n")
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "peak_rss_mb":
+            reply = {"peak_rss_mb": peak_rss_mb()}
+        else:
+            start = time.perf_counter()
+            output = work[command]()
+            reply = {"seconds": time.perf_counter() - start, "output": output}
+        replies.write(json.dumps(reply) + "\n")
+
+
+def first_token(name: str, model_dir: Path, threads: int) -> None:
+    """Load and generate one token, then print the wall-clock time (the parent started the clock)."""
+    runner, _ = open_engine(name, model_dir, threads)
+    generate_checked(runner, [prompt_ids(PROMPT_TOKENS, 1)], 1)
+    print(json.dumps({"at": time.time()}))
+
+
+# ---- the parent: start the processes, time them in turns, print the tables -------------------------------
+
+
+class EngineProcess:
+    """One engine serving commands in a process of its own (see :func:`serve`)."""
+
+    def __init__(self, name: str, model_dir: Path, threads: int):
+        self.name = name
+        self.log = tempfile.TemporaryFile("w+")  # its stderr: shown if it fails
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", name, "--model", str(model_dir), "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+        )
+        self.load_s = self._reply()["load_s"]
+
+    def ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+        self.log.close()
+
+    def _reply(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self.log.seek(0)
+            raise RuntimeError(f"{self.name} stopped (exit code {self.process.returncode}):\n{self.log.read()}")
+        return json.loads(line)
+
+
+def time_workloads(processes: dict[str, EngineProcess], repeats: int) -> dict[str, dict]:
+    """Best tok/s of every workload on every engine, plus each engine's greedy b1 tokens.
+
+    Engines take turns on each workload, round after round, so a burst of load from elsewhere on the machine
+    hits every engine's samples alike instead of one engine's whole measurement.
+    """
+    for process in processes.values():
+        process.ask("warm_up")
+    results = {name: {} for name in processes}
+    best = {name: dict.fromkeys(TOKENS_PER_RUN, float("inf")) for name in processes}
+    for round_ in range(repeats):
+        print(f"round {round_ + 1} of {repeats} ...", file=sys.stderr, flush=True)
+        for key in TOKENS_PER_RUN:
+            for name, process in processes.items():
+                time.sleep(PAUSE_S)
+                reply = process.ask(key)
+                best[name][key] = min(best[name][key], reply["seconds"])
+                if key == "decode_b1":
+                    results[name]["b1_tokens"] = reply["output"][0]  # the same every round: greedy
+    for name in processes:
+        results[name].update({key: TOKENS_PER_RUN[key] / best[name][key] for key in TOKENS_PER_RUN})
+    return results
+
+
+def first_token_seconds(names: list[str], model_dirs: dict[str, Path], threads: int, repeats: int) -> dict:
+    """Best of ``repeats`` fresh processes per engine, from just before the spawn to the first token."""
+    best = dict.fromkeys(names, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name in names:
+            cmd = [sys.executable, __file__, "--first-token", name, "--model", str(model_dirs[name]),
+                   "--threads", str(threads)]
+            start = time.time()  # wall clock: the child reports the same clock
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} (first token) failed:\n{done.stderr}")
+            best[name] = min(best[name], json.loads(done.stdout.strip().splitlines()[-1])["at"] - start)
+    return best
 
 
-def measure_tinygpt(model_dir: Path, threads: int, repeats: int) -> dict:
-    import numpy as np
-
-    import tinygpt.kernels.threads as kernel_threads
-    from tinygpt.model import Model
-
-    kernel_threads.set_num_threads(threads)
-    start = time.perf_counter()
-    model = Model.from_pretrained(model_dir)
-    load_s = time.perf_counter() - start
-
-    def decode():
-        cache = model.new_cache(capacity=PROMPT_TOKENS + NEW_TOKENS)
-        logits = model.step(cache, np.array([prompt_ids(PROMPT_TOKENS, 1)]))
-        for _ in range(NEW_TOKENS - 1):
-            logits = model.step(cache, logits.argmax(axis=-1)[:, None])
-
-    long_prompt = np.array([prompt_ids(PREFILL_TOKENS, 2)])
-
-    def prefill():
-        model.step(model.new_cache(capacity=PREFILL_TOKENS), long_prompt)
-
-    decode(), prefill()  # compile / warm caches
-    return {"load_s": load_s, "decode_s": best_of(repeats, decode), "prefill_s": best_of(repeats, prefill)}
+def benchmark(names: list[str], threads: int, repeats: int) -> dict[str, dict]:
+    """Every row for every engine in ``names``, keyed by engine then row key."""
+    model_dirs = {name: ENGINES[name].files() for name in names}
+    print("loading ...", file=sys.stderr, flush=True)
+    processes = {}
+    try:
+        for name in names:
+            processes[name] = EngineProcess(name, model_dirs[name], threads)
+        results = time_workloads(processes, repeats)
+        for name, process in processes.items():
+            results[name]["load_s"] = process.load_s
+            results[name]["peak_rss_mb"] = process.ask("peak_rss_mb")["peak_rss_mb"]
+    finally:
+        for process in processes.values():
+            process.close()
+    print("first tokens ...", file=sys.stderr, flush=True)
+    for name, seconds in first_token_seconds(names, model_dirs, threads, repeats).items():
+        results[name]["first_token_s"] = seconds
+    return results
 
 
-def measure_transformers(model_dir: Path, threads: int, repeats: int) -> dict:
-    import torch
-    from transformers import GPT2LMHeadModel
-
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
-    load_s = time.perf_counter() - start
-    prompt = torch.tensor([prompt_ids(PROMPT_TOKENS, 1)])
-    long_prompt = torch.tensor([prompt_ids(PREFILL_TOKENS, 2)])
-
-    @torch.inference_mode()
-    def decode():
-        model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                       max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, pad_token_id=0)
-
-    @torch.inference_mode()
-    def prefill():
-        model(long_prompt, logits_to_keep=1)
-
-    decode(), prefill()
-    return {"load_s": load_s, "decode_s": best_of(repeats, decode), "prefill_s": best_of(repeats, prefill)}
+def machine_line(threads: int) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    versions = []
+    for package in ("numpy", "numba", "torch", "transformers", "ctranslate2"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return (f"machine: {cpu}, {threads} threads used of {len(os.sched_getaffinity(0))} available cores; "
+            f"Python {platform.python_version()}, {', '.join(versions)}")
 
 
-ENGINES = {"tinygpt": measure_tinygpt, "transformers": measure_transformers}
+def advantage(row: Row, ours: float, theirs: float) -> float:
+    """How many times better ours is (> 1: faster, or less time / memory)."""
+    return ours / theirs if row.higher_is_better else theirs / ours
 
 
-def run_engine(engine: str, model_dir: Path, threads: int, repeats: int) -> dict:
-    """Measure one engine in a fresh process, so its peak RSS is its own."""
-    cmd = [sys.executable, __file__, "--engine", engine, "--model", str(model_dir),
-           "--threads", str(threads), "--repeats", str(repeats)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def best_peer(row: Row, results: dict[str, dict]) -> str | None:
+    peers_measured = [name for name in results if not name.startswith("tinygpt")]
+    if not peers_measured:
+        return None
+    pick = max if row.higher_is_better else min
+    return pick(peers_measured, key=lambda name: results[name][row.key])
+
+
+def print_values(results: dict[str, dict]) -> None:
+    names = list(results)
+    width = max(13, *(len(name) + 2 for name in names))
+    print(f"{'':24}" + "".join(f"{name:>{width}}" for name in names))
+    for row in ROWS:
+        arrow = "higher" if row.higher_is_better else "lower"
+        cells = "".join(f"{results[name][row.key]:{width}.{3 if row.key.endswith('_s') else 1}f}"
+                        for name in names)
+        print(f"{row.label:24}{cells}   ({arrow} is better)")
+
+
+def print_ratios(results: dict[str, dict]) -> None:
+    ours = [name for name in results if name.startswith("tinygpt")]
+    if not ours or len(ours) == len(results):
+        return
+    has_reference = REFERENCE in results
+    block = 46 if has_reference else 29
+    print("\ntinygpt's advantage, x (> 1: tinygpt faster or smaller; < 1: slower or bigger)")
+    print(f"{'':24}" + "".join(f"{name:>{block - 15}}{'':15}" for name in ours).rstrip())
+    versus = (f"{'vs ' + REFERENCE:>17}" if has_reference else "") + f"{'vs best peer':>14}{'':15}"
+    print((f"{'':24}" + versus * len(ours)).rstrip())
+    for row in ROWS:
+        peer = best_peer(row, results)
+        cells = ""
+        for name in ours:
+            value = results[name][row.key]
+            if has_reference:
+                cells += f"{advantage(row, value, results[REFERENCE][row.key]):17.2f}"
+            cells += f"{advantage(row, value, results[peer][row.key]):14.2f} {'(' + peer + ')':<14}"
+        print(f"{row.label:24}{cells}".rstrip())
+
+
+def print_agreement(results: dict[str, dict]) -> None:
+    if REFERENCE not in results:
+        return
+    reference = results[REFERENCE]["b1_tokens"]
+
+    def leading_matches(tokens: list[int]) -> int:
+        return next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), len(reference))
+
+    others = ", ".join(f"{name} {leading_matches(r['b1_tokens'])}" for name, r in results.items()
+                       if name != REFERENCE)
+    print(f"\ngreedy b1 tokens equal to transformers' before the first difference (of {NEW_TOKENS}): {others}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cores = len(os.sched_getaffinity(0))
+    available = [name for name, engine in ENGINES.items() if engine.available()]
+    parser.add_argument("--threads", type=int, default=cores, help=f"threads per engine (default {cores})")
+    parser.add_argument("--repeats", type=int, default=3, help="timings are the best of this many (default 3)")
+    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=available,
+                        help=f"engines to run (default: all installed: {' '.join(available)})")
+    parser.add_argument("--serve", metavar="ENGINE", help="(internal) run one engine's commands from stdin")
+    parser.add_argument("--first-token", metavar="ENGINE", help="(internal) time to first token, print JSON")
+    parser.add_argument("--model", type=Path, help="(internal) the engine's model directory")
+    args = parser.parse_args()
+    if not 1 <= args.threads <= cores:
+        parser.error(f"--threads must be between 1 and {cores} (the cores this process may use)")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    missing = [name for name in args.engines if not ENGINES[name].available()]
+    if missing:
+        parser.error("; ".join(f"{name} needs the {ENGINES[name].package} package" for name in missing))
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--engine", choices=sorted(ENGINES), help="(internal) measure one engine and print JSON")
-    parser.add_argument("--model", type=Path, help="(internal) model directory")
-    args = parser.parse_args()
-
-    if args.engine:
-        result = ENGINES[args.engine](args.model, args.threads, args.repeats)
-        result["peak_rss_mb"] = peak_rss_mb()
-        print(json.dumps(result))
+    args = parse_args()
+    if args.serve:
+        serve(args.serve, args.model, args.threads)
+        return
+    if args.first_token:
+        first_token(args.first_token, args.model, args.threads)
         return
 
-    model_dir = build_model()
-    weight_mb = (model_dir / "model.safetensors").stat().st_size / 1e6
-    results = {engine: run_engine(engine, model_dir, args.threads, args.repeats) for engine in ENGINES}
-    tiny, hf = results["tinygpt"], results["transformers"]
-    rows = [
-        ("decode b1 (tok/s)", NEW_TOKENS / tiny["decode_s"], NEW_TOKENS / hf["decode_s"]),
-        ("prefill-512 (tok/s)", PREFILL_TOKENS / tiny["prefill_s"], PREFILL_TOKENS / hf["prefill_s"]),
-        ("load (s)", tiny["load_s"], hf["load_s"]),
-        ("peak RSS (MB)", tiny["peak_rss_mb"], hf["peak_rss_mb"]),
-    ]
-    print(f"distilgpt2 shape, random weights ({weight_mb:.0f} MB float32), {args.threads} threads, "
-          f"best of {args.repeats}")
-    print(f"{'':22}{'tinygpt':>10}{'transformers':>14}{'ratio':>8}")
-    for name, ours, theirs in rows:
-        print(f"{name:22}{ours:10.1f}{theirs:14.1f}{ours / theirs:8.2f}")
-    print(f"peak RSS budget: weights + 150 MB = {weight_mb + 150:.0f} MB")
+    started = time.perf_counter()
+    results = benchmark(args.engines, args.threads, args.repeats)
+    weight_mb = (MODEL_DIR / "model.safetensors").stat().st_size / 1e6
+    print(f"distilgpt2 shape (6 layers, 768 wide, 50257 vocab), random weights ({weight_mb:.0f} MB float32); "
+          f"best of {args.repeats}; run took {time.perf_counter() - started:.0f} s")
+    print(machine_line(args.threads))
     print()
-    subprocess.run([sys.executable, str(HERE / "matmul.py")], check=True)
+    print_values(results)
+    print_ratios(results)
+    print_agreement(results)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
 """int8 weight-only kernels against our float32 kernels and np.matmul on distilgpt2's weight shapes.
 
-Run: python benchmarks/quantized_matmul.py [--repeats 7] [--threads N]
+Run: python benchmarks/quantized_matmul.py [--repeats 7] [--threads N] [--rows 1 8 512]
 
-For each weight shape and M in {1, 8, 512} it prints, for linear_int8 / linear_nt_int8, our float32
+For each weight shape and M (default 1, 8, 512) it prints, for linear_int8 / linear_nt_int8, our float32
 linear / linear_nt and np.matmul (float32), the median time per call (same process, same inputs), GFLOP/s
 and weight GB/s (each engine's own weight bytes / time: int8 bytes for the int8 kernel), then the float32
 kernels' time over the int8 kernel's. Each repeat cycles through enough copies of the weight to overflow
 the last-level cache, so small-M timings see DRAM bandwidth as a real decode step does. The machine's
-parallel read bandwidth is printed first for scale, and the time to quantize the LM head last. Timings on
-a shared machine are noisy: compare engines within a run, not across runs.
+parallel read bandwidth is printed first for scale, and the time to quantize the LM head last. The engines
+take turns within each repeat; still, timings on a shared machine are noisy: compare engines within a
+run, not across runs.
 """
 
 import argparse
@@ -32,6 +33,7 @@ SHAPES = [
 ]
 ROWS = (1, 8, 512)
 CACHE_OVERFLOW_BYTES = 128 << 20  # 4x a 32 MB L3
+BUSTED_ROWS = 64  # up to this M the weight's memory traffic matters: time on cache-busting copies
 PAUSE_S = 0.25  # lets the previous engine's worker threads stop spinning before we time the next one
 
 
@@ -61,15 +63,25 @@ def read_bandwidth(repeats: int) -> float:
 
 def cache_busting_copies(weight: np.ndarray, rows: int) -> list[np.ndarray]:
     """``weight`` plus enough copies to overflow the last-level cache (one copy when M is GEMM-sized)."""
-    count = math.ceil(CACHE_OVERFLOW_BYTES / weight.nbytes) if rows <= 8 else 1
+    count = math.ceil(CACHE_OVERFLOW_BYTES / weight.nbytes) if rows <= BUSTED_ROWS else 1
     return [weight] + [weight.copy() for _ in range(count - 1)]
 
 
-def time_per_call(call, weights: list, repeats: int) -> float:
-    """Median seconds per call, each repeat calling once per weight copy."""
-    call(weights[0])  # compile / warm up
-    time.sleep(PAUSE_S)
-    return median_seconds(lambda: [call(w) for w in weights], repeats) / len(weights)
+def interleaved_seconds(engines: dict, repeats: int) -> dict:
+    """Median seconds per call of each engine (name -> (call, weight copies)). The engines take turns within
+    every repeat, so load from other processes falls on all of them alike; each repeat of an engine calls
+    it once per weight copy, after a pause that lets the previous engine's worker threads go idle."""
+    for call, weights in engines.values():
+        call(weights[0])  # compile / warm up
+    times = {name: [] for name in engines}
+    for _ in range(repeats):
+        for name, (call, weights) in engines.items():
+            time.sleep(PAUSE_S)
+            start = time.perf_counter()
+            for w in weights:
+                call(w)
+            times[name].append((time.perf_counter() - start) / len(weights))
+    return {name: float(np.median(seconds)) for name, seconds in times.items()}
 
 
 def bench_shape(name: str, depth: int, width: int, layout: str, rows: int, repeats: int, rng) -> str:
@@ -80,13 +92,19 @@ def bench_shape(name: str, depth: int, width: int, layout: str, rows: int, repea
     bias = rng.standard_normal(width, dtype=np.float32)
     out = np.empty((rows, width), np.float32)
     if layout == "kn":
-        int8 = time_per_call(lambda qc: linear_int8(x, qc, scale, bias, out), cache_busting_copies(q, rows), repeats)
-        f32 = time_per_call(lambda wc: linear(x, wc, bias, out), cache_busting_copies(w, rows), repeats)
-        ref = time_per_call(lambda wc: np.matmul(x, wc, out=out), cache_busting_copies(w, rows), repeats)
+        engines = {
+            "int8": (lambda qc: linear_int8(x, qc, scale, bias, out), cache_busting_copies(q, rows)),
+            "float32": (lambda wc: linear(x, wc, bias, out), cache_busting_copies(w, rows)),
+            "numpy": (lambda wc: np.matmul(x, wc, out=out), cache_busting_copies(w, rows)),
+        }
     else:
-        int8 = time_per_call(lambda qc: linear_nt_int8(x, qc, scale, out), cache_busting_copies(q, rows), repeats)
-        f32 = time_per_call(lambda wc: linear_nt(x, wc, out), cache_busting_copies(w, rows), repeats)
-        ref = time_per_call(lambda wc: np.matmul(x, wc.T, out=out), cache_busting_copies(w, rows), repeats)
+        engines = {
+            "int8": (lambda qc: linear_nt_int8(x, qc, scale, out), cache_busting_copies(q, rows)),
+            "float32": (lambda wc: linear_nt(x, wc, out), cache_busting_copies(w, rows)),
+            "numpy": (lambda wc: np.matmul(x, wc.T, out=out), cache_busting_copies(w, rows)),
+        }
+    seconds = interleaved_seconds(engines, repeats)
+    int8, f32, ref = seconds["int8"], seconds["float32"], seconds["numpy"]
     flops = 2.0 * rows * depth * width
 
     def cells(seconds: float, weight_bytes: int) -> str:
@@ -109,18 +127,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (median)")
     parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: tinygpt's)")
+    parser.add_argument("--rows", type=int, nargs="+", default=ROWS, help="values of M (rows of x) to time")
     args = parser.parse_args()
     if args.threads is not None:
         set_num_threads(args.threads)
     print(f"threads: {get_num_threads()} (np.matmul uses its BLAS's own pool)")
     print(f"parallel read bandwidth: {read_bandwidth(args.repeats):.1f} GB/s")
     engine = f"{'ms':>8s} {'GFLOP/s':>6s} {'GB/s':>5s}"
-    print(f"{'':23s}     | {'int8 (ours)':^20s} | {'float32 (ours)':^20s} | {'np.matmul float32':^20s} |"
-          " f32 / int8 time")
+    columns = f"{'int8 (ours)':^20s} | {'float32 (ours)':^20s} | {'np.matmul float32':^20s}"
+    print(f"{'':27s} | {columns} | f32 / int8 time")
     print(f"{'weight':11s} {'shape':>11s} {'M':>3s} | {engine} | {engine} | {engine} |  ours numpy")
     rng = np.random.default_rng(0)
     for name, depth, width, layout in SHAPES:
-        for rows in ROWS:
+        for rows in args.rows:
             print(bench_shape(name, depth, width, layout, rows, args.repeats, rng), flush=True)
     print(f"quantize_rows 50257x768: {quantize_seconds(args.repeats, rng) * 1e3:.1f} ms")
 

@@ -5,25 +5,35 @@ weights are a quarter of float32's bytes. ``quantize`` / ``quantize_rows`` make 
 per output channel); ``linear_int8`` / ``linear_nt_int8`` have the contracts of ``matmul.linear`` /
 ``matmul.linear_nt`` with the weight given as ``(q, scale)``. No kernel makes a float32 copy of a weight:
 
-* M <= SMALL_M (decode, batched decode): each thread streams its own slab of rows of q once, widening
-  int8 -> float32 in registers and applying each weight to every row of x; the k-sums are scaled once per
-  output, after the slabs' partial sums are added (``sum_k x[k] q[k, j]) * scale[j]``).
-* M > SMALL_M (prefill): the float32 GEMM of ``matmul`` (its 3x4 micro-kernel and x blocking); the packing
-  step, which copies a 64-column panel of the weight into a K-contiguous buffer anyway, here dequantizes
-  the int8 panel (``q * scale``) into it. The panel is small (192 KB) and reused by every row of x.
+* ``linear_int8``, M <= SMALL_M (decode, batched decode): each thread streams its own slab of rows of q
+  once, widening int8 -> float32 in registers (vpmovsxbd + vcvtdq2ps on AVX2) and applying each weight to
+  every row of x; the k-sums are scaled once per output, after the slabs' partial sums are added:
+  ``(sum_k x[k] q[k, j]) * scale[j]``.
+* ``linear_int8``, M > SMALL_M (prefill): the float32 GEMM of ``matmul`` (its 3x4 micro-kernel and x
+  blocking). Its packing step, which copies a 64-column panel of the weight into a K-contiguous buffer
+  anyway, here dequantizes the int8 panel (``q * scale``) into it; the panel (192 KB) serves every row of x.
+* ``linear_nt_int8``: M = 1 takes one dot product per row of q, widening in registers; larger M use the
+  GEMM on dequantized panels of rows of q.
+
+Measured against the float32 kernels on distilgpt2's shapes by ``benchmarks/quantized_matmul.py``.
 """
+
+import math
 
 import numpy as np
 from numba import njit, prange
 
 from .activations import gelu_f32
-from .matmul import _KC, _NC, _FAST, _panel_product, _split_k
+from .matmul import _FAST, _KC, _NC, _panel_product, _split_k
 from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, output_array
 
-SMALL_M = 16  # up to this many rows the int8 weights are streamed once, widened in registers
+# Up to this many rows of x the int8 weights are streamed once, widened in registers. Higher than
+# matmul.SMALL_M (16): dequantizing while transposing makes the GEMM's packing ~1.4x dearer per weight
+# than float32's, and on the test machine the streaming kernel stays ahead of the GEMM up to M ~ 64.
+SMALL_M = 48
 
 _QMAX = 127  # symmetric range [-127, 127]: -128 is never produced, so -q never overflows
-_STREAM_CHUNK = 512  # columns per pass of the streaming kernel (4 rows of int8 + 2 KB of sums stay in L1)
+_STREAM_CHUNK = 512  # columns per pass of the streaming kernel: 4 x 512 weights and 2 KB of sums per row of x
 _PEAK_CHUNK = 256  # columns per task when finding column peaks of a [K, N] weight
 
 
@@ -35,7 +45,7 @@ _PEAK_CHUNK = 256  # columns per task when finding column peaks of a [K, N] weig
 def _raise_peak(peak, value):
     """max(peak, |value|), where a NaN in either sticks (so a bad weight is never hidden)."""
     a = abs(value)
-    return a if (a > peak or a != a) else peak
+    return a if (a > peak or math.isnan(a)) else peak
 
 
 @njit(cache=True, parallel=True)
@@ -103,9 +113,9 @@ def quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``scale[j] = max|w[:, j]| / 127`` (1 for an all-zero column) and ``q = round(w / scale)`` clipped to
     [-127, 127], so ``q * scale`` is within ``scale / 2`` of w. Extra memory is q itself plus O(N)."""
     check_f32("w", w, 2)
+    apply_num_threads()
     scale = _scales_from_peaks(_column_peaks(w), "column")
     q = np.empty(w.shape, np.int8)
-    apply_num_threads()
     _quantize_by_column(w, scale, q)
     return q, scale
 
@@ -118,18 +128,19 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``scale[i] = max|w[i, :]| / 127`` (1 for an all-zero row) and ``q = round(w / scale[:, None])`` clipped
     to [-127, 127]."""
     check_f32("w", w, 2)
+    apply_num_threads()
     scale = _scales_from_peaks(_row_peaks(w), "row")
     q = np.empty(w.shape, np.int8)
-    apply_num_threads()
     _quantize_by_row(w, scale, q)
     return q, scale
 
 
 # --- small M: stream the int8 weights once ----------------------------------------------------------------
-# From DRAM, one thread reading int8 rows one after another (a single sequential stream) gets ~1.5x the
-# bandwidth of reading several rows side by side, although the latter loads and stores the sums less
-# often (and wins when the weight is in cache). So one row of x reads q row by row; two or more rows of x
-# are compute-bound and read 4 rows of q side by side, each widened weight serving every row of x.
+# From DRAM, one thread reading int8 rows one after another (a single sequential stream) got 1.2-2x the
+# bandwidth of reading 2-8 rows side by side on the test machine (Zen 3), although the latter loads and
+# stores the sums less often (and wins when the weight is in cache). So one row of x reads q row by row;
+# two or more rows of x are compute-bound and read 4 rows of q side by side, each widened weight serving
+# every row of x.
 
 
 @njit(cache=True, fastmath=_FAST)

