@@ -32,6 +32,7 @@ import importlib.util
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -134,9 +135,9 @@ ROWS = [
 
 
 def prompt_ids(n: int, seed: int) -> list[int]:
-    import numpy as np
-
-    return np.random.default_rng(seed).integers(0, EOS_ID, n).tolist()
+    """``n`` random token ids; the standard library's generator, so no engine is timed importing NumPy."""
+    rng = random.Random(seed)
+    return [rng.randrange(EOS_ID) for _ in range(n)]
 
 
 def peak_rss_mb() -> float:
@@ -315,7 +316,8 @@ def machine_line(threads: int) -> str:
             versions.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
             pass
-    return (f"machine: {cpu}, {threads} threads used of {len(os.sched_getaffinity(0))} available cores; "
+    used = f"{threads} thread{'s' if threads > 1 else ''}"
+    return (f"machine: {cpu}, {used} used of {len(os.sched_getaffinity(0))} available cores; "
             f"Python {platform.python_version()}, {', '.join(versions)}")
 
 
@@ -383,11 +385,12 @@ def parse_args() -> argparse.Namespace:
     available = [name for name, engine in ENGINES.items() if engine.available()]
     parser.add_argument("--threads", type=int, default=cores, help=f"threads per engine (default {cores})")
     parser.add_argument("--repeats", type=int, default=3, help="timings are the best of this many (default 3)")
-    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=available,
-                        help=f"engines to run (default: all installed: {' '.join(available)})")
-    parser.add_argument("--serve", metavar="ENGINE", help="(internal) run one engine's commands from stdin")
-    parser.add_argument("--first-token", metavar="ENGINE", help="(internal) time to first token, print JSON")
-    parser.add_argument("--model", type=Path, help="(internal) the engine's model directory")
+    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=available, metavar="NAME",
+                        help=f"engines to run, of {', '.join(ENGINES)} (default: the installed ones)")
+    # Internal: how the parent starts an engine's own processes.
+    parser.add_argument("--serve", metavar="ENGINE", help=argparse.SUPPRESS)
+    parser.add_argument("--first-token", metavar="ENGINE", help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.threads <= cores:
         parser.error(f"--threads must be between 1 and {cores} (the cores this process may use)")
@@ -416,6 +419,7 @@ def main() -> None:
     print(machine_line(args.threads))
     print()
     print_values(results)
+    print(f"tinygpt's peak RSS budget: weights + 150 MB = {weight_mb + 150:.0f} MB")
     print_ratios(results)
     print_agreement(results)
 

