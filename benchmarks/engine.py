@@ -78,7 +78,7 @@ class TinygptRunner:
 
     def generate(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
         out = self.model.generate(prompts, max_new_tokens=new_tokens, eos_token_id=None)
-        return [row[len(prompt):] for row, prompt in zip(out, prompts)]
+        return [row[len(prompt):] for row, prompt in zip(out, prompts, strict=True)]
 
     def prefill(self, prompt: list[int]) -> None:
         self.model.step(self.model.new_cache(capacity=len(prompt)), [prompt])  # last position's logits only
@@ -372,7 +372,7 @@ def print_agreement(results: dict[str, dict]) -> None:
     reference = results[REFERENCE]["b1_tokens"]
 
     def leading_matches(tokens: list[int]) -> int:
-        return next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), len(reference))
+        return next((i for i, (a, b) in enumerate(zip(tokens, reference, strict=True)) if a != b), len(reference))
 
     others = ", ".join(f"{name} {leading_matches(r['b1_tokens'])}" for name, r in results.items()
                        if name != REFERENCE)
