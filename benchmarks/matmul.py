@@ -1,4 +1,4 @@
-"""Our linear/linear_nt kernels against np.matmul on distilgpt2's weight shapes.
+"""Our Numba linear/linear_nt kernels against np.matmul on distilgpt2's weight shapes.
 
 Run: python benchmarks/matmul.py [--repeats 7] [--threads N]
 
@@ -6,8 +6,10 @@ For each weight shape and M in {1, 8, 512} it prints the median time of both eng
 inputs), GFLOP/s, weight GB/s (weight bytes / time: what bounds decode) and the speed ratio. Each repeat
 cycles through enough copies of the weight to overflow the last-level cache, so small-M timings see
 DRAM bandwidth as they would in a real decode step. The machine's parallel read bandwidth is printed first
-for scale. Our ``linear`` also adds the bias; np.matmul does not. Timings on a shared machine are noisy:
-compare the two engines within a run, not across runs.
+for scale. Our ``linear`` also adds the bias; np.matmul does not. "ours" is always our own Numba kernel
+(``gemm="numba"``), although the engine hands products of M > SMALL_M rows to np.matmul by default (see
+tinygpt/kernels/matmul.py): this table is the gap that decision rests on. Timings on a shared machine are
+noisy: compare the two engines within a run, not across runs.
 """
 
 import argparse
@@ -73,10 +75,10 @@ def bench_shape(name, depth, width, layout, rows, repeats, rng) -> str:
     bias = rng.standard_normal(width, dtype=np.float32)
     out = np.empty((rows, width), np.float32)
     if layout == "kn":
-        ours = time_per_call(lambda w: linear(x, w, bias, out), weights, repeats)
+        ours = time_per_call(lambda w: linear(x, w, bias, out, gemm="numba"), weights, repeats)
         theirs = time_per_call(lambda w: np.matmul(x, w, out=out), weights, repeats)
     else:
-        ours = time_per_call(lambda w: linear_nt(x, w, out), weights, repeats)
+        ours = time_per_call(lambda w: linear_nt(x, w, out, gemm="numba"), weights, repeats)
         theirs = time_per_call(lambda w: np.matmul(x, w.T, out=out), weights, repeats)
     flops = 2.0 * rows * depth * width
 

@@ -1,6 +1,8 @@
 """Numba kernels, installed as ``tinygpt.kernels``. They know nothing about GPT-2.
 
 matmul      linear (x @ w + b, fused GELU / accumulate), linear_nt (x @ w.T)
+quantized   the same products on int8 weights with per-output scales
+tiles       the 3x4 dot-product tile and panel walk of the blocked GEMMs
 attention   causal multi-head attention over a KV cache with left padding
 activations gelu_new (tanh GELU)
 norm        layer_norm

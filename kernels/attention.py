@@ -7,8 +7,7 @@ from numba import njit, prange
 
 from .activations import exp_f64
 from .threads import apply_num_threads, check_f32, output_array
-
-_FAST = {"reassoc", "contract"}  # vectorised dot products; exp_f64 keeps its own strict flags
+from .tiles import FAST as _FAST  # vectorised dot products; exp_f64 keeps its own strict flags
 
 
 @njit(cache=True, fastmath=_FAST)

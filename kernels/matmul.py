@@ -5,34 +5,31 @@ The kernel is chosen by the number of rows M of x:
 * ``linear``, M <= SMALL_M (decode, batched decode, short prompts): memory-bound at small M. Each thread
   streams its own contiguous slab of rows of w exactly once, applying every weight it loads to all M rows
   of x (``_stream_rows``); a second pass sums the per-thread partials and applies bias, accumulate, GELU.
-* ``linear``, M > SMALL_M (prefill): compute-bound, a blocked GEMM on a 3x4 register tile of dot products
-  (``_dot_3x4``: LLVM vectorises its k loop into 12 vector accumulators, ymm registers on AVX2). Each
+* ``linear``, M > SMALL_M (prefill): compute-bound. By default (see ``gemm_kernel``) np.matmul, i.e.
+  NumPy's BLAS, then one pass for bias/accumulate/GELU. Our own GEMM stays available (``gemm="numba"``)
+  and is used when the thread count is lowered: a blocked GEMM on a 3x4 register tile of dot products
+  (``tiles.dot_3x4``: LLVM vectorises its k loop into 12 vector accumulators, ymm registers on AVX2). Each
   task transposes a 64-column panel of w into a K-contiguous buffer that stays in L2 while the rows of
   x stream past it, then applies bias/accumulate/GELU to its panel.
 * ``linear_nt``: rows of w are already K-contiguous. M = 1 takes dot products of 8 rows of w at a time
-  (``_gemv_nt``); larger M use the same 3x4 GEMM driver as ``linear``, reading w in place.
+  (``_gemv_nt``); larger M the GEMM (BLAS or ours, as above; ours reads w in place).
 
 All products accumulate in float32. On the 2-core test machine the decode kernels run at DRAM bandwidth,
-like np.matmul. For M = 512 OpenBLAS's sgemm is faster in isolation (one thread: 91 vs 72 GFLOP/s), but
-we still use our GEMM: in a forward pass, OpenBLAS's thread pool and Numba's (running every other kernel)
-spin against each other, and a 6-layer 512-token prefill took 667 ms with np.matmul GEMMs against 424 ms
-all-Numba. ``benchmarks/matmul.py`` prints both engines side by side.
+like np.matmul. For M = 512 our GEMM reaches ~0.7-0.8x OpenBLAS's speed (126 vs 179 GFLOP/s, 2 threads),
+so the engine hands large products to BLAS. Two thread pools then take turns on the same cores, which only
+works because ``threads`` shortens how long Numba's OpenMP workers spin after a kernel (GOMP_SPINCOUNT):
+with spinning workers in the way, a 512-token prefill was ~1.3x *slower* with BLAS than all-Numba.
+``benchmarks/matmul.py`` prints both GEMMs side by side.
 """
 
 import numpy as np
 from numba import njit, prange
 
 from .activations import gelu_f32
-from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, output_array
+from .tiles import FAST as _FAST, KC as _KC, NC as _NC, panel_product, split_k
+from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, max_threads, output_array
 
 SMALL_M = 48  # up to here streaming w beats the GEMM, which must first transpose-pack it (measured crossover)
-
-_FAST = {"reassoc", "contract"}  # lets LLVM vectorise float reductions and fuse multiply-adds; keeps NaN/inf
-
-_MR, _NR = 3, 4  # register tile: 12 vector accumulators + 3 operands fit AVX2's 16 registers
-_KC = 768  # k-block: 3 rows of x plus 4 rows of w (21 KB) stay in L1 during one tile
-_MC = 66  # row block, a multiple of _MR: 66 x 768 floats of x (200 KB) stay in L2 while a panel sweeps them
-_NC = 64  # panel width: the packed 64 x 768 panel of w (192 KB) shares L2 with the row block
 _STREAM_CHUNK = 512  # small-M kernel: columns per pass (4 weight rows x 512 floats = 8 KB of L1)
 
 
@@ -103,85 +100,7 @@ def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
                 out[i, j] = gelu_f32(total) if gelu else total
 
 
-# --- large M: blocked GEMM on a 3x4 tile of dot products --------------------------------------------------
-# Both operands are handed to the tile as 2-D arrays whose k index starts at 0 (x split into k-blocks, w
-# panels packed), so the tile indexes ``a[row, k]`` with k from range(): LLVM then sees unit-stride,
-# non-negative indices and vectorises without gathers or per-element wraparound checks.
-
-
-@njit(cache=True, fastmath=_FAST)
-def _dot_3x4(a, r0, r1, r2, b, c0, c1, c2, c3, kc):
-    """The 12 dot products a[r, :kc] . b[c, :kc] for r in (r0, r1, r2), c in (c0..c3), row-major."""
-    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = s20 = s21 = s22 = s23 = np.float32(0.0)
-    for k in range(kc):
-        x0 = a[r0, k]
-        x1 = a[r1, k]
-        x2 = a[r2, k]
-        y = b[c0, k]
-        s00 += x0 * y
-        s10 += x1 * y
-        s20 += x2 * y
-        y = b[c1, k]
-        s01 += x0 * y
-        s11 += x1 * y
-        s21 += x2 * y
-        y = b[c2, k]
-        s02 += x0 * y
-        s12 += x1 * y
-        s22 += x2 * y
-        y = b[c3, k]
-        s03 += x0 * y
-        s13 += x1 * y
-        s23 += x2 * y
-    return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23)
-
-
-@njit(cache=True, fastmath=_FAST)
-def _add_tile(out, i, j, sums, n_rows, n_cols):
-    """out[i:i+n_rows, j:j+n_cols] += the matching part of a 3x4 tile of sums."""
-    if n_rows == _MR and n_cols == _NR:  # interior tile: straight-line stores
-        for r in range(_MR):
-            out[i + r, j] += sums[r * _NR]
-            out[i + r, j + 1] += sums[r * _NR + 1]
-            out[i + r, j + 2] += sums[r * _NR + 2]
-            out[i + r, j + 3] += sums[r * _NR + 3]
-    else:
-        for r in range(n_rows):
-            for c in range(n_cols):
-                out[i + r, j + c] += sums[r * _NR + c]
-
-
-@njit(cache=True, fastmath=_FAST)
-def _panel_product(xa, kc, bt, bt_row0, out, j0, width):
-    """out[:, j0:j0+width] += xa[:, :kc] @ bt[bt_row0:bt_row0+width, :kc].T
-
-    Edge tiles reuse the last valid row/column (clamped indices) and store only the valid part."""
-    rows = xa.shape[0]
-    last_col = bt_row0 + width - 1
-    for i_block in range(0, rows, _MC):
-        i_end = min(rows, i_block + _MC)
-        last_row = i_end - 1
-        for jj in range(0, width, _NR):
-            c = bt_row0 + jj
-            c1 = min(c + 1, last_col)
-            c2 = min(c + 2, last_col)
-            c3 = min(c + 3, last_col)
-            for i in range(i_block, i_end, _MR):
-                sums = _dot_3x4(xa, i, min(i + 1, last_row), min(i + 2, last_row), bt, c, c1, c2, c3, kc)
-                _add_tile(out, i, j0 + jj, sums, min(_MR, i_end - i), min(_NR, width - jj))
-
-
-@njit(cache=True, parallel=True)
-def _split_k(x):
-    """x [M, K] -> [ceil(K / _KC), M, _KC]: k-blocks of x, each C-contiguous (the tail block is not padded)."""
-    rows, depth = x.shape
-    n_blocks = (depth + _KC - 1) // _KC
-    blocks = np.empty((n_blocks, rows, _KC), np.float32)
-    for i in prange(rows):
-        for kb in range(n_blocks):
-            k0 = kb * _KC
-            blocks[kb, i, : min(_KC, depth - k0)] = x[i, k0 : k0 + _KC]
-    return blocks
+# --- large M: blocked GEMM on the 3x4 tile of tiles.py ----------------------------------------------
 
 
 @njit(cache=True, fastmath=_FAST)
@@ -206,7 +125,7 @@ def _pack_rows(w, k0, k1, j0, width, panel):
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
 def _linear_gemm(x_blocks, depth, w, b, out, accumulate, gelu):
-    """out = [out +] x @ w + b, then GELU if asked; x given as _split_k blocks; one column panel per task."""
+    """out = [out +] x @ w + b, then GELU if asked; x given as split_k blocks; one column panel per task."""
     rows = out.shape[0]
     n = w.shape[1]
     for p in prange((n + _NC - 1) // _NC):
@@ -220,7 +139,7 @@ def _linear_gemm(x_blocks, depth, w, b, out, accumulate, gelu):
             k0 = kb * _KC
             k1 = min(depth, k0 + _KC)
             _pack_transposed(w, k0, k1, j0, width, panel)
-            _panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
+            panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
         if gelu:
             for i in range(rows):
                 for c in range(width):
@@ -265,7 +184,7 @@ def _gemv_nt(x_row, w, out_row):
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
 def _gemm_nt(x_blocks, depth, w, out):
-    """out = x @ w.T for w [N, K], x given as _split_k blocks; one panel of rows of w per task.
+    """out = x @ w.T for w [N, K], x given as split_k blocks; one panel of rows of w per task.
     A single k-block reads w in place; deeper products copy each k-block of the panel first."""
     n = w.shape[0]
     for p in prange((n + _NC - 1) // _NC):
@@ -273,14 +192,26 @@ def _gemm_nt(x_blocks, depth, w, out):
         width = min(_NC, n - j0)
         out[:, j0 : j0 + width] = 0.0
         if x_blocks.shape[0] == 1:
-            _panel_product(x_blocks[0], depth, w, j0, out, j0, width)
+            panel_product(x_blocks[0], depth, w, j0, out, j0, width)
             continue
         panel = np.empty((_NC, _KC), np.float32)
         for kb in range(x_blocks.shape[0]):
             k0 = kb * _KC
             k1 = min(depth, k0 + _KC)
             _pack_rows(w, k0, k1, j0, width, panel)
-            _panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
+            panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def _add_bias(product, b, out, accumulate, gelu):
+    """out = [out +] product + b, then GELU if asked (product may be out itself): the epilogue of a BLAS GEMM."""
+    rows, n = out.shape
+    for i in prange(rows):
+        for j in range(n):
+            total = product[i, j] + b[j]
+            if accumulate:
+                total += out[i, j]
+            out[i, j] = gelu_f32(total) if gelu else total
 
 
 # --- public wrappers --------------------------------------------------------------------------------------
@@ -294,13 +225,14 @@ def linear(
     *,
     accumulate: bool = False,
     gelu: bool = False,
+    gemm: str = "auto",
 ) -> np.ndarray:
     """Affine map with a [K, N] weight (GPT-2 Conv1D layout).
 
     x [M, K], w [K, N], b [N]: float32, C-contiguous (w may be a np.memmap view). out [M, N] float32:
     ``out = x @ w + b``; ``gelu=True``: ``out = gelu_new(x @ w + b)``; ``accumulate=True``:
     ``out += x @ w + b`` (out must then be given). gelu and accumulate together are an error.
-    out=None allocates. Returns out."""
+    out=None allocates. ``gemm`` picks the kernel for M > SMALL_M (see :func:`gemm_kernel`). Returns out."""
     check_f32("x", x, 2)
     check_f32("w", w, 2)
     check_f32("b", b, 1)
@@ -319,16 +251,20 @@ def linear(
     apply_num_threads()
     if rows <= SMALL_M:
         _linear_small_m(x, w, b, out, accumulate, gelu, get_num_threads())
+    elif gemm_kernel(gemm) == "numba":
+        _linear_gemm(split_k(x), depth, w, b, out, accumulate, gelu)
     else:
-        _linear_gemm(_split_k(x), depth, w, b, out, accumulate, gelu)
+        product = np.matmul(x, w) if accumulate else np.matmul(x, w, out=out)
+        _add_bias(product, b, out, accumulate, gelu)
     return out
 
 
-def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None, *, gemm: str = "auto") -> np.ndarray:
     """Product with a row-major [N, K] weight (e.g. a tied embedding matrix used as the LM head).
 
     x [M, K], w [N, K]: float32, C-contiguous (w may be a np.memmap view). out [M, N] float32 =
-    ``x @ w.T``; None allocates. Returns out."""
+    ``x @ w.T``; None allocates. ``gemm`` picks the kernel for M > SMALL_M (see :func:`gemm_kernel`).
+    Returns out."""
     check_f32("x", x, 2)
     check_f32("w", w, 2)
     rows, depth = x.shape
@@ -340,6 +276,20 @@ def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np
     apply_num_threads()
     if rows == 1:
         _gemv_nt(x[0], w, out[0])
+    elif rows <= SMALL_M or gemm_kernel(gemm) == "numba":
+        _gemm_nt(split_k(x), depth, w, out)
     else:
-        _gemm_nt(_split_k(x), depth, w, out)
+        np.matmul(x, w.T, out=out)
     return out
+
+
+def gemm_kernel(choice: str = "auto") -> str:
+    """Which GEMM computes products of more than SMALL_M rows: "numba" (our blocked kernel) or "blas"
+    (np.matmul, i.e. NumPy's BLAS). "auto" takes BLAS when our kernels run on every available core, which
+    is BLAS's own default; with fewer threads it takes ours, so that a thread limit set with
+    ``set_num_threads`` holds for whole forward passes (NumPy's BLAS pool cannot be resized at run time)."""
+    if choice == "auto":
+        return "blas" if get_num_threads() == max_threads() else "numba"
+    if choice not in ("numba", "blas"):
+        raise ValueError(f'gemm must be "auto", "numba" or "blas", got {choice!r}')
+    return choice

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import gelu_f32
-from .matmul import _FAST, _KC, _NC, _panel_product, _split_k
+from .tiles import FAST as _FAST, KC as _KC, NC as _NC, panel_product, split_k
 from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, output_array
 
 # Up to this many rows of x the int8 weights are streamed once, widened in registers. Higher than
@@ -257,7 +257,7 @@ def _pack_dequantized_rows(q, scale, k0, k1, j0, width, panel):
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
 def _linear_gemm_int8(x_blocks, depth, q, scale, b, out, accumulate, gelu):
-    """out = [out +] x @ (q * scale) + b, then GELU if asked; x given as _split_k blocks; one column panel
+    """out = [out +] x @ (q * scale) + b, then GELU if asked; x given as split_k blocks; one column panel
     per task."""
     rows = out.shape[0]
     n = q.shape[1]
@@ -272,7 +272,7 @@ def _linear_gemm_int8(x_blocks, depth, q, scale, b, out, accumulate, gelu):
             k0 = kb * _KC
             k1 = min(depth, k0 + _KC)
             _pack_dequantized_columns(q, scale, k0, k1, j0, width, panel)
-            _panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
+            panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
         if gelu:
             for i in range(rows):
                 for c in range(width):
@@ -303,7 +303,7 @@ def _gemv_nt_int8(x_row, q, scale, out_row):
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
 def _gemm_nt_int8(x_blocks, depth, q, scale, out):
-    """out = x @ (q * scale[:, None]).T for q [N, K], x given as _split_k blocks; one panel of rows of q
+    """out = x @ (q * scale[:, None]).T for q [N, K], x given as split_k blocks; one panel of rows of q
     per task, dequantized a k-block at a time."""
     n = q.shape[0]
     for p in prange((n + _NC - 1) // _NC):
@@ -315,7 +315,7 @@ def _gemm_nt_int8(x_blocks, depth, q, scale, out):
             k0 = kb * _KC
             k1 = min(depth, k0 + _KC)
             _pack_dequantized_rows(q, scale, k0, k1, j0, width, panel)
-            _panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
+            panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
 
 
 # --- public wrappers --------------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def linear_int8(
     if rows <= SMALL_M:
         _linear_small_m_int8(x, q, scale, b, out, accumulate, gelu, get_num_threads())
     else:
-        _linear_gemm_int8(_split_k(x), depth, q, scale, b, out, accumulate, gelu)
+        _linear_gemm_int8(split_k(x), depth, q, scale, b, out, accumulate, gelu)
     return out
 
 
@@ -393,5 +393,5 @@ def linear_nt_int8(x: np.ndarray, q: np.ndarray, scale: np.ndarray, out: np.ndar
     if rows == 1:
         _gemv_nt_int8(x[0], q, scale, out[0])
     else:
-        _gemm_nt_int8(_split_k(x), depth, q, scale, out)
+        _gemm_nt_int8(split_k(x), depth, q, scale, out)
     return out

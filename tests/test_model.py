@@ -75,14 +75,17 @@ def test_published_shapes_match_transformers(request, shape_fixture):
     np.testing.assert_allclose(model.hidden_states(ids), hf_hidden, rtol=0, atol=FULL_ATOL)
 
 
-def test_cached_steps_equal_the_uncached_forward(distilgpt2_shape_dir):
+@pytest.mark.parametrize("all_positions", [True, False])
+def test_cached_steps_equal_the_uncached_forward(distilgpt2_shape_dir, all_positions):
+    """all_positions=False is the generation path: the last block runs its attention output and MLP for the
+    prompt's last position only, so this also checks that the last layer's cache got every position."""
     model = Model.from_pretrained(distilgpt2_shape_dir)
     ids = random_ids(model.config.vocab_size, 24, seed=11)
     full = model.logits(ids)
     cache = model.new_cache(capacity=24)
-    prompt_logits = model.step(cache, ids[None, :16], all_positions=True)[0]
+    prompt_logits = model.step(cache, ids[None, :16], all_positions=all_positions)[0]
     step_logits = [model.step(cache, ids[None, t:t + 1])[0] for t in range(16, 24)]
-    np.testing.assert_allclose(prompt_logits, full[:16], rtol=0, atol=FULL_ATOL)
+    np.testing.assert_allclose(prompt_logits, full[:16] if all_positions else full[15], rtol=0, atol=FULL_ATOL)
     np.testing.assert_allclose(np.stack(step_logits), full[16:], rtol=0, atol=FULL_ATOL)
     assert cache.n_past == 24
 
@@ -100,14 +103,17 @@ def test_left_padded_row_equals_the_sequence_alone(tiny):
     short = random_ids(model.config.vocab_size, 6, seed=4)
     long = random_ids(model.config.vocab_size, 10, seed=5)
     padded = np.stack([np.concatenate([np.zeros(4, np.int64), short]), long])
+    nxt = np.array([[7], [8]])
+    alone = model.logits(np.concatenate([short, [7]]))
     cache = model.new_cache(2, capacity=13, start=[4, 0])
     prompt = model.step(cache, padded, all_positions=True)
-    nxt = np.array([[7], [8]])
     step = model.step(cache, nxt)
-    alone = model.logits(np.concatenate([short, [7]]))
     np.testing.assert_allclose(prompt[0, 4:], alone[:6], rtol=0, atol=TINY_ATOL)
     np.testing.assert_allclose(step[0], alone[6], rtol=0, atol=TINY_ATOL)
     np.testing.assert_allclose(step[1], model.logits(np.concatenate([long, [8]]))[-1], rtol=0, atol=TINY_ATOL)
+    cache = model.new_cache(2, capacity=13, start=[4, 0])  # last positions only, as generation asks
+    np.testing.assert_allclose(model.step(cache, padded)[0], alone[5], rtol=0, atol=TINY_ATOL)
+    np.testing.assert_allclose(model.step(cache, nxt)[0], step[0], rtol=0, atol=TINY_ATOL)
 
 
 def other_layout(tiny_model_dir, tmp_path, convert):

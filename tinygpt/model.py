@@ -238,17 +238,20 @@ class Model:
             qkv = project(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]).reshape(B, T, 3, H, D)
             cache.keys[layer, :, :, n_past:n_past + T] = qkv[:, :, 1].transpose(0, 2, 1, 3)  # [B, H, T, D]
             cache.values[layer, :, :, n_past:n_past + T] = qkv[:, :, 2].transpose(0, 2, 1, 3)
-            q = np.ascontiguousarray(qkv[:, :, 0])  # [B, T, H, D]
-            heads = attention(q, cache.keys[layer], cache.values[layer], n_past, cache.start,
-                              self._attention_scale(layer))  # [B, T, C]
+            q_past, q = n_past, qkv[:, :, 0]  # queries [B, T, H, D] at positions n_past..
+            if layer == cfg.n_layer - 1 and not all_positions and T > 1:
+                # Every layer's keys and values went to the cache, but past this point only the last
+                # position reaches the output: run the rest of the last block for that row alone.
+                q_past, q, T = n_past + T - 1, q[:, -1:], 1
+                x = np.ascontiguousarray(x.reshape(B, -1, C)[:, -1])
+            heads = attention(np.ascontiguousarray(q), cache.keys[layer], cache.values[layer], q_past,
+                              cache.start, self._attention_scale(layer))  # [B, T, C]
             project(heads.reshape(B * T, C), w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"],
                     out=x, accumulate=True)  # x += attention output
             h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], cfg.layer_norm_epsilon)
             inner = project(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"], gelu=True)  # [BT, I]
             project(inner, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"], out=x, accumulate=True)
-        cache.n_past = n_past + T
-        if not all_positions:
-            x = np.ascontiguousarray(x.reshape(B, T, C)[:, -1])  # only the last token's logits are needed
+        cache.n_past = q_past + T
         x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], cfg.layer_norm_epsilon)
         out = x if output == "hidden" else lm_head(x, w["lm_head.weight"])
         return out.reshape(B, T, -1) if all_positions else out

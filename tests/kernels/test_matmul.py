@@ -43,36 +43,41 @@ SHAPES = [
     (65, 800, 130),
     (65, 1, 3),
 ]
+# Products of more than SMALL_M rows go to BLAS or to our blocked GEMM (gemm_kernel): both are checked.
+GEMMS = ["numba", "blas"]
 
 
+@pytest.mark.parametrize("gemm", GEMMS)
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_linear_matches_float64_product(m, k, n):
+def test_linear_matches_float64_product(m, k, n, gemm):
     rng = np.random.default_rng(m * 10007 + k * 101 + n)
     x, w, b = random(rng, m, k), random(rng, k, n), random(rng, n)
-    got = linear(x, w, b)
+    got = linear(x, w, b, gemm=gemm)
     want = x.astype(np.float64) @ w + b
     bound = sum_error_bound(k + 1, np.abs(x).astype(np.float64) @ np.abs(w) + np.abs(b))
     assert got.dtype == np.float32 and got.shape == (m, n)
     assert np.all(np.abs(got - want) <= bound)
 
 
+@pytest.mark.parametrize("gemm", GEMMS)
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_linear_accumulate_adds_into_out(m, k, n):
+def test_linear_accumulate_adds_into_out(m, k, n, gemm):
     rng = np.random.default_rng(m + k + n)
     x, w, b, out = random(rng, m, k), random(rng, k, n), random(rng, n), random(rng, m, n)
     want = out.astype(np.float64) + x.astype(np.float64) @ w + b
     bound = sum_error_bound(k + 2, np.abs(x).astype(np.float64) @ np.abs(w) + np.abs(b) + np.abs(out))
-    result = linear(x, w, b, out, accumulate=True)
+    result = linear(x, w, b, out, accumulate=True, gemm=gemm)
     assert result is out
     assert np.all(np.abs(out - want) <= bound)
 
 
+@pytest.mark.parametrize("gemm", GEMMS)
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_linear_fused_gelu(m, k, n):
+def test_linear_fused_gelu(m, k, n, gemm):
     rng = np.random.default_rng(3 * m + k + n)
     x, w, b = random(rng, m, k), random(rng, k, n), random(rng, n)
     y = x.astype(np.float64) @ w + b
-    got = linear(x, w, b, gelu=True)
+    got = linear(x, w, b, gelu=True, gemm=gemm)
     # GELU's slope lies in [-0.17, 1.13], so the product's error carries over scaled by at most 1.13; then
     # GELU is evaluated in float64 and rounded once to float32 (half an ulp, covered by one spacing).
     bound = 1.13 * sum_error_bound(k + 1, np.abs(x).astype(np.float64) @ np.abs(w) + np.abs(b))
@@ -80,11 +85,12 @@ def test_linear_fused_gelu(m, k, n):
     assert np.all(np.abs(got - want) <= bound + np.spacing(np.abs(want).astype(np.float32)).astype(np.float64))
 
 
+@pytest.mark.parametrize("gemm", GEMMS)
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_linear_nt_matches_float64_product(m, k, n):
+def test_linear_nt_matches_float64_product(m, k, n, gemm):
     rng = np.random.default_rng(7 * m + k + n)
     x, w = random(rng, m, k), random(rng, n, k)
-    got = linear_nt(x, w)
+    got = linear_nt(x, w, gemm=gemm)
     want = x.astype(np.float64) @ w.T.astype(np.float64)
     bound = sum_error_bound(k, np.abs(x).astype(np.float64) @ np.abs(w.T))
     assert got.dtype == np.float32 and got.shape == (m, n)
@@ -109,12 +115,35 @@ def test_memmap_weights(tmp_path, m, mode):
     assert np.all(np.abs(linear_nt(x, wt) - x.astype(np.float64) @ np.asarray(wt).T) <= bound_nt)
 
 
-def test_empty_depth_gives_bias():
+@pytest.mark.parametrize("gemm", GEMMS)
+def test_empty_depth_gives_bias(gemm):
     """K = 0: the product is empty, so out is the bias (and GELU of it)."""
-    x, w, b = np.zeros((20, 0), np.float32), np.zeros((0, 6), np.float32), np.arange(6, dtype=np.float32)
-    assert np.array_equal(linear(x, w, b), np.tile(b, (20, 1)))
+    rows = SMALL_M + 12
+    x, w, b = np.zeros((rows, 0), np.float32), np.zeros((0, 6), np.float32), np.arange(6, dtype=np.float32)
+    assert np.array_equal(linear(x, w, b, gemm=gemm), np.tile(b, (rows, 1)))
     assert np.array_equal(linear(x[:2], w, b), np.tile(b, (2, 1)))
-    assert np.array_equal(linear_nt(x, np.zeros((6, 0), np.float32)), np.zeros((20, 6), np.float32))
+    assert np.array_equal(linear_nt(x, np.zeros((6, 0), np.float32), gemm=gemm), np.zeros((rows, 6), np.float32))
+
+
+def test_auto_gemm_follows_the_thread_count():
+    """BLAS runs on all cores; when our thread count is lowered, our own GEMM keeps products within it."""
+    from tinygpt.kernels import get_num_threads, set_num_threads
+    from tinygpt.kernels.matmul import gemm_kernel
+    from tinygpt.kernels.threads import max_threads
+
+    before = get_num_threads()
+    try:
+        set_num_threads(max_threads())
+        assert gemm_kernel() == "blas"
+        if max_threads() > 1:
+            set_num_threads(1)
+            assert gemm_kernel() == "numba"
+    finally:
+        set_num_threads(before)
+    assert gemm_kernel("numba") == "numba"
+    with pytest.raises(ValueError, match='gemm must be "auto", "numba" or "blas", got \'fast\''):
+        linear(np.zeros((SMALL_M + 1, 3), np.float32), np.zeros((3, 2), np.float32), np.zeros(2, np.float32),
+               gemm="fast")
 
 
 def test_out_is_written_in_place():
@@ -187,7 +216,7 @@ def test_linear_nt_rejects_bad_arguments(x, w, match):
 @pytest.mark.skipif(
     not Path("/proc/cpuinfo").exists() or "fma" not in Path("/proc/cpuinfo").read_text(), reason="needs x86 FMA"
 )
-@pytest.mark.parametrize("kernel_name", ["_dot_3x4", "_dot_1x8", "_stream_rows"])
+@pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "matmul._dot_1x8", "matmul._stream_rows"])
 def test_inner_loops_compile_to_packed_fmas(kernel_name):
     """The hot loops must vectorise into packed (ymm/zmm) fused multiply-adds, not scalar code. Cached code
     cannot be inspected, so a fresh uncached copy of the kernel is compiled here."""
@@ -195,13 +224,14 @@ def test_inner_loops_compile_to_packed_fmas(kernel_name):
 
     from numba import njit
 
-    from tinygpt.kernels import matmul
+    from tinygpt.kernels import matmul, tiles
 
-    fresh = njit(fastmath=matmul._FAST)(getattr(matmul, kernel_name).py_func)
+    module, name = kernel_name.split(".")
+    fresh = njit(fastmath=tiles.FAST)(getattr({"matmul": matmul, "tiles": tiles}[module], name).py_func)
     a, b = np.ones((4, 64), np.float32), np.ones((8, 64), np.float32)
-    if kernel_name == "_dot_3x4":
+    if name == "dot_3x4":
         fresh(a, 0, 1, 2, b, 0, 1, 2, 3, 64)
-    elif kernel_name == "_dot_1x8":
+    elif name == "_dot_1x8":
         fresh(a[0], b, 0, 7, 64)
     else:
         fresh(a, np.ones((64, 32), np.float32), 0, 64, np.zeros((4, 32), np.float32))

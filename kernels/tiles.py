@@ -1,0 +1,97 @@
+"""The blocked-GEMM building blocks shared by the float32 and int8 matrix kernels and by attention.
+
+A product ``a @ b.T`` of two K-contiguous operands is computed as a grid of 3x4 tiles of dot products
+(``dot_3x4``): LLVM vectorises the k loop into 12 vector accumulators (ymm on AVX2), and each tile reads
+3 rows of ``a`` and 4 rows of ``b``. ``panel_product`` walks a panel of ``b`` (its rows stay in L1/L2) over
+every row of ``a``; callers pack their weights into such panels. ``split_k`` cuts x into k-blocks.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+FAST = {"reassoc", "contract"}  # lets LLVM vectorise float reductions and fuse multiply-adds; keeps NaN/inf
+
+MR, NR = 3, 4  # register tile: 12 vector accumulators + 3 operands fit AVX2's 16 registers
+KC = 768  # k-block: 3 rows of x plus 4 rows of w (21 KB) stay in L1 during one tile
+MC = 66  # row block, a multiple of MR: 66 x 768 floats of x (200 KB) stay in L2 while a panel sweeps them
+NC = 64  # panel width: the packed 64 x 768 panel of w (192 KB) shares L2 with the row block
+
+
+# Both operands are handed to the tile as 2-D arrays whose k index starts at 0 (x split into k-blocks, w
+# panels packed), so the tile indexes ``a[row, k]`` with k from range(): LLVM then sees unit-stride,
+# non-negative indices and vectorises without gathers or per-element wraparound checks.
+
+
+@njit(cache=True, fastmath=FAST)
+def dot_3x4(a, r0, r1, r2, b, c0, c1, c2, c3, kc):
+    """The 12 dot products a[r, :kc] . b[c, :kc] for r in (r0, r1, r2), c in (c0..c3), row-major."""
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = s20 = s21 = s22 = s23 = np.float32(0.0)
+    for k in range(kc):
+        x0 = a[r0, k]
+        x1 = a[r1, k]
+        x2 = a[r2, k]
+        y = b[c0, k]
+        s00 += x0 * y
+        s10 += x1 * y
+        s20 += x2 * y
+        y = b[c1, k]
+        s01 += x0 * y
+        s11 += x1 * y
+        s21 += x2 * y
+        y = b[c2, k]
+        s02 += x0 * y
+        s12 += x1 * y
+        s22 += x2 * y
+        y = b[c3, k]
+        s03 += x0 * y
+        s13 += x1 * y
+        s23 += x2 * y
+    return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23)
+
+
+@njit(cache=True, fastmath=FAST)
+def add_tile(out, i, j, sums, n_rows, n_cols):
+    """out[i:i+n_rows, j:j+n_cols] += the matching part of a 3x4 tile of sums."""
+    if n_rows == MR and n_cols == NR:  # interior tile: straight-line stores
+        for r in range(MR):
+            out[i + r, j] += sums[r * NR]
+            out[i + r, j + 1] += sums[r * NR + 1]
+            out[i + r, j + 2] += sums[r * NR + 2]
+            out[i + r, j + 3] += sums[r * NR + 3]
+    else:
+        for r in range(n_rows):
+            for c in range(n_cols):
+                out[i + r, j + c] += sums[r * NR + c]
+
+
+@njit(cache=True, fastmath=FAST)
+def panel_product(xa, kc, bt, bt_row0, out, j0, width):
+    """out[:, j0:j0+width] += xa[:, :kc] @ bt[bt_row0:bt_row0+width, :kc].T
+
+    Edge tiles reuse the last valid row/column (clamped indices) and store only the valid part."""
+    rows = xa.shape[0]
+    last_col = bt_row0 + width - 1
+    for i_block in range(0, rows, MC):
+        i_end = min(rows, i_block + MC)
+        last_row = i_end - 1
+        for jj in range(0, width, NR):
+            c = bt_row0 + jj
+            c1 = min(c + 1, last_col)
+            c2 = min(c + 2, last_col)
+            c3 = min(c + 3, last_col)
+            for i in range(i_block, i_end, MR):
+                sums = dot_3x4(xa, i, min(i + 1, last_row), min(i + 2, last_row), bt, c, c1, c2, c3, kc)
+                add_tile(out, i, j0 + jj, sums, min(MR, i_end - i), min(NR, width - jj))
+
+
+@njit(cache=True, parallel=True)
+def split_k(x):
+    """x [M, K] -> [ceil(K / KC), M, KC]: k-blocks of x, each C-contiguous (the tail block is not padded)."""
+    rows, depth = x.shape
+    n_blocks = (depth + KC - 1) // KC
+    blocks = np.empty((n_blocks, rows, KC), np.float32)
+    for i in prange(rows):
+        for kb in range(n_blocks):
+            k0 = kb * KC
+            blocks[kb, i, : min(KC, depth - k0)] = x[i, k0 : k0 + KC]
+    return blocks
