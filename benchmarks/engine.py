@@ -13,7 +13,8 @@ each engine in processes of its own (so peak RSS is that engine's alone):
   first token   a fresh process: interpreter start, imports, load, the first generated token for a 32-token
                 prompt (wall time, warm file and compile caches)
   load          loading the model, its libraries already imported
-  peak RSS      VmHWM of the process that ran the decode and prefill rows
+  peak RSS      VmHWM of a fresh process that loaded the engine and ran one workload once (decode b1,
+                decode b8, prefill-512: one row each), and of the long-lived process that ran them all
 
 Engines: tinygpt-f32, tinygpt-int8, transformers (float32, torch with N intra-op threads), ct2-f32 and
 ct2-int8 (when ctranslate2 is installed). Every generation is checked to produce exactly 128 new tokens
@@ -21,6 +22,9 @@ ct2-int8 (when ctranslate2 is installed). Every generation is checked to produce
 alive and take turns, workload by workload and round by round, so a burst of load from elsewhere on a
 shared machine spreads over all of them: compare the ratios, which come from the same run. Random weights
 are fine: speed does not depend on what the weights say.
+
+Run it in an environment without SciPy, as a ``pip install tinygpt`` has: when SciPy is installed, Numba
+imports it on its first kernel (~25 MB and ~0.2 s more for tinygpt). The machine line lists scipy if present.
 """
 
 from __future__ import annotations
@@ -127,7 +131,10 @@ ROWS = [
     Row("prefill", f"prefill-{PREFILL_TOKENS} (tok/s)", True),
     Row("first_token_s", "first token (s)", False),
     Row("load_s", "load (s)", False),
-    Row("peak_rss_mb", "peak RSS (MB)", False),
+    Row("rss_decode_b1", "peak RSS b1 (MB)", False),
+    Row("rss_decode_b8", f"peak RSS b{BATCH} (MB)", False),
+    Row("rss_prefill", "peak RSS prefill (MB)", False),
+    Row("peak_rss_mb", "peak RSS all (MB)", False),
 ]
 
 
@@ -204,6 +211,13 @@ def serve(name: str, model_dir: Path, threads: int) -> None:
             output = work[command]()
             reply = {"seconds": time.perf_counter() - start, "output": output}
         replies.write(json.dumps(reply) + "\n")
+
+
+def one_workload_peak_rss(name: str, model_dir: Path, threads: int, key: str) -> None:
+    """Load, run one workload once, print this process's peak RSS: that workload's memory alone."""
+    runner, _ = open_engine(name, model_dir, threads)
+    workloads(runner)[key]()
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
 def first_token(name: str, model_dir: Path, threads: int) -> None:
@@ -286,6 +300,20 @@ def first_token_seconds(names: list[str], model_dirs: dict[str, Path], threads: 
     return best
 
 
+def workload_peak_rss(names: list[str], model_dirs: dict[str, Path], threads: int) -> dict[str, dict]:
+    """Per engine, "rss_<workload>" -> MB: the peak of a fresh process running just that workload."""
+    results = {name: {} for name in names}
+    for key in TOKENS_PER_RUN:
+        for name in names:
+            cmd = [sys.executable, __file__, "--peak-rss", name, "--workload", key, "--model",
+                   str(model_dirs[name]), "--threads", str(threads)]
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} ({key}, peak RSS) failed:\n{done.stderr}")
+            results[name][f"rss_{key}"] = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    return results
+
+
 def benchmark(names: list[str], threads: int, repeats: int) -> dict[str, dict]:
     """Every row for every engine in ``names``, keyed by engine then row key."""
     model_dirs = {name: ENGINES[name].files() for name in names}
@@ -304,6 +332,9 @@ def benchmark(names: list[str], threads: int, repeats: int) -> dict[str, dict]:
     print("first tokens ...", file=sys.stderr, flush=True)
     for name, seconds in first_token_seconds(names, model_dirs, threads, repeats).items():
         results[name]["first_token_s"] = seconds
+    print("peak RSS per workload ...", file=sys.stderr, flush=True)
+    for name, peaks in workload_peak_rss(names, model_dirs, threads).items():
+        results[name].update(peaks)
     return results
 
 
@@ -311,7 +342,7 @@ def machine_line(threads: int) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown CPU")
     versions = []
-    for package in ("numpy", "numba", "torch", "transformers", "ctranslate2"):
+    for package in ("numpy", "numba", "torch", "transformers", "ctranslate2", "scipy"):
         try:
             versions.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
@@ -390,6 +421,8 @@ def parse_args() -> argparse.Namespace:
     # Internal: how the parent starts an engine's own processes.
     parser.add_argument("--serve", metavar="ENGINE", help=argparse.SUPPRESS)
     parser.add_argument("--first-token", metavar="ENGINE", help=argparse.SUPPRESS)
+    parser.add_argument("--peak-rss", metavar="ENGINE", help=argparse.SUPPRESS)
+    parser.add_argument("--workload", choices=list(TOKENS_PER_RUN), help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.threads <= cores:
@@ -409,6 +442,9 @@ def main() -> None:
         return
     if args.first_token:
         first_token(args.first_token, args.model, args.threads)
+        return
+    if args.peak_rss:
+        one_workload_peak_rss(args.peak_rss, args.model, args.threads, args.workload)
         return
 
     started = time.perf_counter()

@@ -10,16 +10,6 @@ from __future__ import annotations
 import os
 import pathlib
 
-import huggingface_hub
-from huggingface_hub import constants
-from huggingface_hub.errors import (
-    CachedRepoTreeNotFoundError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-
 # Repo-root file name patterns (fnmatch, as `snapshot_download(allow_patterns=...)` uses them).
 NEEDED_FILES: tuple[str, ...] = (
     "config.json",
@@ -76,6 +66,16 @@ def _checked_local_dir(path: pathlib.Path, revision: str | None) -> pathlib.Path
 
 def _download_snapshot(repo_id: str, revision: str | None) -> pathlib.Path:
     """Download (or find in the cache) the needed files of a hub repo; return its snapshot directory."""
+    # Imported here, not at the top: a local directory needs none of it (~0.15 s and a few MB to import).
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
     described = _describe(repo_id, revision)
     try:
         snapshot = huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=list(NEEDED_FILES))
@@ -100,6 +100,8 @@ def _download_snapshot(repo_id: str, revision: str | None) -> pathlib.Path:
 
 def _not_cached_message(described: str) -> str:
     """One sentence saying why a repo could not be provided from the cache, and how to fix it."""
+    from huggingface_hub import constants
+
     if constants.is_offline_mode():
         return (
             f"{described} is not (fully) in the Hugging Face cache {constants.HF_HUB_CACHE} and HF_HUB_OFFLINE is set:"
@@ -129,6 +131,9 @@ def _require_loadable_snapshot(snapshot_dir: pathlib.Path, repo_id: str, revisio
 
 def _other_weight_files(repo_id: str, revision: str | None) -> list[str]:
     """Repo-root weight files in formats tinygpt does not read, from the repo listing cached by the download."""
+    import huggingface_hub
+    from huggingface_hub.errors import CachedRepoTreeNotFoundError
+
     try:
         tree = huggingface_hub.get_cached_repo_tree(repo_id, revision=revision)
     except CachedRepoTreeNotFoundError:  # e.g. a snapshot cached by an older huggingface_hub

@@ -110,7 +110,7 @@ class Model:
         linear weights and the LM head at load (one scale per output channel; activations stay float32):
         a quarter of the bytes to read per token.
         """
-        from .hub import resolve_model_dir  # imports huggingface_hub: only when a model is loaded
+        from .hub import resolve_model_dir
 
         path = resolve_model_dir(name_or_path, revision)
         config = GPT2Config.from_file(path / "config.json")
