@@ -53,6 +53,11 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 _UNICODE_TO_BYTE = {char: byte for byte, char in bytes_to_unicode().items()}
+# str.translate table from the byte alphabet to Latin-1 characters (whose code is the byte), so that
+# ``token.translate(_TO_LATIN1).encode("latin-1")`` turns a vocab entry into its bytes in C. A character
+# below 256 that is not in the alphabet maps to one Latin-1 cannot encode, so it fails like any other
+# character outside the alphabet.
+_TO_LATIN1 = {code: "\uffff" for code in range(256)} | {ord(char): chr(byte) for char, byte in _UNICODE_TO_BYTE.items()}
 _NO_MERGE = (-1, -1)  # (rank, merged id) of a pair that has no merge
 
 
@@ -178,12 +183,16 @@ class BPETokenizer:
 
     def _merge_table(self, merges: Sequence[tuple[str, str]]) -> dict[tuple[int, int], tuple[int, int]]:
         """(left id, right id) -> (rank, merged id); rank 0 is the first merge."""
-        table = {}
+        vocab, table = self._vocab, {}
         for rank, (left, right) in enumerate(merges):
-            for token in (left, right, left + right):
-                if token not in self._vocab:
-                    raise ValueError(f"merge {rank} ({left!r} {right!r}) uses {token!r}, which is not in the vocab")
-            table.setdefault((self._vocab[left], self._vocab[right]), (rank, self._vocab[left + right]))
+            try:
+                pair, merged = (vocab[left], vocab[right]), vocab[left + right]
+            except KeyError as missing:
+                raise ValueError(
+                    f"merge {rank} ({left!r} {right!r}) uses {missing.args[0]!r}, which is not in the vocab"
+                ) from None
+            if pair not in table:  # a repeated pair keeps its first (best) rank
+                table[pair] = (rank, merged)
         return table
 
     def _special_token_ids(self, tokens: Iterable[str]) -> dict[str, int]:
@@ -207,8 +216,8 @@ class BPETokenizer:
     def _token_bytes(token: str) -> bytes:
         """Bytes a vocab entry stands for; an entry outside the byte alphabet (an added token) is its UTF-8."""
         try:
-            return bytes(map(_UNICODE_TO_BYTE.__getitem__, token))
-        except KeyError:
+            return token.translate(_TO_LATIN1).encode("latin-1")
+        except UnicodeEncodeError:
             return token.encode("utf-8")
 
     # ---------------------------------------------------------------------------------------------- encoding
@@ -387,15 +396,13 @@ def _read_merges_txt(file: Path) -> list[tuple[str, str]]:
         lines = file.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
         raise ValueError(f"{file}: not valid UTF-8 ({error})") from None
-    merges = []
-    for number, line in enumerate(lines, start=1):
-        if not line or (number == 1 and line.startswith("#version")):
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2 or not all(parts):
-            raise ValueError(f"{file}, line {number}: expected two tokens separated by one space, got {line!r}")
-        merges.append((parts[0], parts[1]))
-    return merges
+    start = 1 if lines and lines[0].startswith("#version") else 0
+    merges = [line.split(" ") for line in lines[start:] if line]
+    if not all(len(pair) == 2 and pair[0] and pair[1] for pair in merges):  # one pass in C when all is well
+        for number, line in enumerate(lines[start:], start=start + 1):
+            if line and not (len(parts := line.split(" ")) == 2 and all(parts)):
+                raise ValueError(f"{file}, line {number}: expected two tokens separated by one space, got {line!r}")
+    return [(left, right) for left, right in merges]
 
 
 def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[tuple[str, str]], list[str]]:
