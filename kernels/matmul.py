@@ -4,7 +4,7 @@ The kernel is chosen by the number of rows M of x:
 
 * ``linear``, M <= SMALL_M (decode, batched decode, short prompts): memory-bound at small M. Each thread
   streams its own contiguous slab of rows of w exactly once, applying every weight it loads to all M rows
-  of x (``_stream_rows``); a second pass sums the per-thread partials and applies bias, accumulate, GELU.
+  of x (``tiles.stream_rows``); a second pass sums the per-thread partials and applies bias, accumulate, GELU.
 * ``linear``, M > SMALL_M (prefill): compute-bound. By default (see ``gemm_kernel``) np.matmul, i.e.
   NumPy's BLAS, then one pass for bias/accumulate/GELU. Our own GEMM stays available (``gemm="numba"``)
   and is used when the thread count is lowered: a blocked GEMM on a 3x4 register tile of dot products
@@ -26,54 +26,13 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import gelu_f32
-from .tiles import FAST as _FAST, KC as _KC, NC as _NC, panel_product, split_k
+from .tiles import FAST as _FAST, KC as _KC, NC as _NC, panel_product, split_k, stream_rows
 from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, max_threads, output_array
 
 SMALL_M = 48  # up to here streaming w beats the GEMM, which must first transpose-pack it (measured crossover)
-_STREAM_CHUNK = 512  # small-M kernel: columns per pass (4 weight rows x 512 floats = 8 KB of L1)
 
 
 # --- small M: stream the weights once ---------------------------------------------------------------------
-
-
-@njit(cache=True, fastmath=_FAST)
-def _stream_rows(x, w, k0, k1, acc):
-    """acc[i, :] = x[i, k0:k1] @ w[k0:k1, :] for every row i of x (acc is overwritten).
-
-    Each pass takes 4 rows of w, a 512-column chunk at a time (8 KB, stays in L1 while every row of x
-    uses it), and applies them to 2 rows of x at once, so one weight load feeds 8 multiply-adds."""
-    rows, n = acc.shape
-    acc[:, :] = 0.0
-    k = k0
-    while k + 4 <= k1:
-        for j0 in range(0, n, _STREAM_CHUNK):
-            j1 = min(n, j0 + _STREAM_CHUNK)
-            w0 = w[k, j0:j1]
-            w1 = w[k + 1, j0:j1]
-            w2 = w[k + 2, j0:j1]
-            w3 = w[k + 3, j0:j1]
-            for i in range(0, rows - 1, 2):
-                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
-                b0, b1, b2, b3 = x[i + 1, k], x[i + 1, k + 1], x[i + 1, k + 2], x[i + 1, k + 3]
-                acc_a = acc[i, j0:j1]
-                acc_b = acc[i + 1, j0:j1]
-                for j in range(j1 - j0):
-                    v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
-                    acc_a[j] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
-                    acc_b[j] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
-            if rows % 2:
-                i = rows - 1
-                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
-                acc_a = acc[i, j0:j1]
-                for j in range(j1 - j0):
-                    acc_a[j] += (a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])
-        k += 4
-    while k < k1:
-        for i in range(rows):
-            a = x[i, k]
-            for j in range(n):
-                acc[i, j] += a * w[k, j]
-        k += 1
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
@@ -85,7 +44,7 @@ def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
     slab = (depth + slabs - 1) // slabs
     partials = np.empty((slabs, rows, n), np.float32)
     for t in prange(slabs):
-        _stream_rows(x, w, min(depth, t * slab), min(depth, (t + 1) * slab), partials[t])
+        stream_rows(x, w, min(depth, t * slab), min(depth, (t + 1) * slab), partials[t])
     columns_per_task = 256
     for c in prange((n + columns_per_task - 1) // columns_per_task):
         j0 = c * columns_per_task

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import gelu_f32
-from .tiles import FAST as _FAST, KC as _KC, NC as _NC, panel_product, split_k
+from .tiles import FAST as _FAST, KC as _KC, NC as _NC, panel_product, split_k, stream_rows
 from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, output_array
 
 # Up to this many rows of x the int8 weights are streamed once, widened in registers. Higher than
@@ -33,7 +33,6 @@ from .threads import apply_num_threads, check_f32, check_shape, get_num_threads,
 SMALL_M = 48
 
 _QMAX = 127  # symmetric range [-127, 127]: -128 is never produced, so -q never overflows
-_STREAM_CHUNK = 512  # columns per pass of the streaming kernel: 4 x 512 weights and 2 KB of sums per row of x
 _PEAK_CHUNK = 256  # columns per task when finding column peaks of a [K, N] weight
 
 
@@ -154,51 +153,6 @@ def _gemv_row_by_row(x_row, q, k0, k1, acc):
             acc[j] += a * np.float32(q_row[j])
 
 
-@njit(cache=True, fastmath=_FAST)
-def _stream_rows_int8(x, q, k0, k1, acc):
-    """acc[i, :] = x[i, k0:k1] @ q[k0:k1, :] for every row i of x (unscaled; acc is overwritten).
-
-    Each pass takes 4 rows of q, a 512-column chunk at a time, widens each weight to float32 once and
-    applies it to 2 rows of x, so one widened weight feeds 2 multiply-adds."""
-    rows, n = acc.shape
-    acc[:, :] = 0.0
-    k = k0
-    while k + 4 <= k1:
-        for j0 in range(0, n, _STREAM_CHUNK):
-            j1 = min(n, j0 + _STREAM_CHUNK)
-            q0 = q[k, j0:j1]
-            q1 = q[k + 1, j0:j1]
-            q2 = q[k + 2, j0:j1]
-            q3 = q[k + 3, j0:j1]
-            for i in range(0, rows - 1, 2):
-                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
-                b0, b1, b2, b3 = x[i + 1, k], x[i + 1, k + 1], x[i + 1, k + 2], x[i + 1, k + 3]
-                acc_a = acc[i, j0:j1]
-                acc_b = acc[i + 1, j0:j1]
-                for j in range(j1 - j0):
-                    v0 = np.float32(q0[j])
-                    v1 = np.float32(q1[j])
-                    v2 = np.float32(q2[j])
-                    v3 = np.float32(q3[j])
-                    acc_a[j] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
-                    acc_b[j] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
-            if rows % 2:
-                i = rows - 1
-                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
-                acc_a = acc[i, j0:j1]
-                for j in range(j1 - j0):
-                    acc_a[j] += (a0 * np.float32(q0[j]) + a1 * np.float32(q1[j])) + (
-                        a2 * np.float32(q2[j]) + a3 * np.float32(q3[j])
-                    )
-        k += 4
-    while k < k1:
-        for i in range(rows):
-            a = x[i, k]
-            for j in range(n):
-                acc[i, j] += a * np.float32(q[k, j])
-        k += 1
-
-
 @njit(cache=True, parallel=True, fastmath=_FAST)
 def _linear_small_m_int8(x, q, scale, b, out, accumulate, gelu, slabs):
     """out = [out +] (x @ q) * scale + b, then GELU if asked; q is cut into ``slabs`` contiguous slabs of
@@ -213,7 +167,7 @@ def _linear_small_m_int8(x, q, scale, b, out, accumulate, gelu, slabs):
         if rows == 1:
             _gemv_row_by_row(x[0], q, k0, k1, partials[t, 0])
         else:
-            _stream_rows_int8(x, q, k0, k1, partials[t])
+            stream_rows(x, q, k0, k1, partials[t])
     columns_per_task = 256
     for c in prange((n + columns_per_task - 1) // columns_per_task):
         j0 = c * columns_per_task

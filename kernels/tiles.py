@@ -4,6 +4,7 @@ A product ``a @ b.T`` of two K-contiguous operands is computed as a grid of 3x4 
 (``dot_3x4``): LLVM vectorises the k loop into 12 vector accumulators (ymm on AVX2), and each tile reads
 3 rows of ``a`` and 4 rows of ``b``. ``panel_product`` walks a panel of ``b`` (its rows stay in L1/L2) over
 every row of ``a``; callers pack their weights into such panels. ``split_k`` cuts x into k-blocks.
+``stream_rows`` is the other regime, a few rows of x: it reads each weight once, in place.
 """
 
 import numpy as np
@@ -15,6 +16,7 @@ MR, NR = 3, 4  # register tile: 12 vector accumulators + 3 operands fit AVX2's 1
 KC = 768  # k-block: 3 rows of x plus 4 rows of w (21 KB) stay in L1 during one tile
 MC = 66  # row block, a multiple of MR: 66 x 768 floats of x (200 KB) stay in L2 while a panel sweeps them
 NC = 64  # panel width: the packed 64 x 768 panel of w (192 KB) shares L2 with the row block
+STREAM_CHUNK = 512  # stream_rows: columns per pass (4 weight rows x 512 floats = 8 KB of L1)
 
 
 # Both operands are handed to the tile as 2-D arrays whose k index starts at 0 (x split into k-blocks, w
@@ -95,3 +97,47 @@ def split_k(x):
             k0 = kb * KC
             blocks[kb, i, : min(KC, depth - k0)] = x[i, k0 : k0 + KC]
     return blocks
+
+
+@njit(cache=True, fastmath=FAST)
+def stream_rows(x, w, k0, k1, acc):
+    """acc[i, :] = x[i, k0:k1] @ w[k0:k1, :] for every row i of x (acc is overwritten); w float32 or int8.
+
+    Each pass takes 4 rows of w, a 512-column chunk at a time (stays in L1 while every row of x uses it),
+    widens each weight to float32 once (in registers; a no-op for float32) and applies it to 2 rows of x,
+    so one weight load feeds 8 multiply-adds."""
+    rows, n = acc.shape
+    acc[:, :] = 0.0
+    k = k0
+    while k + 4 <= k1:
+        for j0 in range(0, n, STREAM_CHUNK):
+            j1 = min(n, j0 + STREAM_CHUNK)
+            w0 = w[k, j0:j1]
+            w1 = w[k + 1, j0:j1]
+            w2 = w[k + 2, j0:j1]
+            w3 = w[k + 3, j0:j1]
+            for i in range(0, rows - 1, 2):
+                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
+                b0, b1, b2, b3 = x[i + 1, k], x[i + 1, k + 1], x[i + 1, k + 2], x[i + 1, k + 3]
+                acc_a = acc[i, j0:j1]
+                acc_b = acc[i + 1, j0:j1]
+                for j in range(j1 - j0):
+                    v0, v1 = np.float32(w0[j]), np.float32(w1[j])
+                    v2, v3 = np.float32(w2[j]), np.float32(w3[j])
+                    acc_a[j] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
+                    acc_b[j] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
+            if rows % 2:
+                i = rows - 1
+                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
+                acc_a = acc[i, j0:j1]
+                for j in range(j1 - j0):
+                    acc_a[j] += (a0 * np.float32(w0[j]) + a1 * np.float32(w1[j])) + (
+                        a2 * np.float32(w2[j]) + a3 * np.float32(w3[j])
+                    )
+        k += 4
+    while k < k1:
+        for i in range(rows):
+            a = x[i, k]
+            for j in range(n):
+                acc[i, j] += a * np.float32(w[k, j])
+        k += 1

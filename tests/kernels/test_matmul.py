@@ -216,7 +216,7 @@ def test_linear_nt_rejects_bad_arguments(x, w, match):
 @pytest.mark.skipif(
     not Path("/proc/cpuinfo").exists() or "fma" not in Path("/proc/cpuinfo").read_text(), reason="needs x86 FMA"
 )
-@pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "matmul._dot_1x8", "matmul._stream_rows"])
+@pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "matmul._dot_1x8", "tiles.stream_rows"])
 def test_inner_loops_compile_to_packed_fmas(kernel_name):
     """The hot loops must vectorise into packed (ymm/zmm) fused multiply-adds, not scalar code. Cached code
     cannot be inspected, so a fresh uncached copy of the kernel is compiled here."""

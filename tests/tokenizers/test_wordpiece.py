@@ -341,7 +341,7 @@ def test_from_pretrained_names_the_missing_or_broken_file(tmp_path):
         WordPieceTokenizer.from_pretrained(tmp_path)
     write_tokenizer_dir(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match="tokenizer_config.json: not valid UTF-8 JSON"):
+    with pytest.raises(ValueError, match="tokenizer_config.json: not a valid UTF-8 JSON file"):
         WordPieceTokenizer.from_pretrained(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": "yes"}', encoding="utf-8")
     with pytest.raises(ValueError, match="tokenizer_config.json: 'do_lower_case' must be true, false or null"):

@@ -3,11 +3,11 @@ which picks the right one for a model directory."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .bpe import BPETokenizer, IncrementalDecoder
+from .files import read_json_object
 from .wordpiece import WordPieceIncrementalDecoder, WordPieceTokenizer
 
 __all__ = ["BPETokenizer", "IncrementalDecoder", "Tokenizer", "WordPieceIncrementalDecoder", "WordPieceTokenizer"]
@@ -16,22 +16,12 @@ _BPE_CLASSES = ("GPT2Tokenizer", "GPT2TokenizerFast")
 _WORDPIECE_CLASSES = ("BertTokenizer", "BertTokenizerFast")
 
 
-def _json_object(file: Path) -> dict:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{file}: not a valid UTF-8 JSON file ({error})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{file}: expected a JSON object at the top level")
-    return data
-
-
 def _configured_class(directory: Path) -> str | None:
     """tokenizer_config.json's "tokenizer_class", if the file exists and names one."""
     config_file = directory / "tokenizer_config.json"
     if not config_file.is_file():
         return None
-    tokenizer_class = _json_object(config_file).get("tokenizer_class")
+    tokenizer_class = read_json_object(config_file).get("tokenizer_class")
     return tokenizer_class if isinstance(tokenizer_class, str) else None
 
 
@@ -39,7 +29,7 @@ def _has_bpe_tokenizer_json(directory: Path) -> bool:
     json_file = directory / "tokenizer.json"
     if not json_file.is_file():
         return False
-    model = _json_object(json_file).get("model")
+    model = read_json_object(json_file).get("model")
     return isinstance(model, dict) and model.get("type") == "BPE"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import heapq
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import regex
+
+from .files import read_json_object
 
 __all__ = ["BPETokenizer", "IncrementalDecoder", "GPT2_SPLIT_PATTERN", "ENDOFTEXT", "bytes_to_unicode"]
 
@@ -370,13 +371,6 @@ def _describe_unencodable(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- file readers
-def _load_json(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{file}: not a valid UTF-8 JSON file ({error})") from None
-
-
 def _check_vocab(vocab: Any, file: Path, where: str) -> dict[str, int]:
     if not isinstance(vocab, dict) or not vocab:
         raise ValueError(f"{file}: {where} must be a non-empty JSON object mapping token -> id")
@@ -387,7 +381,7 @@ def _check_vocab(vocab: Any, file: Path, where: str) -> dict[str, int]:
 
 
 def _read_vocab_json(file: Path) -> dict[str, int]:
-    return _check_vocab(_load_json(file), file, "vocabulary")
+    return _check_vocab(read_json_object(file), file, "vocabulary")
 
 
 def _read_merges_txt(file: Path) -> list[tuple[str, str]]:
@@ -407,8 +401,8 @@ def _read_merges_txt(file: Path) -> list[tuple[str, str]]:
 
 def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[tuple[str, str]], list[str]]:
     """tokenizer.json -> (vocab, merges, added tokens); added tokens also get their ids in vocab."""
-    data = _load_json(file)
-    model = data.get("model") if isinstance(data, dict) else None
+    data = read_json_object(file)
+    model = data.get("model")
     if not isinstance(model, dict) or model.get("type", "BPE") != "BPE":
         raise ValueError(f"{file}: expected a BPE model under 'model'")
     vocab = dict(_check_vocab(model.get("vocab"), file, "model.vocab"))
@@ -441,9 +435,7 @@ def _read_named_special_tokens(directory: Path, vocab: Mapping[str, int]) -> dic
     for file in (directory / "special_tokens_map.json", directory / "tokenizer_config.json"):
         if not file.is_file():
             continue
-        config = _load_json(file)
-        if not isinstance(config, dict):
-            raise ValueError(f"{file}: expected a JSON object")
+        config = read_json_object(file)
         for key in _NAMED_TOKEN_KEYS:
             value = config.get(key)
             token = value.get("content") if isinstance(value, dict) else value

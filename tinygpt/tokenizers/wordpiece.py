@@ -15,12 +15,13 @@ lowercase. CJK, Latin, Greek, Cyrillic, kana, Hangul, emoji and common punctuati
 
 from __future__ import annotations
 
-import json
 import operator
 import re
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+
+from .files import read_json_object
 
 # Code point ranges that BertNormalizer surrounds with spaces ("Chinese characters"). The reference's table
 # starts the last extension block at U+2B920, not U+2B820 as Google's BERT does; we follow the reference.
@@ -158,16 +159,6 @@ def _read_vocab_lines(path: Path) -> list[str]:
     return [line.rstrip(_WHITE_SPACE) for line in lines]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid UTF-8 JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
-    return data
-
-
 def _token_content(value, path: Path, key: str) -> str | None:
     """A special token as saved by transformers: a plain string or an AddedToken dict with "content"."""
     if value is None or isinstance(value, str):
@@ -283,12 +274,12 @@ class WordPieceTokenizer:
         vocab = _read_vocab_lines(vocab_path)
 
         config_path = directory / "tokenizer_config.json"
-        config = _read_json(config_path) if config_path.is_file() else {}
+        config = read_json_object(config_path) if config_path.is_file() else {}
         tokens = {key: _token_content(config.get(key, default), config_path, key)
                   for key, default in _SPECIAL_TOKEN_DEFAULTS.items()}
         map_path = directory / "special_tokens_map.json"
         if map_path.is_file():
-            special_map = _read_json(map_path)
+            special_map = read_json_object(map_path)
             tokens.update({key: _token_content(special_map[key], map_path, key)
                            for key in _SPECIAL_TOKEN_DEFAULTS if key in special_map})
         return cls(
