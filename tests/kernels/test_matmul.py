@@ -4,27 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from rounding import gelu64, random, sum_error_bound
 from tinygpt.kernels.matmul import SMALL_M, linear, linear_nt
-
-U = 2.0**-24  # unit roundoff of float32
-
-
-def sum_error_bound(terms: int, magnitude: np.ndarray) -> np.ndarray:
-    """Rounding error bound of a float32 sum of ``terms`` products, in any order: gamma_n * sum|terms|,
-    gamma_n = n*u / (1 - n*u) (Higham, Accuracy and Stability of Numerical Algorithms, eq. 3.5).
-    Holds for our blocked, vectorised (reassociated) accumulation just as for a plain loop."""
-    n = terms + 1  # +1: a multiply rounds before it is added (no FMA assumed)
-    return n * U / (1 - n * U) * magnitude
-
-
-def gelu64(y: np.ndarray) -> np.ndarray:
-    return 0.5 * y * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (y + 0.044715 * y**3)))
-
-
-def random(rng: np.random.Generator, *shape: int) -> np.ndarray:
-    return rng.standard_normal(shape, dtype=np.float32)
-
 
 # M covers the streaming path (1, 3, 17, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with ragged 3-row
 # tiles and row blocks; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two
@@ -223,7 +204,6 @@ def test_inner_loops_compile_to_packed_fmas(kernel_name):
     import re
 
     from numba import njit
-
     from tinygpt.kernels import matmul, tiles
 
     module, name = kernel_name.split(".")

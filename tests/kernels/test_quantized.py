@@ -5,26 +5,15 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
+from rounding import U, gelu64, random, sum_error_bound
 from tinygpt.kernels import threads
-from tinygpt.kernels.quantized import SMALL_M, linear_int8, linear_nt_int8, quantize, quantize_rows
-
-U = 2.0**-24  # unit roundoff of float32
-
-
-def sum_error_bound(terms: int, magnitude: np.ndarray) -> np.ndarray:
-    """Rounding error bound of a float32 sum of ``terms`` products, in any order: gamma_n * sum|terms|,
-    gamma_n = n*u / (1 - n*u) (Higham, Accuracy and Stability of Numerical Algorithms, eq. 3.5)."""
-    n = terms + 1  # +1: a multiply rounds before it is added (no FMA assumed)
-    return n * U / (1 - n * U) * magnitude
-
-
-def gelu64(y: np.ndarray) -> np.ndarray:
-    return 0.5 * y * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (y + 0.044715 * y**3)))
-
-
-def random(rng: np.random.Generator, *shape: int) -> np.ndarray:
-    return rng.standard_normal(shape, dtype=np.float32)
+from tinygpt.kernels.quantized import (
+    SMALL_M,
+    linear_int8,
+    linear_nt_int8,
+    quantize,
+    quantize_rows,
+)
 
 
 def quantized_columns(rng: np.random.Generator, k: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
