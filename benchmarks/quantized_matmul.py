@@ -17,48 +17,15 @@ import math
 import time
 
 import numpy as np
-from numba import njit, prange
 
 from tinygpt.kernels.matmul import linear, linear_nt
 from tinygpt.kernels.quantized import linear_int8, linear_nt_int8, quantize, quantize_rows
 from tinygpt.kernels.threads import get_num_threads, set_num_threads
 
-# (name, K, N, layout): "kn" weights are [K, N] (Conv1D, used by linear), "nk" are [N, K] (the tied LM head)
-SHAPES = [
-    ("attn.c_attn", 768, 2304, "kn"),
-    ("attn.c_proj", 768, 768, "kn"),
-    ("mlp.c_fc", 768, 3072, "kn"),
-    ("mlp.c_proj", 3072, 768, "kn"),
-    ("lm_head", 768, 50257, "nk"),
-]
-ROWS = (1, 8, 512)
-CACHE_OVERFLOW_BYTES = 128 << 20  # 4x a 32 MB L3
+# The float32 benchmark next to this file: the same shapes, rows and bandwidth probe.
+from matmul import CACHE_OVERFLOW_BYTES, PAUSE_S, ROWS, SHAPES, median_seconds, read_bandwidth
+
 BUSTED_ROWS = 64  # up to this M the weight's memory traffic matters: time on cache-busting copies
-PAUSE_S = 0.25  # lets the previous engine's worker threads stop spinning before we time the next one
-
-
-@njit(parallel=True, fastmath=True, cache=True)
-def _sum(a):
-    total = 0.0
-    for i in prange(a.size):
-        total += a[i]
-    return total
-
-
-def median_seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def read_bandwidth(repeats: int) -> float:
-    """GB/s of a parallel sum over 256 MB: the ceiling for the weight-streaming kernels."""
-    a = np.ones(64 << 20, np.float32)
-    _sum(a)
-    return a.nbytes / median_seconds(lambda: _sum(a), repeats) / 1e9
 
 
 def cache_busting_copies(weight: np.ndarray, rows: int) -> list[np.ndarray]:
@@ -94,13 +61,13 @@ def bench_shape(name: str, depth: int, width: int, layout: str, rows: int, repea
     if layout == "kn":
         engines = {
             "int8": (lambda qc: linear_int8(x, qc, scale, bias, out), cache_busting_copies(q, rows)),
-            "float32": (lambda wc: linear(x, wc, bias, out), cache_busting_copies(w, rows)),
+            "float32": (lambda wc: linear(x, wc, bias, out, gemm="numba"), cache_busting_copies(w, rows)),
             "numpy": (lambda wc: np.matmul(x, wc, out=out), cache_busting_copies(w, rows)),
         }
     else:
         engines = {
             "int8": (lambda qc: linear_nt_int8(x, qc, scale, out), cache_busting_copies(q, rows)),
-            "float32": (lambda wc: linear_nt(x, wc, out), cache_busting_copies(w, rows)),
+            "float32": (lambda wc: linear_nt(x, wc, out, gemm="numba"), cache_busting_copies(w, rows)),
             "numpy": (lambda wc: np.matmul(x, wc.T, out=out), cache_busting_copies(w, rows)),
         }
     seconds = interleaved_seconds(engines, repeats)
