@@ -17,8 +17,9 @@ The kernel is chosen by the number of rows M of x:
 All products accumulate in float32. On the 2-core test machine the decode kernels run at DRAM bandwidth,
 like np.matmul. For M = 512 our GEMM reaches ~0.7-0.8x OpenBLAS's speed (126 vs 179 GFLOP/s, 2 threads),
 so the engine hands large products to BLAS. Two thread pools then take turns on the same cores, which only
-works because ``threads`` shortens how long Numba's OpenMP workers spin after a kernel (GOMP_SPINCOUNT):
-with spinning workers in the way, a 512-token prefill was ~1.3x *slower* with BLAS than all-Numba.
+pays because ``tinygpt/__init__.py`` shortens how long each pool's idle threads spin (GOMP_SPINCOUNT,
+OPENBLAS_THREAD_TIMEOUT): with spinning threads in the way, a 512-token prefill was ~1.3x *slower* with
+BLAS than all-Numba; with them shortened, ~1.1-1.4x faster.
 ``benchmarks/matmul.py`` prints both GEMMs side by side.
 """
 

@@ -27,12 +27,6 @@ ENV_VAR = "TINYGPT_NUM_THREADS"
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
 
-# GNU OpenMP workers spin for ~300,000 pause loops (milliseconds) after each parallel region before they
-# sleep. Prompt processing alternates our kernels with NumPy's BLAS GEMMs, whose own threads then find both
-# cores taken by spinning OpenMP workers. 10,000 spins (~0.1-0.3 ms) still bridge the microseconds between
-# decode kernels. Read by libgomp when Numba first starts its OpenMP pool, i.e. at our first kernel call.
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-
 _num_threads: int | None = None  # resolved lazily so a bad environment variable fails at first use, not import
 
 
