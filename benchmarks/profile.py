@@ -1,0 +1,143 @@
+"""Where does tinygpt's time go? A decode step and a 512-token prefill, kernel by kernel.
+
+    python benchmarks/profile.py [--dtype float32 int8] [--threads N] [--tokens 128]
+
+On the distilgpt2-shaped model of engine.py (built there, once), it wraps the functions tinygpt.model calls
+for each step (layer norm, each linear layer, attention, LM head) with timers, then runs decode (batch 1,
+a 32-token prompt, then --tokens single-token steps) and a 512-token prefill. For each it prints the time
+per token (decode) or per prefill of every kernel and what is left: Python between the kernels, the
+embedding lookup, KV-cache writes. Decode is bound by the weight bytes it reads, so its rows also show
+weight GB/s: compare them with the read bandwidth benchmarks/matmul.py prints. The timers add about a
+microsecond per call. Numbers from a shared machine are noisy; compare rows within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import tinygpt  # noqa: F401  (first, so it can configure the BLAS thread pool before NumPy loads)
+import engine  # the benchmark next to this file: its model
+import numpy as np
+from tinygpt import model as model_module
+from tinygpt.kernels.threads import get_num_threads, set_num_threads
+from tinygpt.weights import QuantizedWeight
+
+PROMPT_TOKENS, PREFILL_TOKENS = 32, 512
+
+
+class KernelTimer:
+    """Wraps tinygpt.model's kernel entry points; accumulates seconds and weight bytes per label."""
+
+    def __init__(self):
+        self.seconds = defaultdict(float)
+        self.weight_bytes = defaultdict(int)
+        self._originals = {}
+
+    def install(self) -> None:
+        for name in ("layer_norm", "attention", "project", "lm_head"):
+            self._wrap(name)
+
+    def uninstall(self) -> None:
+        for name, original in self._originals.items():
+            setattr(model_module, name, original)
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.weight_bytes.clear()
+
+    def _wrap(self, name: str) -> None:
+        original = getattr(model_module, name)
+        self._originals[name] = original
+        weighed = name in ("project", "lm_head")  # (x, weight, ...): label and bytes come from the weight
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            result = original(*args, **kwargs)
+            label = _linear_label(args[1]) if name == "project" else name
+            self.seconds[label] += time.perf_counter() - start
+            if weighed:
+                self.weight_bytes[label] += _nbytes(args[1])
+            return result
+
+        setattr(model_module, name, timed)
+
+
+def _linear_label(weight) -> str:
+    shape = weight.q.shape if isinstance(weight, QuantizedWeight) else weight.shape
+    return f"linear {shape[0]}x{shape[1]}"
+
+
+def _nbytes(weight) -> int:
+    return weight.q.nbytes + weight.scale.nbytes if isinstance(weight, QuantizedWeight) else weight.nbytes
+
+
+def print_breakdown(title: str, timer: KernelTimer, total: float, per: int, unit: str, rates: bool) -> None:
+    """One line per kernel; with ``rates``, the weight bytes it read per second (decode is bound by them)."""
+    print(f"\n{title}: {total / per * 1e3:.2f} ms per {unit}")
+    accounted = 0.0
+    for label, seconds in sorted(timer.seconds.items(), key=lambda item: -item[1]):
+        accounted += seconds
+        rate = ""
+        if rates and timer.weight_bytes[label]:
+            rate = f"{timer.weight_bytes[label] / seconds / 1e9:7.1f} GB/s of weights"
+        print(f"  {label:22s} {seconds / per * 1e3:8.3f} ms  {100 * seconds / total:5.1f} %  {rate}")
+    rest = total - accounted
+    print(f"  {'rest (Python, other)':22s} {rest / per * 1e3:8.3f} ms  {100 * rest / total:5.1f} %")
+
+
+def profile(dtype: str, tokens: int) -> None:
+    model = model_module.Model.from_pretrained(engine.build_model(), dtype=dtype)
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(0, engine.EOS_ID, (1, PROMPT_TOKENS))
+    long_prompt = rng.integers(0, engine.EOS_ID, (1, PREFILL_TOKENS))
+    timer = KernelTimer()
+    timer.install()
+    try:
+        # Warm-up: load every kernel, page the weights in.
+        model.step(model.new_cache(capacity=PREFILL_TOKENS), long_prompt)
+        cache = model.new_cache(capacity=PROMPT_TOKENS + tokens + 4)
+        model.step(cache, prompt)
+        for _ in range(4):
+            model.step(cache, [[1]])
+        timer.reset()
+        start = time.perf_counter()
+        for _ in range(tokens):
+            model.step(cache, [[1]])
+        decode_total = time.perf_counter() - start
+        print_breakdown(f"{dtype} decode, batch 1 ({tokens / decode_total:.1f} tok/s)", timer, decode_total,
+                        tokens, "token", rates=True)
+
+        best_total, best_seconds, best_bytes = float("inf"), {}, {}
+        for _ in range(3):
+            timer.reset()
+            cache = model.new_cache(capacity=PREFILL_TOKENS)
+            start = time.perf_counter()
+            model.step(cache, long_prompt)
+            total = time.perf_counter() - start
+            if total < best_total:
+                best_total, best_seconds, best_bytes = total, dict(timer.seconds), dict(timer.weight_bytes)
+        timer.seconds.update(best_seconds)
+        timer.weight_bytes.update(best_bytes)
+        print_breakdown(f"{dtype} prefill-{PREFILL_TOKENS} ({PREFILL_TOKENS / best_total:.0f} tok/s, best of 3)",
+                        timer, best_total, 1, "prefill", rates=False)
+    finally:
+        timer.uninstall()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", nargs="+", choices=["float32", "int8"], default=["float32", "int8"])
+    parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: tinygpt's)")
+    parser.add_argument("--tokens", type=int, default=128, help="decode steps timed (default 128)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    print(f"threads: {get_num_threads()}; {engine.machine_line(get_num_threads())}")
+    for dtype in args.dtype:
+        profile(dtype, args.tokens)
+
+
+if __name__ == "__main__":
+    main()
