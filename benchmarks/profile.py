@@ -65,8 +65,9 @@ class KernelTimer:
 
 
 def _linear_label(weight) -> str:
-    shape = weight.q.shape if isinstance(weight, QuantizedWeight) else weight.shape
-    return f"linear {shape[0]}x{shape[1]}"
+    """``linear INxOUT``: int8 weights are stored [out, in], float32 ones [in, out]."""
+    inputs, outputs = weight.q.shape[::-1] if isinstance(weight, QuantizedWeight) else weight.shape
+    return f"linear {inputs}x{outputs}"
 
 
 def _nbytes(weight) -> int:

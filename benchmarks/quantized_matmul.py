@@ -2,7 +2,7 @@
 
 Run: python benchmarks/quantized_matmul.py [--repeats 7] [--threads N] [--rows 1 8 512]
 
-For each weight shape and M (default 1, 8, 512) it prints, for linear_int8 / linear_nt_int8, our float32
+For each weight shape and M (default 1, 8, 512) it prints, for linear_nt_int8, our float32
 linear / linear_nt and np.matmul (float32), the median time per call (same process, same inputs), GFLOP/s
 and weight GB/s (each engine's own weight bytes / time: int8 bytes for the int8 kernel), then the float32
 kernels' time over the int8 kernel's. Each repeat cycles through enough copies of the weight to overflow
@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from tinygpt.kernels.matmul import linear, linear_nt
-from tinygpt.kernels.quantized import linear_int8, linear_nt_int8, quantize, quantize_rows
+from tinygpt.kernels.quantized import linear_nt_int8, quantize_rows
 from tinygpt.kernels.threads import get_num_threads, set_num_threads
 
 # The float32 benchmark next to this file: the same shapes, rows and bandwidth probe.
@@ -54,19 +54,20 @@ def interleaved_seconds(engines: dict, repeats: int) -> dict:
 def bench_shape(name: str, depth: int, width: int, layout: str, rows: int, repeats: int, rng) -> str:
     shape = (depth, width) if layout == "kn" else (width, depth)
     w = rng.standard_normal(shape, dtype=np.float32)
-    q, scale = quantize(w) if layout == "kn" else quantize_rows(w)
+    # int8 weights are stored with outputs as rows whatever the float32 layout (as the model loader does).
+    q, scale = quantize_rows(np.ascontiguousarray(w.T) if layout == "kn" else w)
     x = rng.standard_normal((rows, depth), dtype=np.float32)
     bias = rng.standard_normal(width, dtype=np.float32)
     out = np.empty((rows, width), np.float32)
     if layout == "kn":
         engines = {
-            "int8": (lambda qc: linear_int8(x, qc, scale, bias, out), cache_busting_copies(q, rows)),
+            "int8": (lambda qc: linear_nt_int8(x, qc, scale, bias, out), cache_busting_copies(q, rows)),
             "float32": (lambda wc: linear(x, wc, bias, out, gemm="numba"), cache_busting_copies(w, rows)),
             "numpy": (lambda wc: np.matmul(x, wc, out=out), cache_busting_copies(w, rows)),
         }
     else:
         engines = {
-            "int8": (lambda qc: linear_nt_int8(x, qc, scale, out), cache_busting_copies(q, rows)),
+            "int8": (lambda qc: linear_nt_int8(x, qc, scale, out=out), cache_busting_copies(q, rows)),
             "float32": (lambda wc: linear_nt(x, wc, out, gemm="numba"), cache_busting_copies(w, rows)),
             "numpy": (lambda wc: np.matmul(x, wc.T, out=out), cache_busting_copies(w, rows)),
         }

@@ -183,8 +183,8 @@ def dequantized(weights: dict) -> dict:
     out = {}
     for name, weight in weights.items():
         if isinstance(weight, QuantizedWeight):
-            scale = weight.scale[:, None] if name == "lm_head.weight" else weight.scale[None, :]
-            out[name] = weight.q.astype(np.float32) * scale
+            dequantized_rows = weight.q.astype(np.float32) * weight.scale[:, None]  # [out, in]
+            out[name] = dequantized_rows if name == "lm_head.weight" else dequantized_rows.T  # Conv1D: [in, out]
         else:
             out[name] = weight
     return out

@@ -19,7 +19,7 @@ from .config import GPT2Config
 from .kernels.attention import attention
 from .kernels.matmul import linear, linear_nt
 from .kernels.norm import layer_norm
-from .kernels.quantized import linear_int8, linear_nt_int8
+from .kernels.quantized import linear_nt_int8
 from .tokenizers import Tokenizer
 from .weights import QuantizedWeight, load_weights
 
@@ -47,7 +47,7 @@ def prompt_rules(config: GPT2Config, tokenizer) -> tuple[list[int], int | None]:
 def project(x: np.ndarray, weight, bias: np.ndarray, **options) -> np.ndarray:
     """A linear layer, x [M, in] -> [M, out], on float32 or int8 weights (options: out, accumulate, gelu)."""
     if isinstance(weight, QuantizedWeight):
-        return linear_int8(x, weight.q, weight.scale, bias, **options)
+        return linear_nt_int8(x, weight.q, weight.scale, bias, **options)
     return linear(x, weight, bias, **options)
 
 

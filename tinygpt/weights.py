@@ -91,9 +91,11 @@ class StoredTensor:
 
 @dataclass(frozen=True)
 class QuantizedWeight:
-    """A linear weight as int8 with one float32 scale per output: the weight is ``q * scale`` along outputs.
+    """A linear weight as int8 with one float32 scale per output: the weight is ``q * scale[:, None]``.
 
-    q: [in, out] int8 for GPT-2's Conv1D layers (scale [out]); [vocab, n_embd] for the LM head (scale [vocab]).
+    q: [out, in] int8 with its outputs as rows: GPT-2's Conv1D layers transposed from the file's [in, out]
+    (decode takes one dot product per output: see tinygpt.kernels.quantized), and [vocab, n_embd] for the
+    LM head as stored. scale: [out] float32.
     """
 
     q: np.ndarray
@@ -122,12 +124,13 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = 
         weights = {name: tensor.mapped() for name, tensor in stored.items()}
         weights.setdefault("lm_head.weight", weights["wte.weight"])
         return weights
-    from .kernels.quantized import quantize, quantize_rows  # Numba: only when int8 is asked for
+    from .kernels.quantized import quantize_rows  # Numba: only when int8 is asked for
 
     weights = {}
     for name, tensor in stored.items():
-        if name.endswith(LINEAR_SUFFIXES):
-            weights[name] = QuantizedWeight(*quantize(tensor.read_rows(0, tensor.shape[0])))
+        if name.endswith(LINEAR_SUFFIXES):  # [in, out] in the file: transposed, so that outputs are rows
+            rows = np.ascontiguousarray(tensor.read_rows(0, tensor.shape[0]).T)
+            weights[name] = QuantizedWeight(*quantize_rows(rows))
         elif name != "lm_head.weight":
             weights[name] = tensor.mapped()
     head = stored.get("lm_head.weight", stored["wte.weight"])
