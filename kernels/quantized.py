@@ -122,24 +122,23 @@ def _dot_int8(a, q_row):
     return total
 
 
-@njit(cache=True, fastmath=_FAST)
-def _finish(value, j, b, out_row, accumulate, gelu):
-    """out_row[j] = value + b[j] (+ out_row[j] if accumulate), GELU if asked; b may be None."""
-    if b is not None:
-        value += b[j]
-    if accumulate:
-        value += out_row[j]
-    out_row[j] = gelu_f32(value) if gelu else value
-
-
 @njit(cache=True, parallel=True, fastmath=_FAST)
 def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
     """out_row = [out_row +] (q @ x_row) * scale + b, GELU if asked, for q [N, K]: one dot product per row
-    of q, rows in memory order, each finished as soon as it is made."""
+    of q, rows in memory order; a task finishes its 64 outputs (GELU in a loop of its own, which
+    vectorises) while they are in L1."""
     n = q.shape[0]
     for p in prange((n + _NC - 1) // _NC):
-        for j in range(p * _NC, min(n, (p + 1) * _NC)):
-            _finish(_dot_int8(x_row, q[j]) * scale[j], j, b, out_row, accumulate, gelu)
+        j0 = p * _NC
+        j1 = min(n, j0 + _NC)
+        for j in range(j0, j1):
+            value = _dot_int8(x_row, q[j]) * scale[j]
+            if b is not None:
+                value += b[j]
+            out_row[j] = value + out_row[j] if accumulate else value
+        if gelu:
+            for j in range(j0, j1):
+                out_row[j] = gelu_f32(out_row[j])
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
