@@ -74,6 +74,16 @@ def test_generate_greedy_prints_the_prompt_and_the_in_process_continuation(small
     assert from_stdin.stdout == expected
 
 
+def test_generate_int8_prints_the_int8_models_continuation(small_gpt2_dir):
+    int8 = Model.from_pretrained(small_gpt2_dir, dtype="int8")
+    ids = int8.encode_prompt(PROMPT)
+    expected = PROMPT + int8.decode(int8.generate(ids, max_new_tokens=12)[0][len(ids):]) + "\n"
+    result = tinygpt("generate", PROMPT, "--model", small_gpt2_dir, "--greedy", "--max-new-tokens", 12,
+                     "--dtype", "int8")
+    assert succeeded(result)
+    assert result.stdout == expected
+
+
 def test_generate_samples_like_the_pipeline(small_gpt2_dir, defaults_dir):
     generator = pipeline("text-generation", small_gpt2_dir)
     args = ["generate", PROMPT, "--model", small_gpt2_dir, "--temperature", 0.8, "--top-k", 40, "--seed", 42,

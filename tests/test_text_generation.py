@@ -202,6 +202,17 @@ def test_chinese_text_has_no_spaces_between_characters(chinese_dir):
 
 
 # ------------------------------------------------------------------------------------------------------ errors
+def test_int8_pipeline_runs_the_int8_model(small_gpt2_dir):
+    from tinygpt.weights import QuantizedWeight
+
+    generator = pipeline("text-generation", small_gpt2_dir, dtype="int8")
+    assert isinstance(generator.model.weights["lm_head.weight"], QuantizedWeight)
+    int8 = Model.from_pretrained(small_gpt2_dir, dtype="int8")
+    ids = int8.encode_prompt(PROMPT)
+    want = PROMPT + int8.decode(int8.generate(ids, max_new_tokens=8)[0][len(ids):])
+    assert generator(PROMPT, max_new_tokens=8, do_sample=False)[0]["generated_text"] == want
+
+
 def test_only_text_generation_is_supported(small_gpt2_dir):
     with pytest.raises(ValueError, match="unsupported task 'summarization'.*text-generation"):
         pipeline("summarization", small_gpt2_dir)
@@ -225,6 +236,10 @@ def test_bad_calls_are_clear_errors(generator):
 def test_bad_models_are_clear_errors(generator, tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="revision='main'.*already loaded"):
         pipeline("text-generation", generator.model, revision="main")
+    with pytest.raises(ValueError, match="dtype='int8'.*already loaded"):
+        pipeline("text-generation", generator.model, dtype="int8")
+    with pytest.raises(ValueError, match="dtype must be one of float32, int8, got 'int4'"):
+        pipeline("text-generation", tiny_model_dir, dtype="int4")
     with pytest.raises(ValueError, match="needs a tokenizer"):
         pipeline("text-generation", tiny_model_dir)
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -29,20 +29,24 @@ GENERATION_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(G
 _LENGTH_OPTIONS = ("max_length", "max_new_tokens")
 
 
-def pipeline(task: str, model: str | os.PathLike | Model, *, revision: str | None = None) -> TextGenerationPipeline:
+def pipeline(task: str, model: str | os.PathLike | Model, *, revision: str | None = None,
+             dtype: str | None = None) -> TextGenerationPipeline:
     """A callable that continues text with ``model``.
 
     task: "text-generation" (the only task). model: a hub repo id ("distilgpt2"), a local model directory, or
-    a loaded :class:`~tinygpt.model.Model`. revision: branch, tag or commit of a hub repo.
+    a loaded :class:`~tinygpt.model.Model`. revision: branch, tag or commit of a hub repo. dtype: "float32"
+    (the default) or "int8" weights, as in :meth:`Model.from_pretrained`.
     """
     if task not in SUPPORTED_TASKS:
         raise ValueError(f"unsupported task {task!r}; tinygpt's pipeline supports: {', '.join(SUPPORTED_TASKS)}")
     if isinstance(model, Model):
-        if revision is not None:
-            raise ValueError(f"revision={revision!r} selects a hub revision to load, but the model is already loaded")
+        for name, value in (("revision", revision), ("dtype", dtype)):
+            if value is not None:
+                raise ValueError(f"{name}={value!r} applies to loading a model, but the model is already loaded")
         return TextGenerationPipeline(model)
     directory = resolve_model_dir(model, revision)
-    return TextGenerationPipeline(Model.from_pretrained(directory), task_defaults(directory / "config.json"))
+    loaded = Model.from_pretrained(directory, dtype=dtype or "float32")
+    return TextGenerationPipeline(loaded, task_defaults(directory / "config.json"))
 
 
 def task_defaults(config_file: Path) -> dict:
