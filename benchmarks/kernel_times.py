@@ -1,6 +1,6 @@
 """Where does tinygpt's time go? A decode step and a 512-token prefill, kernel by kernel.
 
-    python benchmarks/profile.py [--dtype float32 int8] [--threads N] [--tokens 128]
+    python benchmarks/kernel_times.py [--dtype float32 int8] [--threads N] [--tokens 128]
 
 On the distilgpt2-shaped model of engine.py (built there, once), it wraps the functions tinygpt.model calls
 for each step (layer norm, each linear layer, attention, LM head) with timers, then runs decode (batch 1,
