@@ -8,6 +8,7 @@ from numba import njit, prange
 from .activations import exp_f64
 from .threads import apply_num_threads, check_f32, output_array
 from .tiles import FAST as _FAST  # vectorised dot products; exp_f64 keeps its own strict flags
+from .tiles import MR, NR, dot_3x4
 
 
 @njit(cache=True, fastmath=_FAST)
@@ -60,25 +61,64 @@ def _weighted_values(p, values, first, count, out_row):
 
 
 @njit(cache=True, fastmath=_FAST)
-def _attend_one(query, keys, values, first, last, scale, scores, out_row):
-    """out_row = softmax(scale * query . keys[first..last]) @ values[first..last] (inclusive, non-empty).
-    query [D], keys/values [S, D]; scores: scratch of length >= last - first + 1."""
-    count = last - first + 1
-    top = np.float64(_scores(query, keys, first, count, scale, scores))
+def _exp_scores(query, keys, first, count, scale, weights):
+    """weights[:count] = exp(s - max s) for s = scale * query . keys[first:first+count] (count >= 1);
+    returns their sum (the softmax denominator)."""
+    _scores(query, keys, first, count, scale, weights)
+    top = np.float64(weights[:count].max())
     total = 0.0
     for j in range(count):
-        e = exp_f64(np.float64(scores[j]) - top)
-        scores[j] = e
+        e = exp_f64(np.float64(weights[j]) - top)
+        weights[j] = e
         total += e
-    _weighted_values(scores, values, first, count, out_row)
+    return total
+
+
+@njit(cache=True, fastmath=_FAST)
+def _attend_one(query, keys, values, first, last, scale, weights, out_row):
+    """out_row = softmax(scale * query . keys[first..last]) @ values[first..last] (inclusive, non-empty).
+    query [D], keys/values [S, D]; weights: scratch of length >= last - first + 1."""
+    count = last - first + 1
+    total = _exp_scores(query, keys, first, count, scale, weights)
+    _weighted_values(weights, values, first, count, out_row)
     inv_total = np.float32(1.0 / total)
     for d in range(out_row.shape[0]):
         out_row[d] *= inv_total
 
 
+@njit(cache=True, fastmath=_FAST)
+def _attend_block(queries, t0, n_rows, n_past, keys, values_t, first, scale, weights, out_rows):
+    """Queries t0 .. t0+n_rows-1 (n_rows <= 3, at positions n_past + t) of one head at once.
+
+    Each query's softmax weights go into a row of ``weights``, zero past its own last key, so the three
+    rows share one span of keys; the weighted sums of values are then 3x4 tiles of dot products of those
+    rows with the rows of ``values_t`` (the values transposed, [D, keys]): one load of a transposed value
+    serves three queries. out_rows[r, :] gets query t0+r's output (zeros if it has no valid key)."""
+    span = n_past + t0 + n_rows - first  # keys first .. the block's last query's own position
+    dim = values_t.shape[0]
+    for r in range(n_rows):
+        count = n_past + t0 + r - first + 1
+        if count < 1:  # the query sits in the left padding: no valid key, zero output
+            weights[r, :span] = 0.0
+        else:
+            inv_total = np.float32(1.0 / _exp_scores(queries[t0 + r], keys, first, count, scale, weights[r]))
+            for j in range(count):
+                weights[r, j] *= inv_total
+            weights[r, count:span] = 0.0
+    r1 = min(1, n_rows - 1)
+    r2 = min(2, n_rows - 1)
+    for d in range(0, dim, NR):
+        sums = dot_3x4(weights, 0, r1, r2, values_t, d, min(d + 1, dim - 1), min(d + 2, dim - 1),
+                       min(d + 3, dim - 1), span)
+        for r in range(n_rows):
+            for c in range(min(NR, dim - d)):
+                out_rows[r, d + c] = sums[r * NR + c]
+
+
 @njit(cache=True, parallel=True, fastmath=_FAST)
 def _attention(q, k_cache, v_cache, n_past, kv_start, scale, out):
-    """One task per (row, head): its queries run in order, reusing that head's keys/values from cache."""
+    """One task per (row, head), reusing that head's keys/values from cache. A single new query (decode)
+    is scored and mixed alone; several (a prompt) go three at a time through ``_attend_block``."""
     batch, steps, heads, dim = q.shape
     for bh in prange(batch * heads):
         b = bh // heads
@@ -86,14 +126,30 @@ def _attention(q, k_cache, v_cache, n_past, kv_start, scale, out):
         first = kv_start[b]
         keys = k_cache[b, h]
         values = v_cache[b, h]
-        scores = np.empty(n_past + steps, np.float32)
-        for t in range(steps):
-            last = n_past + t
-            out_row = out[b, t, h * dim : (h + 1) * dim]
-            if last < first:  # the query sits in the left padding: no valid key
+        if steps == 1:
+            out_row = out[b, 0, h * dim : (h + 1) * dim]
+            if n_past < first:  # the query sits in the left padding: no valid key
                 out_row[:] = 0.0
             else:
-                _attend_one(q[b, t, h], keys, values, first, last, scale, scores, out_row)
+                weights = np.empty(n_past + 1 - first, np.float32)
+                _attend_one(q[b, 0, h], keys, values, first, n_past, scale, weights, out_row)
+            continue
+        out_head = out[b, :, h * dim : (h + 1) * dim]  # [steps, dim]
+        keys_seen = max(n_past + steps - first, 0)
+        values_t = np.empty((dim, keys_seen), np.float32)
+        for j in range(keys_seen):
+            for d in range(dim):
+                values_t[d, j] = values[first + j, d]
+        queries = np.ascontiguousarray(q[b, :, h])  # [steps, dim]
+        weights = np.empty((MR, keys_seen), np.float32)
+        block = np.empty((MR, dim), np.float32)
+        for t0 in range(0, steps, MR):
+            n_rows = min(MR, steps - t0)
+            if n_past + t0 + n_rows - 1 < first:  # the whole block is left padding
+                out_head[t0 : t0 + n_rows, :] = 0.0
+                continue
+            _attend_block(queries, t0, n_rows, n_past, keys, values_t, first, scale, weights, block)
+            out_head[t0 : t0 + n_rows, :] = block[:n_rows]
 
 
 def attention(
