@@ -7,9 +7,11 @@ attention   causal multi-head attention over a KV cache with left padding
 activations gelu_new (tanh GELU)
 norm        layer_norm
 threads     set_num_threads / get_num_threads / available_cores (applies in every Python thread)
+jit         how kernels are compiled: cached on disk, in memory when no cache directory is writable
 
 All take float32 C-contiguous arrays, validate them (ValueError naming the argument) and accept ``out=``.
-Compiled code is cached on disk (``cache=True``), so only the first run on a machine pays for compiling.
+Compiled code is cached on disk (``cache=True``), so only the first run on a machine pays for compiling
+(see ``jit``).
 """
 
 from .activations import gelu_new

@@ -12,9 +12,10 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.extending import intrinsic
 
+from .jit import jit
 from .threads import apply_num_threads, check_f32, output_array
 
 
@@ -51,7 +52,7 @@ _ROUNDER_BITS = 0x4338000000000000  # bit pattern of _ROUNDER
 _EXP_COEFFS = tuple(1.0 / math.factorial(k) for k in range(8, -1, -1))
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def exp_f64(x: float) -> float:
     """exp(x) for a float64 x, branch-free so loops calling it vectorise. Arguments outside
     [-708, 709] are clamped (the result stays finite: ~3e-308 .. ~8e307); NaN propagates."""
@@ -69,7 +70,7 @@ def exp_f64(x: float) -> float:
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-@njit(cache=True, error_model="numpy")
+@jit(error_model="numpy")
 def gelu_f32(x: np.float32) -> np.float32:
     """GELU (tanh approximation) of one float32, computed in float64 and rounded once.
 
@@ -82,7 +83,7 @@ def gelu_f32(x: np.float32) -> np.float32:
 _CHUNK = 16384  # elements per parallel task: big enough to amortise a task, small enough to balance
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@jit(parallel=True, error_model="numpy")
 def _gelu_flat(x, out):
     """out[i] = gelu_f32(x[i]) for 1-D x and out (out may be x), in parallel chunks."""
     n = x.size

@@ -3,15 +3,18 @@
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .activations import exp_f64
+from .jit import jit
 from .threads import apply_num_threads, check_f32, output_array
-from .tiles import FAST as _FAST  # vectorised dot products; exp_f64 keeps its own strict flags
+from .tiles import (
+    FAST as _FAST,  # vectorised dot products; exp_f64 keeps its own strict flags
+)
 from .tiles import MR, NR, dot_3x4
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _scores(query, keys, first, count, scale, scores):
     """scores[j] = scale * query . keys[first+j] for j < count; returns their max.
     Four keys per pass share each load of the query."""
@@ -39,7 +42,7 @@ def _scores(query, keys, first, count, scale, scores):
     return scores[:count].max()
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _weighted_values(p, values, first, count, out_row):
     """out_row = sum_j p[j] * values[first+j] for j < count; four values per pass over out_row."""
     out_row[:] = 0.0
@@ -60,7 +63,7 @@ def _weighted_values(p, values, first, count, out_row):
         j += 1
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _exp_scores(query, keys, first, count, scale, weights):
     """weights[:count] = exp(s - max s) for s = scale * query . keys[first:first+count] (count >= 1);
     returns their sum (the softmax denominator)."""
@@ -74,7 +77,7 @@ def _exp_scores(query, keys, first, count, scale, weights):
     return total
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _attend_one(query, keys, values, first, last, scale, weights, out_row):
     """out_row = softmax(scale * query . keys[first..last]) @ values[first..last] (inclusive, non-empty).
     query [D], keys/values [S, D]; weights: scratch of length >= last - first + 1."""
@@ -86,7 +89,7 @@ def _attend_one(query, keys, values, first, last, scale, weights, out_row):
         out_row[d] *= inv_total
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _attend_block(queries, t0, n_rows, n_past, keys, values_t, first, scale, weights, out_rows):
     """Queries t0 .. t0+n_rows-1 (n_rows <= 3, at positions n_past + t) of one head at once.
 
@@ -115,7 +118,7 @@ def _attend_block(queries, t0, n_rows, n_past, keys, values_t, first, scale, wei
                 out_rows[r, d + c] = sums[r * NR + c]
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_FAST)
 def _attention(q, k_cache, v_cache, n_past, kv_start, scale, out):
     """One task per (row, head), reusing that head's keys/values from cache. A single new query (decode)
     is scored and mixed alone; several (a prompt) go three at a time through ``_attend_block``."""

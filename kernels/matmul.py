@@ -24,11 +24,22 @@ BLAS than all-Numba; with them shortened, ~1.1-1.4x faster.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .activations import gelu_f32
-from .tiles import FAST as _FAST, KC as _KC, NC as _NC, panel_product, split_k, stream_rows
-from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, max_threads, output_array
+from .jit import jit
+from .threads import (
+    apply_num_threads,
+    check_f32,
+    check_shape,
+    get_num_threads,
+    max_threads,
+    output_array,
+)
+from .tiles import FAST as _FAST
+from .tiles import KC as _KC
+from .tiles import NC as _NC
+from .tiles import panel_product, split_k, stream_rows
 
 SMALL_M = 48  # up to here streaming w beats the GEMM, which must first transpose-pack it (measured crossover)
 
@@ -36,7 +47,7 @@ SMALL_M = 48  # up to here streaming w beats the GEMM, which must first transpos
 # --- small M: stream the weights once ---------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_FAST)
 def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
     """out = [out +] x @ w + b, then GELU if asked; w is cut into ``slabs`` contiguous slabs of rows,
     one per thread (the caller passes the thread count: reading it here would defeat caching)."""
@@ -63,7 +74,7 @@ def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
 # --- large M: blocked GEMM on the 3x4 tile of tiles.py ----------------------------------------------
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _pack_transposed(w, k0, k1, j0, width, panel):
     """panel[c, k - k0] = w[k, j0 + c]: a K-contiguous copy of a column panel of w [K, N].
     Strips of 8 columns keep the 8 written panel rows in L1 (3x faster than whole-panel rows)."""
@@ -75,7 +86,7 @@ def _pack_transposed(w, k0, k1, j0, width, panel):
                 panel[c0 + c, k - k0] = row[c]
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _pack_rows(w, k0, k1, j0, width, panel):
     """panel[c, k - k0] = w[j0 + c, k]: a k-block of rows of w [N, K]."""
     for c in range(width):
@@ -83,7 +94,7 @@ def _pack_rows(w, k0, k1, j0, width, panel):
             panel[c, k - k0] = w[j0 + c, k]
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_FAST)
 def _linear_gemm(x_blocks, depth, w, b, out, accumulate, gelu):
     """out = [out +] x @ w + b, then GELU if asked; x given as split_k blocks; one column panel per task."""
     rows = out.shape[0]
@@ -106,7 +117,7 @@ def _linear_gemm(x_blocks, depth, w, b, out, accumulate, gelu):
                     out[i, j0 + c] = gelu_f32(out[i, j0 + c])
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _dot_1x8(a, b, c, last, kc):
     """The 8 dot products a[:kc] . b[c + t, :kc] for t < 8, row indices clamped to ``last``."""
     c1 = min(c + 1, last)
@@ -130,7 +141,7 @@ def _dot_1x8(a, b, c, last, kc):
     return (s0, s1, s2, s3, s4, s5, s6, s7)
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_FAST)
 def _gemv_nt(x_row, w, out_row):
     """out_row = w @ x_row for w [N, K]: eight rows of w stream side by side per pass."""
     n, depth = w.shape
@@ -142,7 +153,7 @@ def _gemv_nt(x_row, w, out_row):
                 out_row[j + t] = sums[t]
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_FAST)
 def _gemm_nt(x_blocks, depth, w, out):
     """out = x @ w.T for w [N, K], x given as split_k blocks; one panel of rows of w per task.
     A single k-block reads w in place; deeper products copy each k-block of the panel first."""
@@ -162,7 +173,7 @@ def _gemm_nt(x_blocks, depth, w, out):
             panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_FAST)
 def _add_bias(product, b, out, accumulate, gelu):
     """out = [out +] product + b, then GELU if asked (product may be out itself): the epilogue of a BLAS GEMM."""
     rows, n = out.shape

@@ -3,13 +3,14 @@
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from .jit import jit
 from .threads import apply_num_threads, check_f32, check_shape, output_array
 
 
 # reassoc lets LLVM vectorise the float64 sums; no other fastmath flag, so NaN/inf still propagate
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+@jit(parallel=True, fastmath={"reassoc", "contract"})
 def _layer_norm_rows(x, gamma, beta, eps, out):
     """Normalise each row of x into out (may be x): two passes for mean and variance, then the affine map."""
     rows, width = x.shape

@@ -24,9 +24,10 @@ Measured against the float32 kernels on distilgpt2's shapes by ``benchmarks/quan
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .activations import gelu_f32
+from .jit import jit
 from .threads import apply_num_threads, check_f32, check_shape, output_array
 from .tiles import FAST as _FAST
 from .tiles import KC as _KC
@@ -40,14 +41,14 @@ _QMAX = 127  # symmetric range [-127, 127]: -128 is never produced, so -q never 
 # Compiled without fastmath: the peak search must keep NaN (a NaN weight has to be reported, not skipped).
 
 
-@njit(cache=True)
+@jit()
 def _raise_peak(peak, value):
     """max(peak, |value|), where a NaN in either sticks (so a bad weight is never hidden)."""
     a = abs(value)
     return a if (a > peak or math.isnan(a)) else peak
 
 
-@njit(cache=True, parallel=True)
+@jit(parallel=True)
 def _row_peaks(w):
     """max |w[i, :]| for every row of w [N, K]."""
     n, depth = w.shape
@@ -58,14 +59,14 @@ def _row_peaks(w):
     return peaks
 
 
-@njit(cache=True)
+@jit()
 def _to_int8(value, scale):
     """round(value / scale) (half to even) clipped to [-127, 127]; the clip only catches a quotient that
     rounding pushed just past 127."""
     return np.int8(min(max(np.rint(value / scale), -_QMAX), _QMAX))
 
 
-@njit(cache=True, parallel=True)
+@jit(parallel=True)
 def _quantize_by_row(w, scale, q):
     """q[i, k] = round(w[i, k] / scale[i]) for w [N, K]."""
     n, depth = w.shape
@@ -102,7 +103,7 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- x @ (q * scale[:, None]).T + b -----------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _pack_dequantized_rows(q, scale, k0, k1, j0, width, panel):
     """panel[c, k - k0] = q[j0 + c, k] * scale[j0 + c]: a dequantized k-block of rows of q [N, K]."""
     for c in range(width):
@@ -113,7 +114,7 @@ def _pack_dequantized_rows(q, scale, k0, k1, j0, width, panel):
             dst[k] = np.float32(src[k]) * s
 
 
-@njit(cache=True, fastmath=_FAST)
+@jit(fastmath=_FAST)
 def _dot_int8(a, q_row):
     """a . q_row for float32 a [K] and int8 q_row [K] (widened in registers)."""
     total = np.float32(0.0)
@@ -122,7 +123,7 @@ def _dot_int8(a, q_row):
     return total
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_FAST)
 def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
     """out_row = [out_row +] (q @ x_row) * scale + b, GELU if asked, for q [N, K]: one dot product per row
     of q, rows in memory order; a task finishes its 64 outputs (GELU in a loop of its own, which
@@ -141,7 +142,7 @@ def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
                 out_row[j] = gelu_f32(out_row[j])
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_FAST)
 def _gemm_nt_int8(x_blocks, depth, q, scale, b, out, accumulate, gelu):
     """out = [out +] x @ (q * scale[:, None]).T + b, GELU if asked, for q [N, K], x given as split_k blocks;
     one panel of rows of q per task, dequantized a k-block at a time."""

@@ -8,7 +8,9 @@ every row of ``a``; callers pack their weights into such panels. ``split_k`` cut
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .jit import jit
 
 FAST = {"reassoc", "contract"}  # lets LLVM vectorise float reductions and fuse multiply-adds; keeps NaN/inf
 
@@ -24,7 +26,7 @@ STREAM_CHUNK = 512  # stream_rows: columns per pass (4 weight rows x 512 floats 
 # non-negative indices and vectorises without gathers or per-element wraparound checks.
 
 
-@njit(cache=True, fastmath=FAST)
+@jit(fastmath=FAST)
 def dot_3x4(a, r0, r1, r2, b, c0, c1, c2, c3, kc):
     """The 12 dot products a[r, :kc] . b[c, :kc] for r in (r0, r1, r2), c in (c0..c3), row-major."""
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = s20 = s21 = s22 = s23 = np.float32(0.0)
@@ -51,7 +53,7 @@ def dot_3x4(a, r0, r1, r2, b, c0, c1, c2, c3, kc):
     return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23)
 
 
-@njit(cache=True, fastmath=FAST)
+@jit(fastmath=FAST)
 def add_tile(out, i, j, sums, n_rows, n_cols):
     """out[i:i+n_rows, j:j+n_cols] += the matching part of a 3x4 tile of sums."""
     if n_rows == MR and n_cols == NR:  # interior tile: straight-line stores
@@ -66,7 +68,7 @@ def add_tile(out, i, j, sums, n_rows, n_cols):
                 out[i + r, j + c] += sums[r * NR + c]
 
 
-@njit(cache=True, fastmath=FAST)
+@jit(fastmath=FAST)
 def panel_product(xa, kc, bt, bt_row0, out, j0, width):
     """out[:, j0:j0+width] += xa[:, :kc] @ bt[bt_row0:bt_row0+width, :kc].T
 
@@ -86,7 +88,7 @@ def panel_product(xa, kc, bt, bt_row0, out, j0, width):
                 add_tile(out, i, j0 + jj, sums, min(MR, i_end - i), min(NR, width - jj))
 
 
-@njit(cache=True, parallel=True)
+@jit(parallel=True)
 def split_k(x):
     """x [M, K] -> [ceil(K / KC), M, KC]: k-blocks of x, each C-contiguous (the tail block is not padded)."""
     rows, depth = x.shape
@@ -99,7 +101,7 @@ def split_k(x):
     return blocks
 
 
-@njit(cache=True, fastmath=FAST)
+@jit(fastmath=FAST)
 def stream_rows(x, w, k0, k1, acc):
     """acc[i, :] = x[i, k0:k1] @ w[k0:k1, :] for every row i of x (acc is overwritten); w float32 or int8.
 

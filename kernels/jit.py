@@ -1,0 +1,30 @@
+"""How every kernel is compiled: ``numba.njit`` with the machine code cached on disk (``cache=True``).
+
+Numba keeps the cache next to the source (``__pycache__``), else in ``NUMBA_CACHE_DIR`` or the user's cache
+directory. When none of them can be written (a read-only install for a user without a home directory,
+say), ``njit(cache=True)`` refuses to decorate at import; the kernels are then compiled in memory on every
+run instead (correct, only slower to start), and one warning says how to get the cache back.
+"""
+
+import warnings
+
+from numba import njit
+
+_warned = False
+
+
+def jit(**options):
+    """``numba.njit(cache=True, **options)``, or without the cache when no cache directory is writable."""
+
+    def decorate(function):
+        global _warned
+        try:
+            return njit(cache=True, **options)(function)
+        except RuntimeError as error:  # Numba: "cannot cache function ...: no locator available"
+            if not _warned:
+                warnings.warn(f"tinygpt: {error}; kernels will be compiled on every run (set NUMBA_CACHE_DIR "
+                              "to a writable directory to keep them)", RuntimeWarning, stacklevel=2)
+                _warned = True
+            return njit(**options)(function)
+
+    return decorate
