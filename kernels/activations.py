@@ -80,6 +80,16 @@ def gelu_f32(x: np.float32) -> np.float32:
     return np.float32(v / (1.0 + exp_f64(-2.0 * u)))
 
 
+@jit(error_model="numpy")
+def gelu_in_place(values):
+    """values[j] = gelu_f32(values[j]) for a 1-D contiguous float32 array (e.g. one row of a product).
+
+    The kernels that fuse GELU call this on whole rows: as a loop of its own it vectorises, while GELU
+    computed inside a loop indexing a 2-D array ran scalar, at twice the cost of the product it finished."""
+    for j in range(values.size):
+        values[j] = gelu_f32(values[j])
+
+
 _CHUNK = 16384  # elements per parallel task: big enough to amortise a task, small enough to balance
 
 

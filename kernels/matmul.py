@@ -26,7 +26,7 @@ BLAS than all-Numba; with them shortened, ~1.1-1.4x faster.
 import numpy as np
 from numba import prange
 
-from .activations import gelu_f32
+from .activations import gelu_in_place
 from .jit import jit
 from .threads import (
     apply_num_threads,
@@ -66,9 +66,9 @@ def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
                 total = b[j]
                 for t in range(slabs):
                     total += partials[t, i, j]
-                if accumulate:
-                    total += out[i, j]
-                out[i, j] = gelu_f32(total) if gelu else total
+                out[i, j] = total + out[i, j] if accumulate else total
+            if gelu:
+                gelu_in_place(out[i, j0:j1])
 
 
 # --- large M: blocked GEMM on the 3x4 tile of tiles.py ----------------------------------------------
@@ -113,8 +113,7 @@ def _linear_gemm(x_blocks, depth, w, b, out, accumulate, gelu):
             panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
         if gelu:
             for i in range(rows):
-                for c in range(width):
-                    out[i, j0 + c] = gelu_f32(out[i, j0 + c])
+                gelu_in_place(out[i, j0 : j0 + width])
 
 
 @jit(fastmath=_FAST)
@@ -180,9 +179,9 @@ def _add_bias(product, b, out, accumulate, gelu):
     for i in prange(rows):
         for j in range(n):
             total = product[i, j] + b[j]
-            if accumulate:
-                total += out[i, j]
-            out[i, j] = gelu_f32(total) if gelu else total
+            out[i, j] = total + out[i, j] if accumulate else total
+        if gelu:
+            gelu_in_place(out[i])
 
 
 # --- public wrappers --------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import prange
 
-from .activations import gelu_f32
+from .activations import gelu_in_place
 from .jit import jit
 from .threads import apply_num_threads, check_f32, check_shape, output_array
 from .tiles import FAST as _FAST
@@ -126,8 +126,7 @@ def _dot_int8(a, q_row):
 @jit(parallel=True, fastmath=_FAST)
 def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
     """out_row = [out_row +] (q @ x_row) * scale + b, GELU if asked, for q [N, K]: one dot product per row
-    of q, rows in memory order; a task finishes its 64 outputs (GELU in a loop of its own, which
-    vectorises) while they are in L1."""
+    of q, rows in memory order; a task finishes its 64 outputs (GELU on them at once) while they are in L1."""
     n = q.shape[0]
     for p in prange((n + _NC - 1) // _NC):
         j0 = p * _NC
@@ -138,8 +137,7 @@ def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
                 value += b[j]
             out_row[j] = value + out_row[j] if accumulate else value
         if gelu:
-            for j in range(j0, j1):
-                out_row[j] = gelu_f32(out_row[j])
+            gelu_in_place(out_row[j0:j1])
 
 
 @jit(parallel=True, fastmath=_FAST)
@@ -163,8 +161,7 @@ def _gemm_nt_int8(x_blocks, depth, q, scale, b, out, accumulate, gelu):
             panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
         if gelu:
             for i in range(rows):
-                for c in range(width):
-                    out[i, j0 + c] = gelu_f32(out[i, j0 + c])
+                gelu_in_place(out[i, j0 : j0 + width])
 
 
 # --- public wrappers --------------------------------------------------------------------------------------
