@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinygpt.kernels.activations import exp_f64, gelu_new
+from tinygpt.kernels.activations import exp_f64, gelu_in_place, gelu_new
 
 
 def gelu64(x: np.ndarray) -> np.ndarray:
@@ -33,6 +33,17 @@ def test_matches_float64_tanh_formula():
     # 2**-53 * |x| where tanh(u) is near -1 (1 + tanh cancels), which matters for tiny outputs at x << 0.
     tolerance = 0.5 * ulp32(want) + 1e-9 * np.abs(want) + 2.0**-53 * np.abs(x)
     assert np.all(np.abs(got - want) <= tolerance)
+
+
+def test_gelu_in_place_on_rows_equals_gelu_new():
+    """The fused kernels' GELU, applied to one row (a contiguous slice of a 2-D array), is gelu_new exactly."""
+    x = sample(np.random.default_rng(5), 7, 131)
+    want = gelu_new(x)
+    rows = x.copy()
+    for i in range(rows.shape[0]):
+        gelu_in_place(rows[i, 3:])
+    assert np.array_equal(rows[:, 3:], want[:, 3:])
+    assert np.array_equal(rows[:, :3], x[:, :3])  # outside the slice: untouched
 
 
 def test_half_an_ulp_from_cancellation_free_form():
