@@ -62,13 +62,16 @@ def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
         j0 = c * columns_per_task
         j1 = min(n, j0 + columns_per_task)
         for i in range(rows):
-            for j in range(j0, j1):
-                total = b[j]
-                for t in range(slabs):
-                    total += partials[t, i, j]
-                out[i, j] = total + out[i, j] if accumulate else total
+            # Whole-row passes over 1-D slices: each loop vectorises (a loop over slabs inside the loop over
+            # columns did not).
+            row = out[i, j0:j1]
+            if not accumulate:
+                row[:] = 0.0
+            row += b[j0:j1]
+            for t in range(slabs):
+                row += partials[t, i, j0:j1]
             if gelu:
-                gelu_in_place(out[i, j0:j1])
+                gelu_in_place(row)
 
 
 # --- large M: blocked GEMM on the 3x4 tile of tiles.py ----------------------------------------------
