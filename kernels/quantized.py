@@ -32,7 +32,7 @@ from .threads import apply_num_threads, check_f32, check_shape, output_array
 from .tiles import FAST as _FAST
 from .tiles import KC as _KC
 from .tiles import NC as _NC
-from .tiles import panel_product, split_k
+from .tiles import dot_row, panel_product, split_k
 
 _QMAX = 127  # symmetric range [-127, 127]: -128 is never produced, so -q never overflows
 
@@ -114,15 +114,6 @@ def _pack_dequantized_rows(q, scale, k0, k1, j0, width, panel):
             dst[k] = np.float32(src[k]) * s
 
 
-@jit(fastmath=_FAST)
-def _dot_int8(a, q_row):
-    """a . q_row for float32 a [K] and int8 q_row [K] (widened in registers)."""
-    total = np.float32(0.0)
-    for k in range(a.size):
-        total += a[k] * np.float32(q_row[k])
-    return total
-
-
 @jit(parallel=True, fastmath=_FAST)
 def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
     """out_row = [out_row +] (q @ x_row) * scale + b, GELU if asked, for q [N, K]: one dot product per row
@@ -132,7 +123,7 @@ def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
         j0 = p * _NC
         j1 = min(n, j0 + _NC)
         for j in range(j0, j1):
-            value = _dot_int8(x_row, q[j]) * scale[j]
+            value = dot_row(x_row, q[j]) * scale[j]
             if b is not None:
                 value += b[j]
             out_row[j] = value + out_row[j] if accumulate else value

@@ -143,3 +143,12 @@ def stream_rows(x, w, k0, k1, acc):
             for j in range(n):
                 acc[i, j] += a * np.float32(w[k, j])
         k += 1
+
+
+@jit(fastmath=FAST)
+def dot_row(a, row):
+    """a . row for float32 a [K] and a float32 or int8 row [K] (int8 widened to float32 in registers)."""
+    total = np.float32(0.0)
+    for k in range(a.size):
+        total += a[k] * np.float32(row[k])
+    return total
