@@ -197,7 +197,7 @@ def test_linear_nt_rejects_bad_arguments(x, w, match):
 @pytest.mark.skipif(
     not Path("/proc/cpuinfo").exists() or "fma" not in Path("/proc/cpuinfo").read_text(), reason="needs x86 FMA"
 )
-@pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "tiles.dot_row", "tiles.stream_rows"])
+@pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "tiles.dot_row", "tiles.stream_rows", "tiles._stream_into_one_row"])
 def test_inner_loops_compile_to_packed_fmas(kernel_name):
     """The hot loops must vectorise into packed (ymm/zmm) fused multiply-adds, not scalar code. Cached code
     cannot be inspected, so a fresh uncached copy of the kernel is compiled here."""
@@ -213,6 +213,8 @@ def test_inner_loops_compile_to_packed_fmas(kernel_name):
         fresh(a, 0, 1, 2, b, 0, 1, 2, 3, 64)
     elif name == "dot_row":
         fresh(a[0], b[0])
+    elif name == "_stream_into_one_row":
+        fresh(a[0], np.ones((64, 32), np.float32), 0, 64, np.zeros(32, np.float32))
     else:
         fresh(a, np.ones((64, 32), np.float32), 0, 64, np.zeros((4, 32), np.float32))
     assembly = fresh.inspect_asm(fresh.signatures[0])
