@@ -47,6 +47,24 @@ SMALL_M = 48  # up to here streaming w beats the GEMM, which must first transpos
 # --- small M: stream the weights once ---------------------------------------------------------------------
 
 
+@jit(fastmath=_FAST)
+def _finish_columns(partials, b, out, j0, j1, accumulate, gelu):
+    """out[:, j0:j1] = [out +] b + the slabs' partial sums, then GELU if asked: whole-row passes over 1-D
+    slices, so each loop vectorises (a loop over slabs inside the loop over columns did not)."""
+    for i in range(out.shape[0]):
+        row = out[i, j0:j1]
+        if not accumulate:
+            row[:] = 0.0
+        row += b[j0:j1]
+        for t in range(partials.shape[0]):
+            row += partials[t, i, j0:j1]
+        if gelu:
+            gelu_in_place(row)
+
+
+_SERIAL_FINISH = 4096  # outputs up to which the finishing pass runs on one thread: cheaper than a launch
+
+
 @jit(parallel=True, fastmath=_FAST)
 def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
     """out = [out +] x @ w + b, then GELU if asked; w is cut into ``slabs`` contiguous slabs of rows,
@@ -57,21 +75,13 @@ def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
     partials = np.empty((slabs, rows, n), np.float32)
     for t in prange(slabs):
         stream_rows(x, w, min(depth, t * slab), min(depth, (t + 1) * slab), partials[t])
+    if rows * n <= _SERIAL_FINISH:  # decode: a few thousand additions, less than waking the threads again
+        _finish_columns(partials, b, out, 0, n, accumulate, gelu)
+        return
     columns_per_task = 256
     for c in prange((n + columns_per_task - 1) // columns_per_task):
         j0 = c * columns_per_task
-        j1 = min(n, j0 + columns_per_task)
-        for i in range(rows):
-            # Whole-row passes over 1-D slices: each loop vectorises (a loop over slabs inside the loop over
-            # columns did not).
-            row = out[i, j0:j1]
-            if not accumulate:
-                row[:] = 0.0
-            row += b[j0:j1]
-            for t in range(slabs):
-                row += partials[t, i, j0:j1]
-            if gelu:
-                gelu_in_place(row)
+        _finish_columns(partials, b, out, j0, min(n, j0 + columns_per_task), accumulate, gelu)
 
 
 # --- large M: blocked GEMM on the 3x4 tile of tiles.py ----------------------------------------------

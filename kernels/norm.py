@@ -10,22 +10,36 @@ from .threads import apply_num_threads, check_f32, check_shape, output_array
 
 
 # reassoc lets LLVM vectorise the float64 sums; no other fastmath flag, so NaN/inf still propagate
+@jit(fastmath={"reassoc", "contract"})
+def _normalize_row(x, i, gamma, beta, eps, out):
+    """out[i] = normalised x[i]: two passes for mean and variance, then the affine map."""
+    width = x.shape[1]
+    total = 0.0
+    for j in range(width):
+        total += np.float64(x[i, j])
+    mean = total / width
+    squares = 0.0  # second pass over (x - mean): no catastrophic cancellation, unlike E[x^2] - mean^2
+    for j in range(width):
+        d = np.float64(x[i, j]) - mean
+        squares += d * d
+    inv_std = 1.0 / math.sqrt(squares / width + eps)
+    for j in range(width):
+        out[i, j] = np.float32((np.float64(x[i, j]) - mean) * inv_std * gamma[j] + beta[j])
+
+
+_SERIAL_ROWS = 4  # up to this many rows (decode) one thread is quicker than waking the others
+
+
 @jit(parallel=True, fastmath={"reassoc", "contract"})
 def _layer_norm_rows(x, gamma, beta, eps, out):
-    """Normalise each row of x into out (may be x): two passes for mean and variance, then the affine map."""
-    rows, width = x.shape
+    """Normalise each row of x into out (may be x), rows in parallel unless there are only a few."""
+    rows = x.shape[0]
+    if rows <= _SERIAL_ROWS:
+        for i in range(rows):
+            _normalize_row(x, i, gamma, beta, eps, out)
+        return
     for i in prange(rows):
-        total = 0.0
-        for j in range(width):
-            total += np.float64(x[i, j])
-        mean = total / width
-        squares = 0.0  # second pass over (x - mean): no catastrophic cancellation, unlike E[x^2] - mean^2
-        for j in range(width):
-            d = np.float64(x[i, j]) - mean
-            squares += d * d
-        inv_std = 1.0 / math.sqrt(squares / width + eps)
-        for j in range(width):
-            out[i, j] = np.float32((np.float64(x[i, j]) - mean) * inv_std * gamma[j] + beta[j])
+        _normalize_row(x, i, gamma, beta, eps, out)
 
 
 def layer_norm(
