@@ -198,6 +198,7 @@ def linear(
         raise ValueError(f"w must have shape ({depth}, N) to match x {x.shape}, got {w.shape}")
     n = w.shape[1]
     check_shape("b", b, (n,))
+    _check_gemm(gemm)
     if gelu and accumulate:
         raise ValueError("gelu and accumulate cannot be combined")
     if accumulate and out is None:
@@ -227,6 +228,7 @@ def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None, *, ge
     rows, depth = x.shape
     if w.shape[1] != depth:
         raise ValueError(f"w must have shape (N, {depth}) to match x {x.shape}, got {w.shape}")
+    _check_gemm(gemm)
     out = output_array(out, (rows, w.shape[0]), {"x": x, "w": w})
     if out.size == 0:
         return out
@@ -245,8 +247,13 @@ def gemm_kernel(choice: str = "auto") -> str:
     (np.matmul, i.e. NumPy's BLAS). "auto" takes BLAS when our kernels run on every available core, which
     is BLAS's own default; with fewer threads it takes ours, so that a thread limit set with
     ``set_num_threads`` holds for whole forward passes (NumPy's BLAS pool cannot be resized at run time)."""
+    _check_gemm(choice)
     if choice == "auto":
         return "blas" if get_num_threads() == max_threads() else "numba"
-    if choice not in ("numba", "blas"):
-        raise ValueError(f'gemm must be "auto", "numba" or "blas", got {choice!r}')
     return choice
+
+
+def _check_gemm(choice: object) -> None:
+    """Checked on every call, whatever M: a wrong name must not pass just because this M needs no GEMM."""
+    if choice not in ("auto", "numba", "blas"):
+        raise ValueError(f'gemm must be "auto", "numba" or "blas", got {choice!r}')

@@ -229,6 +229,7 @@ class Model:
         if n_past + T > cache.capacity:
             raise InputError(f"token position {n_past + T - 1} is past the cache's {cache.capacity} positions")
         H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
+        filled = n_past + T  # cache positions filled once every layer has run (T may shrink below)
         # Left-padded rows count their positions from their first real token, as transformers does.
         positions = np.maximum(n_past + np.arange(T)[None, :] - cache.start[:, None], 0)  # [B, T]
         x = (w["wte.weight"][ids] + w["wpe.weight"][positions]).reshape(B * T, C)  # residual stream [BT, C]
@@ -251,7 +252,7 @@ class Model:
             h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], cfg.layer_norm_epsilon)
             inner = project(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"], gelu=True)  # [BT, I]
             project(inner, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"], out=x, accumulate=True)
-        cache.n_past = q_past + T
+        cache.n_past = filled
         x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], cfg.layer_norm_epsilon)
         out = x if output == "hidden" else lm_head(x, w["lm_head.weight"])
         return out.reshape(B, T, -1) if all_positions else out

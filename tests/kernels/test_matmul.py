@@ -122,9 +122,12 @@ def test_auto_gemm_follows_the_thread_count():
     finally:
         set_num_threads(before)
     assert gemm_kernel("numba") == "numba"
-    with pytest.raises(ValueError, match='gemm must be "auto", "numba" or "blas", got \'fast\''):
-        linear(np.zeros((SMALL_M + 1, 3), np.float32), np.zeros((3, 2), np.float32), np.zeros(2, np.float32),
-               gemm="fast")
+    for rows in (1, SMALL_M + 1):  # refused even where no GEMM runs
+        with pytest.raises(ValueError, match='gemm must be "auto", "numba" or "blas", got \'fast\''):
+            linear(np.zeros((rows, 3), np.float32), np.zeros((3, 2), np.float32), np.zeros(2, np.float32),
+                   gemm="fast")
+        with pytest.raises(ValueError, match='gemm must be "auto", "numba" or "blas", got \'fast\''):
+            linear_nt(np.zeros((rows, 3), np.float32), np.zeros((2, 3), np.float32), gemm="fast")
 
 
 def test_out_is_written_in_place():
