@@ -1,4 +1,4 @@
-"""The blocked-GEMM building blocks shared by the float32 and int8 matrix kernels and by attention.
+"""Building blocks shared by the matrix kernels (float32 and int8) and attention: GEMM tiles, streams, dots.
 
 A product ``a @ b.T`` of two K-contiguous operands is computed as a grid of 3x4 tiles of dot products
 (``dot_3x4``): LLVM vectorises the k loop into 12 vector accumulators (ymm on AVX2), and each tile reads
