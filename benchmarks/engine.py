@@ -1,10 +1,12 @@
-"""How fast is tinygpt next to transformers and CTranslate2, on a model of distilgpt2's exact shape?
+"""How fast is tinygpt next to transformers, CTranslate2 and llama.cpp, on a model of distilgpt2's exact shape?
 
-    python benchmarks/engine.py [--threads N] [--repeats R] [--engines NAME ...]
+    python benchmarks/engine.py [--threads N] [--repeats R] [--engines NAME ...] [--llama-cpp-converter PATH]
 
-Builds (once, cached under benchmarks/.cache/) a random-init GPT2LMHeadModel with distilgpt2's config, and
-for CTranslate2 its float32 and int8 conversions. Then, in one run and with the same thread count, it times
-each engine in processes of its own (so peak RSS is that engine's alone):
+Builds (once, cached under benchmarks/.cache/) a random-init GPT2LMHeadModel with distilgpt2's config, for
+CTranslate2 its float32 and int8 conversions, and for llama.cpp its f32 and q8_0 GGUF files (converted by
+llama.cpp's convert_hf_to_gguf.py, whose path --llama-cpp-converter gives; once the files are cached it is
+not needed). Then, in one run and with the same thread count, it times each engine in processes of its own
+(so peak RSS is that engine's alone):
 
   decode b1     one 32-token prompt, 128 new tokens, greedy: new tokens / wall time of the whole generation
   decode b8     8 prompts of 32 tokens, 128 new tokens each: 8 x 128 / wall time
@@ -17,7 +19,8 @@ each engine in processes of its own (so peak RSS is that engine's alone):
                 decode b8, prefill-512: one row each), and of the long-lived process that ran them all
 
 Engines: tinygpt-f32, tinygpt-int8, transformers (float32, torch with N intra-op threads), ct2-f32 and
-ct2-int8 (when ctranslate2 is installed). Every generation is checked to produce exactly 128 new tokens
+ct2-int8 (when ctranslate2 is installed), llama-f32 and llama-q8_0 (when llama-cpp-python is installed and
+its GGUF files are cached or can be converted; one sequence at a time, so no batch-8 row). Every generation is checked to produce exactly 128 new tokens
 (end-of-text disabled). Each row is the best of R timings after a short warm-up. The engines' processes stay
 alive and take turns, workload by workload and round by round, so a burst of load from elsewhere on a
 shared machine spreads over all of them: compare the ratios, which come from the same run. Random weights
@@ -72,6 +75,7 @@ class TinygptRunner:
     """tinygpt's Model on float32 or int8 weights, through the public generate()."""
 
     libraries = ("tinygpt.model", "tinygpt.kernels.threads")
+    max_batch = None
 
     def __init__(self, model_dir: Path, threads: int, dtype: str):
         from tinygpt.kernels.threads import set_num_threads
@@ -90,28 +94,49 @@ class TinygptRunner:
 
 @dataclass(frozen=True)
 class Engine:
-    runner: type  # constructed as runner(model_dir, threads, **options); has .libraries, generate, prefill
+    runner: type  # constructed as runner(model, threads, **options); has .libraries, .max_batch, generate, prefill
     options: dict
-    files: Callable[[], Path]  # run in the parent: builds or converts the model once, returns its directory
+    # Run in the parent with the command line: builds or converts the model once, returns its path.
+    files: Callable[[argparse.Namespace], Path]
+    cached: Path | None = None  # a converted file that, once present, needs no converter
 
     @property
     def package(self) -> str:
         return self.runner.libraries[0].split(".")[0]
 
-    def available(self) -> bool:
-        return importlib.util.find_spec(self.package) is not None  # a top-level name: finding imports nothing
+    def missing(self, args: argparse.Namespace) -> str | None:
+        """What this engine lacks on this machine, or None when it can run."""
+        if importlib.util.find_spec(self.package) is None:  # a top-level name: finding imports nothing
+            return f"the {self.package} package"
+        if self.cached is not None and not self.cached.exists() and args.llama_cpp_converter is None:
+            return f"{self.cached.name} (give --llama-cpp-converter to build it)"
+        return None
+
+    def runs(self, key: str) -> bool:
+        """Whether this engine runs workload ``key`` (the batch row needs generate to take BATCH prompts)."""
+        return key != "decode_b8" or self.runner.max_batch is None or self.runner.max_batch >= BATCH
 
 
-def ct2_files(quantization: str) -> Callable[[], Path]:
-    return lambda: peers.ctranslate2_model(build_model(), CACHE / f"ct2-{quantization}", quantization)
+def ct2_files(quantization: str) -> Callable[[argparse.Namespace], Path]:
+    return lambda args: peers.ctranslate2_model(build_model(), CACHE / f"ct2-{quantization}", quantization)
+
+
+def gguf_file(outtype: str) -> Path:
+    return CACHE / f"distilgpt2-random-{outtype}.gguf"
+
+
+def gguf_files(outtype: str) -> Callable[[argparse.Namespace], Path]:
+    return lambda args: peers.llama_cpp_model(build_model(), gguf_file(outtype), outtype, args.llama_cpp_converter)
 
 
 ENGINES = {
-    "tinygpt-f32": Engine(TinygptRunner, {"dtype": "float32"}, build_model),
-    "tinygpt-int8": Engine(TinygptRunner, {"dtype": "int8"}, build_model),
-    "transformers": Engine(peers.TransformersRunner, {}, build_model),
+    "tinygpt-f32": Engine(TinygptRunner, {"dtype": "float32"}, lambda args: build_model()),
+    "tinygpt-int8": Engine(TinygptRunner, {"dtype": "int8"}, lambda args: build_model()),
+    "transformers": Engine(peers.TransformersRunner, {}, lambda args: build_model()),
     "ct2-f32": Engine(peers.CTranslate2Runner, {"compute_type": "float32"}, ct2_files("float32")),
     "ct2-int8": Engine(peers.CTranslate2Runner, {"compute_type": "int8"}, ct2_files("int8")),
+    "llama-f32": Engine(peers.LlamaCppRunner, {}, gguf_files("f32"), gguf_file("f32")),
+    "llama-q8_0": Engine(peers.LlamaCppRunner, {}, gguf_files("q8_0"), gguf_file("q8_0")),
 }
 REFERENCE = "transformers"
 TOKENS_PER_RUN = {"decode_b1": NEW_TOKENS, "decode_b8": BATCH * NEW_TOKENS, "prefill": PREFILL_TOKENS}
@@ -175,23 +200,27 @@ def open_engine(name: str, model_dir: Path, threads: int) -> tuple[object, float
     return runner, time.perf_counter() - start
 
 
-def workloads(runner) -> dict[str, Callable[[], object]]:
-    """The timed rows by key, each returning its output (new token ids, or None for prefill), and "warm_up":
-    every workload once, decoding only a few tokens (enough to compile, allocate and page the weights in)."""
+def workloads(engine: Engine, runner) -> dict[str, Callable[[], object]]:
+    """The timed rows the engine runs, by key, each returning its output (new token ids, or None for prefill),
+    and "warm_up": every one of them once, decoding only a few tokens (enough to compile, allocate and page
+    the weights in)."""
     one = [prompt_ids(PROMPT_TOKENS, 1)]
     batch = [prompt_ids(PROMPT_TOKENS, 100 + i) for i in range(BATCH)]
     long_prompt = prompt_ids(PREFILL_TOKENS, 2)
-
-    def warm_up() -> None:
-        generate_checked(runner, one, WARM_UP_TOKENS), generate_checked(runner, batch, WARM_UP_TOKENS)
-        runner.prefill(long_prompt)
-
-    return {
+    timed = {
         "decode_b1": lambda: generate_checked(runner, one, NEW_TOKENS),
         "decode_b8": lambda: generate_checked(runner, batch, NEW_TOKENS),
         "prefill": lambda: runner.prefill(long_prompt),
-        "warm_up": warm_up,
     }
+    timed = {key: run for key, run in timed.items() if engine.runs(key)}
+
+    def warm_up() -> None:
+        generate_checked(runner, one, WARM_UP_TOKENS)
+        if engine.runs("decode_b8"):
+            generate_checked(runner, batch, WARM_UP_TOKENS)
+        runner.prefill(long_prompt)
+
+    return {**timed, "warm_up": warm_up}
 
 
 def serve(name: str, model_dir: Path, threads: int) -> None:
@@ -200,7 +229,7 @@ def serve(name: str, model_dir: Path, threads: int) -> None:
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the libraries print goes to stderr, never into the replies
     runner, load_s = open_engine(name, model_dir, threads)
-    work = workloads(runner)
+    work = workloads(ENGINES[name], runner)
     replies.write(json.dumps({"load_s": load_s}) + "\n")
     for line in sys.stdin:
         command = line.strip()
@@ -216,7 +245,7 @@ def serve(name: str, model_dir: Path, threads: int) -> None:
 def one_workload_peak_rss(name: str, model_dir: Path, threads: int, key: str) -> None:
     """Load, run one workload once, print this process's peak RSS: that workload's memory alone."""
     runner, _ = open_engine(name, model_dir, threads)
-    workloads(runner)[key]()
+    workloads(ENGINES[name], runner)[key]()
     print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
@@ -262,7 +291,8 @@ class EngineProcess:
 
 
 def time_workloads(processes: dict[str, EngineProcess], repeats: int) -> dict[str, dict]:
-    """Best tok/s of every workload on every engine, plus each engine's greedy b1 tokens.
+    """Best tok/s of every workload on every engine (None where an engine does not run it), plus each
+    engine's greedy b1 tokens.
 
     Engines take turns on each workload, round after round, so a burst of load from elsewhere on the machine
     hits every engine's samples alike instead of one engine's whole measurement.
@@ -275,13 +305,16 @@ def time_workloads(processes: dict[str, EngineProcess], repeats: int) -> dict[st
         print(f"round {round_ + 1} of {repeats} ...", file=sys.stderr, flush=True)
         for key in TOKENS_PER_RUN:
             for name, process in processes.items():
+                if not ENGINES[name].runs(key):
+                    continue
                 time.sleep(PAUSE_S)
                 reply = process.ask(key)
                 best[name][key] = min(best[name][key], reply["seconds"])
                 if key == "decode_b1":
                     results[name]["b1_tokens"] = reply["output"][0]  # the same every round: greedy
     for name in processes:
-        results[name].update({key: TOKENS_PER_RUN[key] / best[name][key] for key in TOKENS_PER_RUN})
+        results[name].update({key: TOKENS_PER_RUN[key] / best[name][key] if ENGINES[name].runs(key) else None
+                              for key in TOKENS_PER_RUN})
     return results
 
 
@@ -301,10 +334,14 @@ def first_token_seconds(names: list[str], model_dirs: dict[str, Path], threads: 
 
 
 def workload_peak_rss(names: list[str], model_dirs: dict[str, Path], threads: int) -> dict[str, dict]:
-    """Per engine, "rss_<workload>" -> MB: the peak of a fresh process running just that workload."""
+    """Per engine, "rss_<workload>" -> MB: the peak of a fresh process running just that workload (None
+    where the engine does not run it)."""
     results = {name: {} for name in names}
     for key in TOKENS_PER_RUN:
         for name in names:
+            if not ENGINES[name].runs(key):
+                results[name][f"rss_{key}"] = None
+                continue
             cmd = [sys.executable, __file__, "--peak-rss", name, "--workload", key, "--model",
                    str(model_dirs[name]), "--threads", str(threads)]
             done = subprocess.run(cmd, check=False, capture_output=True, text=True)
@@ -314,9 +351,10 @@ def workload_peak_rss(names: list[str], model_dirs: dict[str, Path], threads: in
     return results
 
 
-def benchmark(names: list[str], threads: int, repeats: int) -> dict[str, dict]:
+def benchmark(names: list[str], args: argparse.Namespace) -> dict[str, dict]:
     """Every row for every engine in ``names``, keyed by engine then row key."""
-    model_dirs = {name: ENGINES[name].files() for name in names}
+    threads, repeats = args.threads, args.repeats
+    model_dirs = {name: ENGINES[name].files(args) for name in names}
     print("loading ...", file=sys.stderr, flush=True)
     processes = {}
     try:
@@ -342,7 +380,7 @@ def machine_line(threads: int) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown CPU")
     versions = []
-    for package in ("numpy", "numba", "torch", "transformers", "ctranslate2", "scipy"):
+    for package in ("numpy", "numba", "torch", "transformers", "ctranslate2", "llama_cpp_python", "scipy"):
         try:
             versions.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
@@ -358,7 +396,7 @@ def advantage(row: Row, ours: float, theirs: float) -> float:
 
 
 def best_peer(row: Row, results: dict[str, dict]) -> str | None:
-    peers_measured = [name for name in results if not name.startswith("tinygpt")]
+    peers_measured = [name for name in results if not name.startswith("tinygpt") and results[name][row.key] is not None]
     if not peers_measured:
         return None
     pick = max if row.higher_is_better else min
@@ -371,30 +409,33 @@ def print_values(results: dict[str, dict]) -> None:
     print(f"{'':24}" + "".join(f"{name:>{width}}" for name in names))
     for row in ROWS:
         arrow = "higher" if row.higher_is_better else "lower"
-        cells = "".join(f"{results[name][row.key]:{width}.{3 if row.key.endswith('_s') else 1}f}"
+        cells = "".join(f"{'-':>{width}}" if results[name][row.key] is None
+                        else f"{results[name][row.key]:{width}.{3 if row.key.endswith('_s') else 1}f}"
                         for name in names)
         print(f"{row.label:24}{cells}   ({arrow} is better)")
 
 
 def print_ratios(results: dict[str, dict]) -> None:
+    """For each tinygpt engine, a table of its advantage over every peer and over the best peer of each row."""
     ours = [name for name in results if name.startswith("tinygpt")]
-    if not ours or len(ours) == len(results):
+    theirs = [name for name in results if not name.startswith("tinygpt")]
+    if not ours or not theirs:
         return
-    has_reference = REFERENCE in results
-    block = 46 if has_reference else 29
-    print("\ntinygpt's advantage, x (> 1: tinygpt faster or smaller; < 1: slower or bigger)")
-    print(f"{'':24}" + "".join(f"{name:>{block - 15}}{'':15}" for name in ours).rstrip())
-    versus = (f"{'vs ' + REFERENCE:>17}" if has_reference else "") + f"{'vs best peer':>14}{'':15}"
-    print((f"{'':24}" + versus * len(ours)).rstrip())
-    for row in ROWS:
-        peer = best_peer(row, results)
-        cells = ""
-        for name in ours:
+    width = max(10, *(len(name) + 2 for name in theirs))
+    for name in ours:
+        print(f"\n{name}'s advantage, x (> 1: tinygpt faster or smaller; < 1: slower or bigger)")
+        print(f"{'':24}" + "".join(f"{peer:>{width}}" for peer in theirs) + f"{'best peer':>12}")
+        for row in ROWS:
             value = results[name][row.key]
-            if has_reference:
-                cells += f"{advantage(row, value, results[REFERENCE][row.key]):17.2f}"
-            cells += f"{advantage(row, value, results[peer][row.key]):14.2f} {'(' + peer + ')':<14}"
-        print(f"{row.label:24}{cells}".rstrip())
+
+            def cell(peer: str | None, cell_width: int) -> str:
+                if value is None or peer is None or results[peer][row.key] is None:
+                    return f"{'-':>{cell_width}}"
+                return f"{advantage(row, value, results[peer][row.key]):{cell_width}.2f}"
+
+            best = best_peer(row, results)
+            print(f"{row.label:24}" + "".join(cell(peer, width) for peer in theirs)
+                  + cell(best, 12) + (f" ({best})" if best and value is not None else ""))
 
 
 def print_agreement(results: dict[str, dict]) -> None:
@@ -413,11 +454,12 @@ def print_agreement(results: dict[str, dict]) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cores = len(os.sched_getaffinity(0))
-    available = [name for name, engine in ENGINES.items() if engine.available()]
     parser.add_argument("--threads", type=int, default=cores, help=f"threads per engine (default {cores})")
     parser.add_argument("--repeats", type=int, default=3, help="timings are the best of this many (default 3)")
-    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=available, metavar="NAME",
-                        help=f"engines to run, of {', '.join(ENGINES)} (default: the installed ones)")
+    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), metavar="NAME",
+                        help=f"engines to run, of {', '.join(ENGINES)} (default: every one that can run here)")
+    parser.add_argument("--llama-cpp-converter", type=Path, metavar="PATH",
+                        help="llama.cpp's convert_hf_to_gguf.py, to build the GGUF files the first time")
     # Internal: how the parent starts an engine's own processes.
     parser.add_argument("--serve", metavar="ENGINE", help=argparse.SUPPRESS)
     parser.add_argument("--first-token", metavar="ENGINE", help=argparse.SUPPRESS)
@@ -429,9 +471,11 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--threads must be between 1 and {cores} (the cores this process may use)")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    missing = [name for name in args.engines if not ENGINES[name].available()]
-    if missing:
-        parser.error("; ".join(f"{name} needs the {ENGINES[name].package} package" for name in missing))
+    if args.engines is None:
+        args.engines = [name for name, engine in ENGINES.items() if engine.missing(args) is None]
+    missing = {name: ENGINES[name].missing(args) for name in args.engines}
+    if any(missing.values()):
+        parser.error("; ".join(f"{name} needs {what}" for name, what in missing.items() if what))
     return args
 
 
@@ -448,7 +492,7 @@ def main() -> None:
         return
 
     started = time.perf_counter()
-    results = benchmark(args.engines, args.threads, args.repeats)
+    results = benchmark(args.engines, args)
     weight_mb = (MODEL_DIR / "model.safetensors").stat().st_size / 1e6
     print(f"distilgpt2 shape (6 layers, 768 wide, 50257 vocab), random weights ({weight_mb:.0f} MB float32); "
           f"best of {args.repeats}; run took {time.perf_counter() - started:.0f} s")

