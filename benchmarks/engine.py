@@ -16,7 +16,9 @@ not needed). Then, in one run and with the same thread count, it times each engi
                 prompt (wall time, warm file and compile caches)
   load          loading the model, its libraries already imported
   peak RSS      VmHWM of a fresh process that loaded the engine and ran one workload once (decode b1,
-                decode b8, prefill-512: one row each), and of the long-lived process that ran them all
+                decode b8, prefill-512: one row each), and of the long-lived process that ran them all;
+                below the table, tinygpt's runtime alone: a fresh process that imported tinygpt and ran
+                one small cached kernel, no model (Python, NumPy, Numba and its LLVM)
 
 Engines: tinygpt-f32, tinygpt-int8, transformers (float32, torch with N intra-op threads), ct2-f32 and
 ct2-int8 (when ctranslate2 is installed), llama-f32 and llama-q8_0 (when llama-cpp-python is installed and
@@ -249,6 +251,19 @@ def one_workload_peak_rss(name: str, model_dir: Path, threads: int, key: str) ->
     print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
+def runtime_alone() -> None:
+    """Import what TinygptRunner imports, run one small kernel (from Numba's cache), print the peak RSS."""
+    for library in TinygptRunner.libraries:
+        importlib.import_module(library)
+    from tinygpt.kernels.norm import layer_norm
+
+    import numpy as np
+
+    ones = np.ones(8, np.float32)
+    layer_norm(ones[None], ones, ones, 1e-5)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+
+
 def first_token(name: str, model_dir: Path, threads: int) -> None:
     """Load and generate one token, then print the wall-clock time (the parent started the clock)."""
     runner, _ = open_engine(name, model_dir, threads)
@@ -349,6 +364,11 @@ def workload_peak_rss(names: list[str], model_dirs: dict[str, Path], threads: in
                 raise RuntimeError(f"{name} ({key}, peak RSS) failed:\n{done.stderr}")
             results[name][f"rss_{key}"] = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
     return results
+
+
+def runtime_alone_mb() -> float:
+    done = subprocess.run([sys.executable, __file__, "--runtime-alone"], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
 def benchmark(names: list[str], args: argparse.Namespace) -> dict[str, dict]:
@@ -464,6 +484,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--serve", metavar="ENGINE", help=argparse.SUPPRESS)
     parser.add_argument("--first-token", metavar="ENGINE", help=argparse.SUPPRESS)
     parser.add_argument("--peak-rss", metavar="ENGINE", help=argparse.SUPPRESS)
+    parser.add_argument("--runtime-alone", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", choices=list(TOKENS_PER_RUN), help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -490,6 +511,9 @@ def main() -> None:
     if args.peak_rss:
         one_workload_peak_rss(args.peak_rss, args.model, args.threads, args.workload)
         return
+    if args.runtime_alone:
+        runtime_alone()
+        return
 
     started = time.perf_counter()
     results = benchmark(args.engines, args)
@@ -499,7 +523,8 @@ def main() -> None:
     print(machine_line(args.threads))
     print()
     print_values(results)
-    print(f"tinygpt's peak RSS budget: weights + 150 MB = {weight_mb + 150:.0f} MB")
+    print(f"tinygpt's peak RSS budget: weights + 150 MB = {weight_mb + 150:.0f} MB (int8: weights / 4 + 150 MB = "
+          f"{weight_mb / 4 + 150:.0f} MB); tinygpt's runtime alone, no model: {runtime_alone_mb():.1f} MB")
     print_ratios(results)
     print_agreement(results)
 

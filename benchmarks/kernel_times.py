@@ -1,10 +1,10 @@
 """Where does tinygpt's time go? A decode step and a 512-token prefill, kernel by kernel.
 
-    python benchmarks/kernel_times.py [--dtype float32 int8] [--threads N] [--tokens 128]
+    python benchmarks/kernel_times.py [--dtype float32 int8] [--threads N] [--tokens 128] [--batch 1]
 
 On the distilgpt2-shaped model of engine.py (built there, once), it wraps the functions tinygpt.model calls
-for each step (layer norm, each linear layer, attention, LM head) with timers, then runs decode (batch 1,
-a 32-token prompt, then --tokens single-token steps) and a 512-token prefill. For each it prints the time
+for each step (layer norm, each linear layer, attention, LM head) with timers, then runs decode (--batch
+sequences, each a 32-token prompt, then --tokens single-token steps) and a 512-token prefill. For each it prints the time
 per token (decode) or per prefill of every kernel and what is left: Python between the kernels, the
 embedding lookup, KV-cache writes. Decode is bound by the weight bytes it reads, so its rows also show
 weight GB/s: compare them with the read bandwidth benchmarks/matmul.py prints. The timers add about a
@@ -88,27 +88,28 @@ def print_breakdown(title: str, timer: KernelTimer, total: float, per: int, unit
     print(f"  {'rest (Python, other)':22s} {rest / per * 1e3:8.3f} ms  {100 * rest / total:5.1f} %")
 
 
-def profile(dtype: str, tokens: int) -> None:
+def profile(dtype: str, tokens: int, batch: int) -> None:
     model = model_module.Model.from_pretrained(engine.build_model(), dtype=dtype)
     rng = np.random.default_rng(0)
-    prompt = rng.integers(0, engine.EOS_ID, (1, PROMPT_TOKENS))
+    prompt = rng.integers(0, engine.EOS_ID, (batch, PROMPT_TOKENS))
+    next_ids = [[1]] * batch
     long_prompt = rng.integers(0, engine.EOS_ID, (1, PREFILL_TOKENS))
     timer = KernelTimer()
     timer.install()
     try:
         # Warm-up: load every kernel, page the weights in.
         model.step(model.new_cache(capacity=PREFILL_TOKENS), long_prompt)
-        cache = model.new_cache(capacity=PROMPT_TOKENS + tokens + 4)
+        cache = model.new_cache(batch, capacity=PROMPT_TOKENS + tokens + 4)
         model.step(cache, prompt)
         for _ in range(4):
-            model.step(cache, [[1]])
+            model.step(cache, next_ids)
         timer.reset()
         start = time.perf_counter()
         for _ in range(tokens):
-            model.step(cache, [[1]])
+            model.step(cache, next_ids)
         decode_total = time.perf_counter() - start
-        print_breakdown(f"{dtype} decode, batch 1 ({tokens / decode_total:.1f} tok/s)", timer, decode_total,
-                        tokens, "token", rates=True)
+        print_breakdown(f"{dtype} decode, batch {batch} ({batch * tokens / decode_total:.1f} tok/s)", timer,
+                        decode_total, tokens, "step", rates=True)
 
         best_total, best_seconds, best_bytes = float("inf"), {}, {}
         for _ in range(3):
@@ -132,12 +133,13 @@ def main() -> None:
     parser.add_argument("--dtype", nargs="+", choices=["float32", "int8"], default=["float32", "int8"])
     parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: tinygpt's)")
     parser.add_argument("--tokens", type=int, default=128, help="decode steps timed (default 128)")
+    parser.add_argument("--batch", type=int, default=1, help="sequences decoded together (default 1)")
     args = parser.parse_args()
     if args.threads is not None:
         set_num_threads(args.threads)
     print(f"threads: {get_num_threads()}; {engine.machine_line(get_num_threads())}")
     for dtype in args.dtype:
-        profile(dtype, args.tokens)
+        profile(dtype, args.tokens, args.batch)
 
 
 if __name__ == "__main__":

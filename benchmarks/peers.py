@@ -176,9 +176,11 @@ def llama_cpp_model(model_dir: Path, out_file: Path, outtype: str, converter: Pa
     """
     if out_file.exists():
         return out_file
-    if converter is None or not converter.is_file():
+    if converter is None:
         raise FileNotFoundError(f"{out_file.name} is not built yet and converting it needs llama.cpp's "
                                 "convert_hf_to_gguf.py: pass --llama-cpp-converter PATH")
+    if not converter.is_file():
+        raise FileNotFoundError(f"--llama-cpp-converter {converter}: no such file")
     source = with_gpt2_tokenizer(model_dir)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     config.setdefault("n_ctx", config["n_positions"])
