@@ -22,11 +22,11 @@ not needed). Then, in one run and with the same thread count, it times each engi
 
 Engines: tinygpt-f32, tinygpt-int8, transformers (float32, torch with N intra-op threads), ct2-f32 and
 ct2-int8 (when ctranslate2 is installed), llama-f32 and llama-q8_0 (when llama-cpp-python is installed and
-its GGUF files are cached or can be converted; one sequence at a time, so no batch-8 row). Every generation is checked to produce exactly 128 new tokens
-(end-of-text disabled). Each row is the best of R timings after a short warm-up. The engines' processes stay
-alive and take turns, workload by workload and round by round, so a burst of load from elsewhere on a
-shared machine spreads over all of them: compare the ratios, which come from the same run. Random weights
-are fine: speed does not depend on what the weights say.
+its GGUF files are cached or can be converted; one sequence at a time, so no batch-8 row). Every
+generation is checked to produce exactly 128 new tokens (end-of-text disabled). Each row is the best of R
+timings after a short warm-up. The engines' processes stay alive and take turns, workload by workload and
+round by round, so a burst of load from elsewhere on a shared machine spreads over all of them: compare the
+ratios, which come from the same run. Random weights are fine: speed does not depend on what they say.
 
 Run it in an environment without SciPy, as a ``pip install tinygpt`` has: when SciPy is installed, Numba
 imports it on its first kernel (~25 MB and ~0.2 s more for tinygpt). The machine line lists scipy if present.

@@ -4,9 +4,9 @@
 
 On the distilgpt2-shaped model of engine.py (built there, once), it wraps the functions tinygpt.model calls
 for each step (layer norm, each linear layer, attention, LM head) with timers, then runs decode (--batch
-sequences, each a 32-token prompt, then --tokens single-token steps) and a 512-token prefill. For each it prints the time
-per token (decode) or per prefill of every kernel and what is left: Python between the kernels, the
-embedding lookup, KV-cache writes. Decode is bound by the weight bytes it reads, so its rows also show
+sequences, each a 32-token prompt, then --tokens single-token steps) and a 512-token prefill. For each it
+prints the time per step (decode) or per prefill of every kernel and what is left: Python between the
+kernels, the embedding lookup, KV-cache writes. Decode is bound by the weight bytes it reads, so its rows also show
 weight GB/s: compare them with the read bandwidth benchmarks/matmul.py prints. The timers add about a
 microsecond per call. Numbers from a shared machine are noisy; compare rows within a run.
 """

