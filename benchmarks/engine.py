@@ -100,7 +100,7 @@ class Engine:
     options: dict
     # Run in the parent with the command line: builds or converts the model once, returns its path.
     files: Callable[[argparse.Namespace], Path]
-    cached: Path | None = None  # a converted file that, once present, needs no converter
+    cached: Path | None = None  # llama.cpp's converted file: while it is missing, the converter is needed
 
     @property
     def package(self) -> str:
@@ -253,11 +253,10 @@ def one_workload_peak_rss(name: str, model_dir: Path, threads: int, key: str) ->
 
 def runtime_alone() -> None:
     """Import what TinygptRunner imports, run one small kernel (from Numba's cache), print the peak RSS."""
-    for library in TinygptRunner.libraries:
+    for library in TinygptRunner.libraries:  # tinygpt first: it sets thread-pool variables before NumPy loads
         importlib.import_module(library)
-    from tinygpt.kernels.norm import layer_norm
-
     import numpy as np
+    from tinygpt.kernels.norm import layer_norm
 
     ones = np.ones(8, np.float32)
     layer_norm(ones[None], ones, ones, 1e-5)
