@@ -124,13 +124,12 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = 
         weights = {name: tensor.mapped() for name, tensor in stored.items()}
         weights.setdefault("lm_head.weight", weights["wte.weight"])
         return weights
-    from .kernels.quantized import quantize_rows  # Numba: only when int8 is asked for
+    from .kernels.quantized import quantize_columns, quantize_rows  # Numba: only when int8 is asked for
 
     weights = {}
     for name, tensor in stored.items():
-        if name.endswith(LINEAR_SUFFIXES):  # [in, out] in the file: transposed, so that outputs are rows
-            rows = np.ascontiguousarray(tensor.read_rows(0, tensor.shape[0]).T)
-            weights[name] = QuantizedWeight(*quantize_rows(rows))
+        if name.endswith(LINEAR_SUFFIXES):  # [in, out] in the file: quantized into [out, in], outputs as rows
+            weights[name] = QuantizedWeight(*quantize_columns(tensor.read_rows(0, tensor.shape[0])))
         elif name != "lm_head.weight":
             weights[name] = tensor.mapped()
     head = stored.get("lm_head.weight", stored["wte.weight"])

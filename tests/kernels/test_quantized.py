@@ -8,7 +8,7 @@ import pytest
 from rounding import U, gelu64, random, sum_error_bound
 from tinygpt.kernels import threads
 from tinygpt.kernels.matmul import SMALL_M
-from tinygpt.kernels.quantized import linear_nt_int8, quantize_rows
+from tinygpt.kernels.quantized import linear_nt_int8, quantize_columns, quantize_rows
 
 
 def quantized_rows(rng: np.random.Generator, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,6 +118,78 @@ def test_quantize_rejects_non_finite_weights(bad):
 def test_quantize_rejects_bad_weights(w, match):
     with pytest.raises(ValueError, match=match):
         quantize_rows(w)
+
+
+# --- quantize_columns -------------------------------------------------------------------------------------
+# Outputs are the columns of w ([in, out], GPT-2's Conv1D layout); the result has them as rows.
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (15, 2), (64, 64), (65, 130), (130, 5), (200, 67)])
+def test_quantize_columns_is_quantize_rows_of_the_transpose(shape):
+    """Bit for bit: shapes below, at and past the 64 x 64 tiles and the 16 row slabs of the peak search."""
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1] + 7)
+    w = random(rng, *shape) * np.exp(random(rng, *shape))
+    q, scale = quantize_columns(w)
+    want_q, want_scale = quantize_rows(np.ascontiguousarray(w.T))
+    assert q.dtype == np.int8 and q.shape == shape[::-1] and q.flags.c_contiguous
+    assert np.array_equal(scale, want_scale)
+    assert np.array_equal(q, want_q)
+
+
+def test_quantize_columns_matches_its_definition():
+    rng = np.random.default_rng(21)
+    w = random(rng, 97, 70) * np.float32(3.0)
+    q, scale = quantize_columns(w)
+    want_scale = np.abs(w).max(axis=0) / np.float32(127)
+    assert np.array_equal(scale, want_scale)
+    assert np.array_equal(q, np.clip(np.rint(w / want_scale), -127, 127).T)
+
+
+def test_quantize_columns_zero_outputs_get_scale_one():
+    rng = np.random.default_rng(22)
+    w = random(rng, 9, 6)
+    w[:, [0, 4]] = 0.0
+    q, scale = quantize_columns(w)
+    assert scale[0] == scale[4] == 1.0
+    assert not q[[0, 4]].any()
+    assert np.all(scale[[1, 2, 3, 5]] != 1.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("row", [0, 2, 39])  # in the first, a middle and the last slab of rows
+def test_quantize_columns_rejects_non_finite_weights(bad, row):
+    w = np.ones((40, 5), np.float32)
+    w[row, 3] = bad
+    with pytest.raises(ValueError, match="NaN or infinite value in column 3"):
+        quantize_columns(w)
+
+
+def test_quantize_columns_keeps_memory_to_the_result():
+    """No transposed float32 copy: NumPy-visible allocations stay at the int8 result plus O(outputs) (the
+    kernels' own scratch, 16 rows of peaks and a 4 KB tile per task, is allocated inside Numba)."""
+    w = np.ones((512, 1024), np.float32)
+    quantize_columns(w[:2])  # compile outside the measurement
+    tracemalloc.start()
+    try:
+        q, scale = quantize_columns(w)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= q.nbytes + 64 * 1024
+
+
+@pytest.mark.parametrize(
+    "w, match",
+    [
+        (np.zeros((4, 3), np.float64), "w must be float32"),
+        (np.zeros(4, np.float32), "w must have 2 dimensions"),
+        (np.zeros((3, 4), np.float32).T, "w must be C-contiguous"),
+        ([[0.0, 1.0]], "w must be a numpy array"),
+    ],
+)
+def test_quantize_columns_rejects_bad_weights(w, match):
+    with pytest.raises(ValueError, match=match):
+        quantize_columns(w)
 
 
 # --- linear_nt_int8 ---------------------------------------------------------------------------------------
