@@ -64,10 +64,25 @@ def _weighted_values(p, values, first, count, out_row):
 
 
 @jit(fastmath=_FAST)
-def _exp_scores(query, keys, first, count, scale, weights):
-    """weights[:count] = exp(s - max s) for s = scale * query . keys[first:first+count] (count >= 1);
-    returns their sum (the softmax denominator)."""
-    _scores(query, keys, first, count, scale, weights)
+def _block_scores(queries, t0, n_rows, keys, first, span, scale, scores):
+    """scores[r, j] = scale * queries[t0 + r] . keys[first + j] for r < n_rows (<= 3) and j < span, in 3x4
+    tiles of dot products: each load of a key serves three queries."""
+    dim = queries.shape[1]
+    r1 = t0 + min(1, n_rows - 1)
+    r2 = t0 + min(2, n_rows - 1)
+    last = first + span - 1
+    for j in range(0, span, NR):
+        c = first + j
+        sums = dot_3x4(queries, t0, r1, r2, keys, c, min(c + 1, last), min(c + 2, last), min(c + 3, last), dim)
+        for r in range(n_rows):
+            for i in range(min(NR, span - j)):
+                scores[r, j + i] = sums[r * NR + i] * scale
+
+
+@jit(fastmath=_FAST)
+def _softmax_numerators(weights, count):
+    """weights[:count] = exp(s - max s) for the scores s in weights[:count] (count >= 1); returns their sum
+    (the softmax denominator)."""
     top = np.float64(weights[:count].max())
     total = 0.0
     for j in range(count):
@@ -82,7 +97,8 @@ def _attend_one(query, keys, values, first, last, scale, weights, out_row):
     """out_row = softmax(scale * query . keys[first..last]) @ values[first..last] (inclusive, non-empty).
     query [D], keys/values [S, D]; weights: scratch of length >= last - first + 1."""
     count = last - first + 1
-    total = _exp_scores(query, keys, first, count, scale, weights)
+    _scores(query, keys, first, count, scale, weights)
+    total = _softmax_numerators(weights, count)
     _weighted_values(weights, values, first, count, out_row)
     inv_total = np.float32(1.0 / total)
     for d in range(out_row.shape[0]):
@@ -93,18 +109,20 @@ def _attend_one(query, keys, values, first, last, scale, weights, out_row):
 def _attend_block(queries, t0, n_rows, n_past, keys, values_t, first, scale, weights, out_rows):
     """Queries t0 .. t0+n_rows-1 (n_rows <= 3, at positions n_past + t) of one head at once.
 
-    Each query's softmax weights go into a row of ``weights``, zero past its own last key, so the three
-    rows share one span of keys; the weighted sums of values are then 3x4 tiles of dot products of those
-    rows with the rows of ``values_t`` (the values transposed, [D, keys]): one load of a transposed value
-    serves three queries. out_rows[r, :] gets query t0+r's output (zeros if it has no valid key)."""
+    The three queries' scores over one span of keys are 3x4 tiles of dot products (``_block_scores``);
+    each query's softmax weights then fill its row of ``weights``, zero past its own last key. The weighted
+    sums of values are 3x4 tiles too, of those rows with the rows of ``values_t`` (the values transposed,
+    [D, keys]): one load of a transposed value serves three queries. out_rows[r, :] gets query t0+r's
+    output (zeros if it has no valid key)."""
     span = n_past + t0 + n_rows - first  # keys first .. the block's last query's own position
     dim = values_t.shape[0]
+    _block_scores(queries, t0, n_rows, keys, first, span, scale, weights)
     for r in range(n_rows):
         count = n_past + t0 + r - first + 1
         if count < 1:  # the query sits in the left padding: no valid key, zero output
             weights[r, :span] = 0.0
         else:
-            inv_total = np.float32(1.0 / _exp_scores(queries[t0 + r], keys, first, count, scale, weights[r]))
+            inv_total = np.float32(1.0 / _softmax_numerators(weights[r], count))
             for j in range(count):
                 weights[r, j] *= inv_total
             weights[r, count:span] = 0.0
