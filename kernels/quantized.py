@@ -79,7 +79,7 @@ def _quantize_by_row(w, scale, q):
 
 
 _PEAK_SLABS = 16  # column peaks: slabs of rows scanned in parallel, each keeping its own row of peaks
-_TILE = 64  # quantize_columns: 64 x 64 float32 (16 KB) read as rows, written as columns, inside L1
+_TILE = 64  # quantize_columns: 64 x 64 tiles (16 KB of float32 read, a 4 KB int8 buffer written out)
 
 
 @jit(parallel=True)
@@ -110,12 +110,12 @@ def _quantize_by_column(w, scale, q):
     for p in prange((n + _TILE - 1) // _TILE):
         j0 = p * _TILE
         width = min(n, j0 + _TILE) - j0
+        scales = scale[j0 : j0 + width]
         tile = np.empty((_TILE, _TILE), np.int8)
         for k0 in range(0, depth, _TILE):
             height = min(depth, k0 + _TILE) - k0
             for r in range(height):
                 row = w[k0 + r, j0 : j0 + width]
-                scales = scale[j0 : j0 + width]
                 out = tile[r]
                 for c in range(width):
                     out[c] = _to_int8(row[c], scales[c])
@@ -150,9 +150,9 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 quantization of a column-major-outputs [K, N] weight (GPT-2's Conv1D layout, used as
-    ``x @ w``), one scale per column, returned transposed so that outputs are rows, ready for
-    ``linear_nt_int8``: the same q and scale as ``quantize_rows(w.T)``, without a float32 transposed copy.
+    """Symmetric int8 quantization of a [K, N] weight whose outputs are its columns (GPT-2's Conv1D layout,
+    used as ``x @ w``), one scale per column, returned with outputs as rows, ready for ``linear_nt_int8``:
+    the same q and scale as ``quantize_rows(w.T)``, without making a float32 transposed copy.
 
     w: float32 [K, N], C-contiguous. Returns q int8 [N, K] and scale float32 [N] with
     ``scale[j] = max|w[:, j]| / 127`` (1 for an all-zero column) and ``q[j, k] = round(w[k, j] / scale[j])``
