@@ -11,7 +11,7 @@ from .threads import apply_num_threads, check_f32, output_array
 from .tiles import (
     FAST as _FAST,  # vectorised dot products; exp_f64 keeps its own strict flags
 )
-from .tiles import MR, NR, dot_3x4
+from .tiles import NR, dot_3x4
 
 
 @jit(fastmath=_FAST)
@@ -64,19 +64,48 @@ def _weighted_values(p, values, first, count, out_row):
 
 
 @jit(fastmath=_FAST)
-def _block_scores(queries, t0, n_rows, keys, first, span, scale, scores):
-    """scores[r, j] = scale * queries[t0 + r] . keys[first + j] for r < n_rows (<= 3) and j < span, in 3x4
-    tiles of dot products: each load of a key serves three queries."""
-    dim = queries.shape[1]
-    r1 = t0 + min(1, n_rows - 1)
-    r2 = t0 + min(2, n_rows - 1)
-    last = first + span - 1
-    for j in range(0, span, NR):
-        c = first + j
-        sums = dot_3x4(queries, t0, r1, r2, keys, c, min(c + 1, last), min(c + 2, last), min(c + 3, last), dim)
-        for r in range(n_rows):
-            for i in range(min(NR, span - j)):
-                scores[r, j + i] = sums[r * NR + i] * scale
+def _block_scores(queries, rows, keys_t, span, scale, scores):
+    """scores[i, j] = scale * queries[rows[i]] . keys_t[:, j] for the four query rows ``rows``, j < span.
+
+    keys_t is [D, keys], the keys transposed. Each pass streams four of its rows (four dimensions of
+    every key) once through the four score rows, which stay in L1: 16 multiply-adds per 4 loads, no
+    horizontal sums. (3x4 tiles of D-long dot products spent as long on their final sums as on the
+    products: D is only 64.)"""
+    dim = keys_t.shape[0]
+    s0, s1, s2, s3 = scores[0, :span], scores[1, :span], scores[2, :span], scores[3, :span]
+    q0, q1, q2, q3 = queries[rows[0]], queries[rows[1]], queries[rows[2]], queries[rows[3]]
+    s0[:] = 0.0
+    s1[:] = 0.0
+    s2[:] = 0.0
+    s3[:] = 0.0
+    d = 0
+    while d < dim:
+        n = min(4, dim - d)  # 4 dimensions per pass; the tail (D % 4) repeats one with a zero weight
+        k0, k1, k2, k3 = keys_t[d], keys_t[d + min(1, n - 1)], keys_t[d + min(2, n - 1)], keys_t[d + n - 1]
+        a0, a1, a2, a3 = _pass_weights(q0, d, n)
+        b0, b1, b2, b3 = _pass_weights(q1, d, n)
+        c0, c1, c2, c3 = _pass_weights(q2, d, n)
+        e0, e1, e2, e3 = _pass_weights(q3, d, n)
+        for j in range(span):
+            x0, x1, x2, x3 = k0[j], k1[j], k2[j], k3[j]
+            s0[j] = s0[j] + a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3  # a chain of 4 fused multiply-adds
+            s1[j] = s1[j] + b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+            s2[j] = s2[j] + c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+            s3[j] = s3[j] + e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
+        d += n
+    for j in range(span):
+        s0[j] *= scale
+        s1[j] *= scale
+        s2[j] *= scale
+        s3[j] *= scale
+
+
+@jit()
+def _pass_weights(query, d, n):
+    """query[d : d+4], with zeros past the n (1..4) dimensions that remain."""
+    zero = np.float32(0.0)
+    return (query[d], query[d + 1] if n > 1 else zero, query[d + 2] if n > 2 else zero,
+            query[d + 3] if n > 3 else zero)
 
 
 @jit(fastmath=_FAST)
@@ -106,17 +135,19 @@ def _attend_one(query, keys, values, first, last, scale, weights, out_row):
 
 
 @jit(fastmath=_FAST)
-def _attend_block(queries, t0, n_rows, n_past, keys, values_t, first, scale, weights, out_rows):
-    """Queries t0 .. t0+n_rows-1 (n_rows <= 3, at positions n_past + t) of one head at once.
+def _attend_block(queries, t0, n_rows, n_past, keys_t, values_t, first, scale, weights, out_rows):
+    """Queries t0 .. t0+n_rows-1 (n_rows <= 4, at positions n_past + t) of one head at once.
 
-    The three queries' scores over one span of keys are 3x4 tiles of dot products (``_block_scores``);
-    each query's softmax weights then fill its row of ``weights``, zero past its own last key. The weighted
-    sums of values are 3x4 tiles too, of those rows with the rows of ``values_t`` (the values transposed,
-    [D, keys]): one load of a transposed value serves three queries. out_rows[r, :] gets query t0+r's
-    output (zeros if it has no valid key)."""
+    keys_t and values_t are the head's keys and values from position ``first`` on, transposed ([D, keys]).
+    The four queries' scores fill the rows of ``weights`` (``_block_scores``); each becomes its query's
+    softmax weights, zero past its own last key. The weighted sums of values are 3x4 tiles of dot products
+    of three rows of ``values_t`` with the four rows of ``weights``: one load of a transposed value serves
+    four queries. out_rows[r, :] gets query t0+r's output (zeros if it has no valid key)."""
     span = n_past + t0 + n_rows - first  # keys first .. the block's last query's own position
     dim = values_t.shape[0]
-    _block_scores(queries, t0, n_rows, keys, first, span, scale, weights)
+    last = t0 + n_rows - 1
+    rows = (t0, min(t0 + 1, last), min(t0 + 2, last), min(t0 + 3, last))
+    _block_scores(queries, rows, keys_t, span, scale, weights)
     for r in range(n_rows):
         count = n_past + t0 + r - first + 1
         if count < 1:  # the query sits in the left padding: no valid key, zero output
@@ -126,20 +157,34 @@ def _attend_block(queries, t0, n_rows, n_past, keys, values_t, first, scale, wei
             for j in range(count):
                 weights[r, j] *= inv_total
             weights[r, count:span] = 0.0
-    r1 = min(1, n_rows - 1)
-    r2 = min(2, n_rows - 1)
-    for d in range(0, dim, NR):
-        sums = dot_3x4(weights, 0, r1, r2, values_t, d, min(d + 1, dim - 1), min(d + 2, dim - 1),
-                       min(d + 3, dim - 1), span)
-        for r in range(n_rows):
-            for c in range(min(NR, dim - d)):
-                out_rows[r, d + c] = sums[r * NR + c]
+    weights[n_rows:, :span] = 0.0  # rows past the block's queries: their sums are computed, not kept
+    for d in range(0, dim, 3):
+        sums = dot_3x4(values_t, d, min(d + 1, dim - 1), min(d + 2, dim - 1), weights, 0, 1, 2, 3, span)
+        for c in range(min(3, dim - d)):
+            for r in range(n_rows):
+                out_rows[r, d + c] = sums[c * NR + r]
+
+
+@jit()
+def _transposed(rows, first, count):
+    """rows[first : first+count].T as a new C-contiguous [D, count] array, eight rows at a time (a scalar
+    copy writing whole columns ran 4x slower)."""
+    dim = rows.shape[1]
+    out = np.empty((dim, count), np.float32)
+    for j0 in range(0, count, 8):
+        for d in range(dim):
+            for j in range(j0, min(count, j0 + 8)):
+                out[d, j] = rows[first + j, d]
+    return out
+
+
+_QUERY_BLOCK = NR  # queries per block: the four columns of a value tile
 
 
 @jit(parallel=True, fastmath=_FAST)
 def _attention(q, k_cache, v_cache, n_past, kv_start, scale, out):
     """One task per (row, head), reusing that head's keys/values from cache. A single new query (decode)
-    is scored and mixed alone; several (a prompt) go three at a time through ``_attend_block``."""
+    is scored and mixed alone; several (a prompt) go four at a time through ``_attend_block``."""
     batch, steps, heads, dim = q.shape
     for bh in prange(batch * heads):
         b = bh // heads
@@ -157,19 +202,17 @@ def _attention(q, k_cache, v_cache, n_past, kv_start, scale, out):
             continue
         out_head = out[b, :, h * dim : (h + 1) * dim]  # [steps, dim]
         keys_seen = max(n_past + steps - first, 0)
-        values_t = np.empty((dim, keys_seen), np.float32)
-        for j in range(keys_seen):
-            for d in range(dim):
-                values_t[d, j] = values[first + j, d]
+        keys_t = _transposed(keys, first, keys_seen)
+        values_t = _transposed(values, first, keys_seen)
         queries = np.ascontiguousarray(q[b, :, h])  # [steps, dim]
-        weights = np.empty((MR, keys_seen), np.float32)
-        block = np.empty((MR, dim), np.float32)
-        for t0 in range(0, steps, MR):
-            n_rows = min(MR, steps - t0)
+        weights = np.empty((_QUERY_BLOCK, keys_seen), np.float32)
+        block = np.empty((_QUERY_BLOCK, dim), np.float32)
+        for t0 in range(0, steps, _QUERY_BLOCK):
+            n_rows = min(_QUERY_BLOCK, steps - t0)
             if n_past + t0 + n_rows - 1 < first:  # the whole block is left padding
                 out_head[t0 : t0 + n_rows, :] = 0.0
                 continue
-            _attend_block(queries, t0, n_rows, n_past, keys, values_t, first, scale, weights, block)
+            _attend_block(queries, t0, n_rows, n_past, keys_t, values_t, first, scale, weights, block)
             out_head[t0 : t0 + n_rows, :] = block[:n_rows]
 
 
