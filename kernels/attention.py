@@ -252,9 +252,26 @@ def attention(
     if not math.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
     out = output_array(out, (batch, steps, heads * dim), {"q": q, "k_cache": k_cache, "v_cache": v_cache})
+    apply_num_threads()
+    return attention_unchecked(q, k_cache, v_cache, n_past, kv_start, scale, out)
+
+
+def attention_unchecked(
+    q: np.ndarray,
+    k_cache: np.ndarray,
+    v_cache: np.ndarray,
+    n_past: int,
+    kv_start: np.ndarray,
+    scale: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`attention` without its argument checks, for a caller whose arrays are valid by construction
+    (see ``matmul.linear_unchecked``)."""
+    batch, steps, heads, dim = q.shape
+    if out is None:
+        out = np.empty((batch, steps, heads * dim), np.float32)
     if out.size == 0:
         return out
-    apply_num_threads()
     _attention(q, k_cache, v_cache, n_past, kv_start, np.float32(scale), out)
     return out
 

@@ -204,13 +204,34 @@ def linear(
     if accumulate and out is None:
         raise ValueError("accumulate=True needs out (the array to add into)")
     out = output_array(out, (rows, n), {"x": x, "w": w, "b": b})
+    apply_num_threads()
+    return linear_unchecked(x, w, b, out, accumulate=accumulate, gelu=gelu, gemm=gemm)
+
+
+def linear_unchecked(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray | None = None,
+    *,
+    accumulate: bool = False,
+    gelu: bool = False,
+    gemm: str = "auto",
+) -> np.ndarray:
+    """:func:`linear` without its argument checks, for a caller whose arrays are valid by construction
+    (tinygpt's forward pass: weights checked at load, activations it allocated itself) and which has called
+    ``threads.apply_num_threads()`` in this Python thread. The checks and that call cost ~5 microseconds,
+    0.2 ms of a decode step's 44 kernel calls; arrays that break linear's contract here give wrong results
+    or crash."""
+    rows, n = x.shape[0], w.shape[1]
+    if out is None:
+        out = np.empty((rows, n), np.float32)
     if out.size == 0:
         return out
-    apply_num_threads()
     if rows <= SMALL_M:
         _linear_small_m(x, w, b, out, accumulate, gelu, get_num_threads())
     elif gemm_kernel(gemm) == "numba":
-        _linear_gemm(split_k(x), depth, w, b, out, accumulate, gelu)
+        _linear_gemm(split_k(x), x.shape[1], w, b, out, accumulate, gelu)
     else:
         product = np.matmul(x, w) if accumulate else np.matmul(x, w, out=out)
         _add_bias(product, b, out, accumulate, gelu)
@@ -230,13 +251,22 @@ def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None, *, ge
         raise ValueError(f"w must have shape (N, {depth}) to match x {x.shape}, got {w.shape}")
     _check_gemm(gemm)
     out = output_array(out, (rows, w.shape[0]), {"x": x, "w": w})
+    apply_num_threads()
+    return linear_nt_unchecked(x, w, out, gemm=gemm)
+
+
+def linear_nt_unchecked(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None, *,
+                        gemm: str = "auto") -> np.ndarray:
+    """:func:`linear_nt` without its argument checks (see :func:`linear_unchecked`)."""
+    rows = x.shape[0]
+    if out is None:
+        out = np.empty((rows, w.shape[0]), np.float32)
     if out.size == 0:
         return out
-    apply_num_threads()
     if rows == 1:
         _gemv_nt(x[0], w, out[0])
     elif rows <= SMALL_M or gemm_kernel(gemm) == "numba":
-        _gemm_nt(split_k(x), depth, w, out)
+        _gemm_nt(split_k(x), x.shape[1], w, out)
     else:
         np.matmul(x, w.T, out=out)
     return out

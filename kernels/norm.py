@@ -60,5 +60,15 @@ def layer_norm(
         raise ValueError(f"eps must be a finite number >= 0, got {eps}")
     out = x if out is x else output_array(out, x.shape, {"x": x, "gamma": gamma, "beta": beta})
     apply_num_threads()
+    return layer_norm_unchecked(x, gamma, beta, eps, out)
+
+
+def layer_norm_unchecked(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, out: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`layer_norm` without its argument checks, for a caller whose arrays are valid by construction
+    (see ``matmul.linear_unchecked``)."""
+    if out is None:
+        out = np.empty(x.shape, np.float32)
     _layer_norm_rows(x, gamma, beta, eps, out)
     return out

@@ -270,11 +270,29 @@ def linear_nt_int8(
     if accumulate and out is None:
         raise ValueError("accumulate=True needs out (the array to add into)")
     out = output_array(out, (rows, n), inputs)
+    apply_num_threads()
+    return linear_nt_int8_unchecked(x, q, scale, b, out, accumulate=accumulate, gelu=gelu)
+
+
+def linear_nt_int8_unchecked(
+    x: np.ndarray,
+    q: np.ndarray,
+    scale: np.ndarray,
+    b: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+    *,
+    accumulate: bool = False,
+    gelu: bool = False,
+) -> np.ndarray:
+    """:func:`linear_nt_int8` without its argument checks, for a caller whose arrays are valid by
+    construction (see ``matmul.linear_unchecked``)."""
+    rows = x.shape[0]
+    if out is None:
+        out = np.empty((rows, q.shape[0]), np.float32)
     if out.size == 0:
         return out
-    apply_num_threads()
     if rows == 1:
         _gemv_nt_int8(x[0], q, scale, b, out[0], accumulate, gelu)
     else:
-        _gemm_nt_int8(split_k(x), depth, q, scale, b, out, accumulate, gelu)
+        _gemm_nt_int8(split_k(x), x.shape[1], q, scale, b, out, accumulate, gelu)
     return out

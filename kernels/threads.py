@@ -3,7 +3,8 @@
 Numba's own ``numba.set_num_threads`` is *thread-local*: a new Python thread starts at the pool default
 (``NUMBA_NUM_THREADS``, fixed when Numba is imported). So our setting lives here, process-wide, and each
 kernel wrapper calls :func:`apply_num_threads` right before launching, which copies it into the calling
-thread's Numba setting when they differ (a check of 1-2 microseconds). Kernels therefore honour
+thread's Numba setting when they differ (a check of 1-2 microseconds; the ``*_unchecked`` kernels leave
+it to their caller: the model applies it once per forward pass). Kernels therefore honour
 :func:`set_num_threads` in every Python thread that calls them. Calling ``numba.set_num_threads`` directly
 has no lasting effect on our kernels: the next kernel call in that thread restores our count.
 

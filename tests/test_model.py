@@ -168,6 +168,15 @@ def test_going_past_the_context_is_an_error(tiny):
         model.step(cache, np.zeros((1, 1), np.int64))
 
 
+def test_bad_cache_padding_is_an_error(tiny):
+    """The forward pass hands ``start`` to attention unchecked, so new_cache must refuse what attention would."""
+    model, _ = tiny
+    with pytest.raises(InputError, match=r"start \(left padding per row\) must be >= 0, got \[2, -1\]"):
+        model.new_cache(2, start=[2, -1])
+    with pytest.raises(InputError, match=r"start must have one entry per row \(2\), got shape \(3,\)"):
+        model.new_cache(2, start=[0, 0, 0])
+
+
 def test_out_of_vocabulary_id_names_its_position(tiny):
     model, _ = tiny
     with pytest.raises(InputError, match=r"token id 1000 at position 3 is outside the vocabulary \(size 1000\)"):
