@@ -217,3 +217,31 @@ def test_int8_model_computes_with_its_quantized_weights(distilgpt2_shape_dir):
 def test_unknown_dtype_is_an_error(tiny_model_dir):
     with pytest.raises(ValueError, match="dtype must be one of float32, int8, got 'int4'"):
         Model.from_pretrained(tiny_model_dir, dtype="int4")
+
+
+
+def test_int8_decode_rounds_activations_far_below_the_weights(distilgpt2_shape_dir):
+    """One token at a time, every int8 product rounds its input row to int16 steps (max|row| / 32767) and
+    multiplies integers (kernels.intdot; its error bound is tested there); a prompt's many rows multiply
+    float32 rows. The two paths of one int8 model must agree far more closely than int8 agrees with float32.
+
+    Rounding is discontinuous, so no float32-level tolerance holds end to end: a row differing in its last
+    bit from the oracle's can land on the neighbouring step. Measured on this model: the activations'
+    rounding moves logits by 3.6e-3 at most (rms 5.6e-4); the weights' rounding moves them by 1.47 (rms
+    0.25), 400 times more. The test allows 1 % of the weights' effect, both at most and in rms."""
+    int8 = Model.from_pretrained(distilgpt2_shape_dir, dtype="int8")
+    ids = random_ids(int8.config.vocab_size, 24, seed=17)
+    cache = int8.new_cache(capacity=24)
+    int8.step(cache, ids[None, :16])
+    decoded = np.stack([int8.step(cache, ids[None, t:t + 1])[0] for t in range(16, 24)])
+    float_rows = int8.logits(ids)[16:]  # the same positions, all 24 rows at once: float32 activations
+    weights_effect = Model.from_pretrained(distilgpt2_shape_dir).logits(ids)[16:] - float_rows
+    activations_effect = decoded - float_rows
+    print(f"activations' effect: max {np.abs(activations_effect).max():.2e}, rms {rms(activations_effect):.2e}; "
+          f"weights': max {np.abs(weights_effect).max():.2e}, rms {rms(weights_effect):.2e}")
+    assert np.abs(activations_effect).max() <= 0.01 * np.abs(weights_effect).max()
+    assert rms(activations_effect) <= 0.01 * rms(weights_effect)
+
+
+def rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))

@@ -1,0 +1,60 @@
+"""The integer dot products behind the int8 decode kernels: exact against NumPy int64, at the extremes of
+int16 x int8 and past the block length that keeps int32 lanes from overflowing; and the int16 rounding of
+activations."""
+
+import numpy as np
+import pytest
+from tinygpt.kernels.intdot import BLOCK, CHUNK, INT16_MAX, int16_row, int_dot
+from tinygpt.kernels.quantized import linear_nt_int8
+
+# Lengths around the vector chunk and the block: tails only, one chunk, a chunk plus a tail, a full block,
+# a block plus a tail, several blocks with a ragged end.
+DEPTHS = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 768, BLOCK, BLOCK + 7, 2 * BLOCK + 3 * CHUNK + 5]
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_int_dot_is_exact(depth):
+    rng = np.random.default_rng(depth)
+    x = rng.integers(-INT16_MAX, INT16_MAX + 1, depth).astype(np.int16)
+    q = rng.integers(-127, 128, (3, depth)).astype(np.int8)
+    for row in range(3):
+        assert int_dot(x, q, row) == int(x.astype(np.int64) @ q[row].astype(np.int64))
+
+
+@pytest.mark.parametrize("depth", [BLOCK, 3 * BLOCK + CHUNK + 1])
+def test_int_dot_does_not_overflow_at_the_extremes(depth):
+    """Every product at its largest magnitude: a whole block summed in one int32 lane would wrap around."""
+    x = np.full(depth, INT16_MAX, np.int16)
+    q = np.stack([np.full(depth, 127, np.int8), np.full(depth, -127, np.int8)])
+    assert int_dot(x, q, 0) == depth * INT16_MAX * 127
+    assert int_dot(x, q, 1) == -depth * INT16_MAX * 127
+
+
+def test_int16_row_rounds_to_steps_of_the_peak():
+    x = np.array([0.5, -2.0, 1.0, 0.0, 3e-5], np.float32)
+    x_int = np.empty(5, np.int16)
+    step = int16_row(x, x_int)
+    assert step == 2.0 / INT16_MAX
+    np.testing.assert_array_equal(x_int, [8192, -INT16_MAX, 16384, 0, 0])  # 0.5 / step = 8191.75 -> 8192
+
+
+def test_int16_row_of_zeros_and_of_non_finite_values():
+    x_int = np.full(3, 7, np.int16)
+    assert int16_row(np.zeros(3, np.float32), x_int) == 0.0
+    np.testing.assert_array_equal(x_int, 0)
+    for bad in (np.nan, np.inf, -np.inf):
+        assert np.isnan(int16_row(np.array([1.0, bad, 2.0], np.float32), x_int))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_decode_product_propagates_non_finite_activations(bad):
+    """A NaN or infinite activation cannot be rounded to int16; the product must not come out finite."""
+    rng = np.random.default_rng(3)
+    q = rng.integers(-127, 128, (40, 70)).astype(np.int8)
+    q[:, 5] = 1  # every output multiplies the bad activation by a nonzero weight
+    x = rng.standard_normal((1, 70)).astype(np.float32)
+    x[0, 5] = bad
+    got = linear_nt_int8(x, q, np.ones(40, np.float32))
+    assert not np.isfinite(got).any()
+    want = x.astype(np.float64) @ q.T.astype(np.float64)  # what float32 arithmetic gives: all NaN or +-inf
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
