@@ -2,6 +2,7 @@
 
 matmul      linear (x @ w + b, fused GELU / accumulate), linear_nt (x @ w.T)
 quantized   the same products on int8 weights with per-output scales
+intdot      exact int16 x int8 dot products (LLVM IR, vpmaddwd) for the int8 decode products
 tiles       the 3x4 dot-product tile and panel walk of the blocked GEMMs
 attention   causal multi-head attention over a KV cache with left padding
 activations gelu_new (tanh GELU)

@@ -38,77 +38,98 @@ _EVEN = ir.Constant(ir.VectorType(_I32, _LANES // 2), list(range(0, _LANES, 2)))
 _ODD = ir.Constant(ir.VectorType(_I32, _LANES // 2), list(range(1, _LANES, 2)))
 
 
-@intrinsic
-def dot_int16_int8(typingctx, x, q, row, k0, n):
-    """sum_{k < n} x[k0 + k] * q[row, k0 + k] as int64, for x int16 [K] and q int8 [N, K], both
-    C-contiguous; n a multiple of CHUNK with 0 <= n <= BLOCK and k0 + n <= K (not checked)."""
-    if not (
-        isinstance(x, types.Array) and x.dtype == types.int16 and x.ndim == 1 and x.layout == "C"
-        and isinstance(q, types.Array) and q.dtype == types.int8 and q.ndim == 2 and q.layout == "C"
-        and all(isinstance(t, types.Integer) for t in (row, k0, n))
-    ):
-        return None
-    signature = types.int64(x, q, row, k0, n)
+def _dots_of_rows(rows):
+    """An intrinsic ``dots(x, first, q, row, k0, n)``: the tuple of int64 dot products
+    x[first + r, k0:k0+n] . q[row, k0:k0+n] for r < ``rows``, for x int16 [M, K] and q int8 [N, K], both
+    C-contiguous; n a multiple of CHUNK with 0 <= n <= BLOCK, rows first .. first+rows-1 of x and k0 + n
+    <= K (not checked). Each 16 weights of q are loaded and widened once for all ``rows`` rows of x."""
 
-    def codegen(context, builder, sig, args):
-        x_arg, q_arg, row_arg, k0_arg, n_arg = args
-        row_v, k0_v, n_v = (context.cast(builder, v, t, types.int64) for v, t in zip(args[2:], sig.args[2:]))
-        x_array = context.make_array(sig.args[0])(context, builder, x_arg)
-        q_array = context.make_array(sig.args[1])(context, builder, q_arg)
-        x_start = cgutils.get_item_pointer(context, builder, sig.args[0], x_array, [k0_v])
-        q_start = cgutils.get_item_pointer(context, builder, sig.args[1], q_array, [row_v, k0_v])
+    @intrinsic
+    def dots(typingctx, x, first, q, row, k0, n):
+        if not (
+            isinstance(x, types.Array) and x.dtype == types.int16 and x.ndim == 2 and x.layout == "C"
+            and isinstance(q, types.Array) and q.dtype == types.int8 and q.ndim == 2 and q.layout == "C"
+            and all(isinstance(t, types.Integer) for t in (first, row, k0, n))
+        ):
+            return None
+        return types.UniTuple(types.int64, rows)(x, first, q, row, k0, n), _codegen
+
+    def _codegen(context, builder, sig, args):
+        x_type, q_type = sig.args[0], sig.args[2]
+        first, row, k0, n = (context.cast(builder, args[i], sig.args[i], types.int64) for i in (1, 3, 4, 5))
+        x_array = context.make_array(x_type)(context, builder, args[0])
+        q_array = context.make_array(q_type)(context, builder, args[2])
+        x_starts = [
+            cgutils.get_item_pointer(context, builder, x_type, x_array, [builder.add(first, _i64(r)), k0])
+            for r in range(rows)
+        ]
+        q_start = cgutils.get_item_pointer(context, builder, q_type, q_array, [row, k0])
         x_vector = ir.VectorType(_I16, _LANES).as_pointer()
         q_vector = ir.VectorType(ir.IntType(8), _LANES).as_pointer()
         wide = ir.VectorType(_I32, _LANES)
         lanes = ir.VectorType(_I32, _LANES // 2)
         zero = ir.Constant(lanes, None)
-
         prefetch = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [q_start.type, _I32, _I32, _I32]), "llvm.prefetch.p0i8"
         )
         entry = builder.block
         loop = builder.append_basic_block("madd_loop")
         done = builder.append_basic_block("madd_done")
-        builder.cbranch(builder.icmp_signed(">", n_v, ir.Constant(_I64, 0)), loop, done)
+        builder.cbranch(builder.icmp_signed(">", n, _i64(0)), loop, done)
 
         builder.position_at_end(loop)
         k = builder.phi(_I64)
-        sums = [builder.phi(lanes) for _ in range(CHUNK // _LANES)]
-        ahead = builder.gep(q_start, [builder.add(k, ir.Constant(_I64, PREFETCH_AHEAD))])
+        parts = CHUNK // _LANES
+        sums = [[builder.phi(lanes) for _ in range(parts)] for _ in range(rows)]  # [row][part]
+        ahead = builder.gep(q_start, [builder.add(k, _i64(PREFETCH_AHEAD))])
         builder.call(prefetch, [ahead, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])  # read, keep, data
-        updated = []
-        for part, total in enumerate(sums):
-            at = builder.add(k, ir.Constant(_I64, part * _LANES))
-            xs = builder.load(builder.bitcast(builder.gep(x_start, [at]), x_vector), align=2)
-            qs = builder.load(builder.bitcast(builder.gep(q_start, [at]), q_vector), align=1)
-            products = builder.mul(builder.sext(xs, wide), builder.sext(qs, wide))
-            pairs = builder.add(
-                builder.shuffle_vector(products, ir.Constant(wide, None), _EVEN),
-                builder.shuffle_vector(products, ir.Constant(wide, None), _ODD),
-            )
-            updated.append(builder.add(total, pairs))
-        k_next = builder.add(k, ir.Constant(_I64, CHUNK))
-        k.add_incoming(ir.Constant(_I64, 0), entry)
+        updated = [[None] * parts for _ in range(rows)]
+        for part in range(parts):
+            at = builder.add(k, _i64(part * _LANES))
+            weights = builder.sext(builder.load(builder.bitcast(builder.gep(q_start, [at]), q_vector), align=1), wide)
+            for r in range(rows):
+                xs = builder.load(builder.bitcast(builder.gep(x_starts[r], [at]), x_vector), align=2)
+                products = builder.mul(builder.sext(xs, wide), weights)
+                pairs = builder.add(
+                    builder.shuffle_vector(products, ir.Constant(wide, None), _EVEN),
+                    builder.shuffle_vector(products, ir.Constant(wide, None), _ODD),
+                )
+                updated[r][part] = builder.add(sums[r][part], pairs)
+        k_next = builder.add(k, _i64(CHUNK))
+        k.add_incoming(_i64(0), entry)
         k.add_incoming(k_next, loop)
-        for total, new in zip(sums, updated):
-            total.add_incoming(zero, entry)
-            total.add_incoming(new, loop)
-        builder.cbranch(builder.icmp_signed("<", k_next, n_v), loop, done)
+        for r in range(rows):
+            for part in range(parts):
+                sums[r][part].add_incoming(zero, entry)
+                sums[r][part].add_incoming(updated[r][part], loop)
+        builder.cbranch(builder.icmp_signed("<", k_next, n), loop, done)
 
         builder.position_at_end(done)
+        finals = [[builder.phi(lanes) for _ in range(parts)] for _ in range(rows)]
         wide64 = ir.VectorType(_I64, _LANES // 2)
-        finals = [builder.phi(lanes) for _ in updated]
-        total64 = ir.Constant(wide64, None)
-        for final, new in zip(finals, updated):
-            final.add_incoming(zero, entry)
-            final.add_incoming(new, loop)
-            total64 = builder.add(total64, builder.sext(final, wide64))  # lanes summed in int64: no overflow
         reduce_add = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_I64, [wide64]), "llvm.vector.reduce.add.v8i64"
         )
-        return builder.call(reduce_add, [total64])
+        results = []
+        for r in range(rows):
+            total = ir.Constant(wide64, None)
+            for part in range(parts):
+                finals[r][part].add_incoming(zero, entry)
+                finals[r][part].add_incoming(updated[r][part], loop)
+                total = builder.add(total, builder.sext(finals[r][part], wide64))  # lanes summed in int64
+            results.append(builder.call(reduce_add, [total]))
+        return context.make_tuple(builder, sig.return_type, results)
 
-    return signature, codegen
+    return dots
+
+
+def _i64(value):
+    return ir.Constant(_I64, value)
+
+
+GROUP = 4  # rows of x per pass over a row of weights in ``int_dots``: 8 accumulators of AVX2's 16 registers
+_dot_1 = _dots_of_rows(1)
+_dots_group = _dots_of_rows(GROUP)
 
 
 @jit()
@@ -133,15 +154,35 @@ def int16_row(x_row, xq_row):
 
 @jit()
 def int_dot(x_int, q, row):
-    """The exact integer dot product x_int . q[row] (int64) for x_int int16 [K], q int8 [N, K]."""
+    """The exact integer dot product x_int[0] . q[row] (int64) for x_int int16 [1, K], q int8 [N, K]."""
     depth = q.shape[1]
     total = np.int64(0)
     k0 = 0
     vector_end = depth - depth % CHUNK
     while k0 < vector_end:
         n = min(BLOCK, vector_end - k0)
-        total += dot_int16_int8(x_int, q, row, k0, n)
+        total += _dot_1(x_int, 0, q, row, k0, n)[0]
         k0 += n
     for k in range(k0, depth):
-        total += np.int64(x_int[k]) * np.int64(q[row, k])
+        total += np.int64(x_int[0, k]) * np.int64(q[row, k])
     return total
+
+
+@jit()
+def int_dots(x_int, first, q, row, totals):
+    """totals[r] = x_int[first + r] . q[row] exactly (int64) for r < GROUP: GROUP rows of x_int [M, K] int16
+    (rows first .. first+GROUP-1 must exist) against one row of q int8 [N, K], which is read once."""
+    depth = q.shape[1]
+    totals[:] = 0
+    k0 = 0
+    vector_end = depth - depth % CHUNK
+    while k0 < vector_end:
+        n = min(BLOCK, vector_end - k0)
+        sums = _dots_group(x_int, first, q, row, k0, n)
+        for r in range(GROUP):
+            totals[r] += sums[r]
+        k0 += n
+    for k in range(k0, depth):
+        weight = np.int64(q[row, k])
+        for r in range(GROUP):
+            totals[r] += np.int64(x_int[first + r, k]) * weight

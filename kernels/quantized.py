@@ -1,5 +1,5 @@
 """int8 weight quantization: weights stored as int8 with one float32 scale per output; activations stay float32
-between kernels (one-token products round them to int16 inside the kernel, see M = 1 below).
+between kernels (decode products round them to int16 inside the kernel, see M <= INT16_ROWS below).
 
 Decode reads every weight once per token, so its speed is the weight bytes over memory bandwidth; int8
 weights are a quarter of float32's bytes. ``quantize_rows`` makes the int8 weights (symmetric, per output
@@ -21,8 +21,10 @@ rows into partial sums, which needs a second pass to add them up.
   ``(sum_k x_int[k] q[j, k]) * step * scale[j] + b[j]``. Widening each weight to float32 instead left these
   products compute-bound at ~28 GB/s; the rounding moves x by at most half a step, 1/65534 of its largest
   element, where the weights' own rounding is 1/254 of theirs (on a distilgpt2-shaped model: logits move by
-  3.6e-3 against the weights' 1.47, see tests/test_model.py).
-* M > 1 (batched decode, prompts): the float32 GEMM of ``tiles`` (3x4 micro-kernel, x in k-blocks); its
+  at most 6.4e-3 against the weights' 1.47, see tests/test_model.py).
+* 1 < M <= INT16_ROWS (batched decode): the same integer products, each row of q read once for GROUP rows
+  of x at a time (``intdot.int_dots``); every row of x has its own step.
+* M > INT16_ROWS (prompts): the float32 GEMM of ``tiles`` (3x4 micro-kernel, x in k-blocks); its
   packing step, which copies a 64-row panel of the weight into a K-contiguous buffer anyway, dequantizes
   the int8 panel (``q * scale``) into it, and the panel (192 KB) serves every row of x.
 
@@ -35,7 +37,7 @@ import numpy as np
 from numba import prange
 
 from .activations import gelu_in_place
-from .intdot import int16_row, int_dot
+from .intdot import GROUP, int16_row, int_dot, int_dots
 from .jit import jit
 from .threads import apply_num_threads, check_f32, check_shape, output_array
 from .tiles import FAST as _FAST
@@ -43,6 +45,9 @@ from .tiles import KC as _KC
 from .tiles import NC as _NC
 from .tiles import dot_row, panel_product, split_k
 
+INT16_ROWS = 16  # products of up to this many rows of x multiply integers (x rounded to int16; measured faster
+# than the float32 GEMM up to 24-32 rows on distilgpt2's shapes); more rows
+# (prompts) run the float32 GEMM on dequantized panels
 _QMAX = 127  # symmetric range [-127, 127]: -128 is never produced, so -q never overflows
 
 
@@ -195,8 +200,8 @@ def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
     integers: it takes float32 dot products instead, so the NaN/inf reaches the outputs as it would
     in float32."""
     n = q.shape[0]
-    x_int = np.empty(x_row.size, np.int16)
-    step = int16_row(x_row, x_int)
+    x_int = np.empty((1, x_row.size), np.int16)
+    step = int16_row(x_row, x_int[0])
     finite = not math.isnan(step)
     for p in prange((n + _NC - 1) // _NC):
         j0 = p * _NC
@@ -211,6 +216,37 @@ def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
             out_row[j] = value + out_row[j] if accumulate else value
         if gelu:
             gelu_in_place(out_row[j0:j1])
+
+
+@jit(parallel=True, fastmath=_FAST)
+def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
+    """``_gemv_nt_int8`` for a few rows of x (batched decode): every row rounded to int16 steps, then each
+    row of q, read once, dotted exactly with GROUP rows at a time (``int_dots``). Rows holding NaN or
+    infinity take float32 dot products."""
+    rows, depth = x.shape
+    n = q.shape[0]
+    x_int = np.zeros(((rows + GROUP - 1) // GROUP * GROUP, depth), np.int16)  # zero rows pad the last group
+    steps = np.empty(rows)
+    for i in range(rows):
+        steps[i] = int16_row(x[i], x_int[i])
+    for p in prange((n + _NC - 1) // _NC):
+        j0 = p * _NC
+        j1 = min(n, j0 + _NC)
+        totals = np.empty(GROUP, np.int64)
+        for j in range(j0, j1):
+            for first in range(0, rows, GROUP):
+                int_dots(x_int, first, q, j, totals)
+                for i in range(first, min(rows, first + GROUP)):
+                    if math.isnan(steps[i]):
+                        value = dot_row(x[i], q[j]) * scale[j]
+                    else:
+                        value = np.float32(np.float64(totals[i - first]) * (steps[i] * scale[j]))
+                    if b is not None:
+                        value += b[j]
+                    out[i, j] = value + out[i, j] if accumulate else value
+        if gelu:
+            for i in range(rows):
+                gelu_in_place(out[i, j0:j1])
 
 
 @jit(parallel=True, fastmath=_FAST)
@@ -310,6 +346,8 @@ def linear_nt_int8_unchecked(
         return out
     if rows == 1:
         _gemv_nt_int8(x[0], q, scale, b, out[0], accumulate, gelu)
+    elif rows <= INT16_ROWS:
+        _few_rows_int8(x, q, scale, b, out, accumulate, gelu)
     else:
         _gemm_nt_int8(split_k(x), x.shape[1], q, scale, b, out, accumulate, gelu)
     return out

@@ -207,11 +207,6 @@ def test_int8_model_computes_with_its_quantized_weights(distilgpt2_shape_dir):
     ids = random_ids(model.config.vocab_size, 2, 20, seed=13)
     expected = np.stack([reference.logits(row, dequantized(model.weights), model.config) for row in ids])
     np.testing.assert_allclose(model.logits(ids), expected, rtol=0, atol=FULL_ATOL)
-    cache = model.new_cache(2, capacity=21)
-    model.step(cache, ids)
-    step = model.step(cache, np.array([[5], [6]]))
-    extended = np.concatenate([ids, [[5], [6]]], axis=1)
-    np.testing.assert_allclose(step, model.logits(extended)[:, -1], rtol=0, atol=FULL_ATOL)
 
 
 def test_unknown_dtype_is_an_error(tiny_model_dir):
@@ -220,22 +215,24 @@ def test_unknown_dtype_is_an_error(tiny_model_dir):
 
 
 
-def test_int8_decode_rounds_activations_far_below_the_weights(distilgpt2_shape_dir):
-    """One token at a time, every int8 product rounds its input row to int16 steps (max|row| / 32767) and
-    multiplies integers (kernels.intdot; its error bound is tested there); a prompt's many rows multiply
-    float32 rows. The two paths of one int8 model must agree far more closely than int8 agrees with float32.
+@pytest.mark.parametrize("batch", [1, 2])
+def test_int8_decode_rounds_activations_far_below_the_weights(distilgpt2_shape_dir, batch):
+    """One token at a time (for up to INT16_ROWS sequences), every int8 product rounds its input rows to
+    int16 steps (max|row| / 32767) and multiplies integers (kernels.intdot; its error bound is tested
+    there); a prompt's many rows multiply float32 rows. The two paths of one int8 model must agree far more
+    closely than int8 agrees with float32.
 
     Rounding is discontinuous, so no float32-level tolerance holds end to end: a row differing in its last
     bit from the oracle's can land on the neighbouring step. Measured on this model: the activations'
-    rounding moves logits by 3.6e-3 at most (rms 5.6e-4); the weights' rounding moves them by 1.47 (rms
-    0.25), 400 times more. The test allows 1 % of the weights' effect, both at most and in rms."""
+    rounding moves logits by 4.0e-3 to 6.4e-3 at most (rms 5e-4 to 1.1e-3); the weights' rounding moves them
+    by 1.47 (rms 0.24), over 200 times more. The test allows 1 % of the weights' effect, at most and in rms."""
     int8 = Model.from_pretrained(distilgpt2_shape_dir, dtype="int8")
-    ids = random_ids(int8.config.vocab_size, 24, seed=17)
-    cache = int8.new_cache(capacity=24)
-    int8.step(cache, ids[None, :16])
-    decoded = np.stack([int8.step(cache, ids[None, t:t + 1])[0] for t in range(16, 24)])
-    float_rows = int8.logits(ids)[16:]  # the same positions, all 24 rows at once: float32 activations
-    weights_effect = Model.from_pretrained(distilgpt2_shape_dir).logits(ids)[16:] - float_rows
+    ids = random_ids(int8.config.vocab_size, batch, 24, seed=17)
+    cache = int8.new_cache(batch, capacity=24)
+    int8.step(cache, ids[:, :16])
+    decoded = np.stack([int8.step(cache, ids[:, t:t + 1]) for t in range(16, 24)], axis=1)  # [B, 8, V]
+    float_rows = int8.logits(ids)[:, 16:]  # the same positions, all 24 rows at once: float32 activations
+    weights_effect = Model.from_pretrained(distilgpt2_shape_dir).logits(ids)[:, 16:] - float_rows
     activations_effect = decoded - float_rows
     print(f"activations' effect: max {np.abs(activations_effect).max():.2e}, rms {rms(activations_effect):.2e}; "
           f"weights': max {np.abs(weights_effect).max():.2e}, rms {rms(weights_effect):.2e}")

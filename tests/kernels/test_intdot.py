@@ -4,7 +4,7 @@ activations."""
 
 import numpy as np
 import pytest
-from tinygpt.kernels.intdot import BLOCK, CHUNK, INT16_MAX, int16_row, int_dot
+from tinygpt.kernels.intdot import BLOCK, CHUNK, GROUP, INT16_MAX, int16_row, int_dot, int_dots
 from tinygpt.kernels.quantized import linear_nt_int8
 
 # Lengths around the vector chunk and the block: tails only, one chunk, a chunk plus a tail, a full block,
@@ -18,7 +18,20 @@ def test_int_dot_is_exact(depth):
     x = rng.integers(-INT16_MAX, INT16_MAX + 1, depth).astype(np.int16)
     q = rng.integers(-127, 128, (3, depth)).astype(np.int8)
     for row in range(3):
-        assert int_dot(x, q, row) == int(x.astype(np.int64) @ q[row].astype(np.int64))
+        assert int_dot(x[None], q, row) == int(x.astype(np.int64) @ q[row].astype(np.int64))
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_int_dots_of_a_group_of_rows_are_exact(depth):
+    rng = np.random.default_rng(depth + 1)
+    x = rng.integers(-INT16_MAX, INT16_MAX + 1, (GROUP + 3, depth)).astype(np.int16)
+    q = rng.integers(-127, 128, (2, depth)).astype(np.int8)
+    totals = np.empty(GROUP, np.int64)
+    for first in (0, 3):
+        for row in range(2):
+            int_dots(x, first, q, row, totals)
+            want = x[first:first + GROUP].astype(np.int64) @ q[row].astype(np.int64)
+            np.testing.assert_array_equal(totals, want)
 
 
 @pytest.mark.parametrize("depth", [BLOCK, 3 * BLOCK + CHUNK + 1])
@@ -26,8 +39,11 @@ def test_int_dot_does_not_overflow_at_the_extremes(depth):
     """Every product at its largest magnitude: a whole block summed in one int32 lane would wrap around."""
     x = np.full(depth, INT16_MAX, np.int16)
     q = np.stack([np.full(depth, 127, np.int8), np.full(depth, -127, np.int8)])
-    assert int_dot(x, q, 0) == depth * INT16_MAX * 127
-    assert int_dot(x, q, 1) == -depth * INT16_MAX * 127
+    assert int_dot(x[None], q, 0) == depth * INT16_MAX * 127
+    assert int_dot(x[None], q, 1) == -depth * INT16_MAX * 127
+    totals = np.empty(GROUP, np.int64)
+    int_dots(np.tile(x, (GROUP, 1)), 0, q, 1, totals)
+    np.testing.assert_array_equal(totals, -depth * INT16_MAX * 127)
 
 
 def test_int16_row_rounds_to_steps_of_the_peak():
@@ -58,3 +74,15 @@ def test_decode_product_propagates_non_finite_activations(bad):
     assert not np.isfinite(got).any()
     want = x.astype(np.float64) @ q.T.astype(np.float64)  # what float32 arithmetic gives: all NaN or +-inf
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+def test_batched_decode_product_keeps_a_non_finite_row_to_itself():
+    """With several rows, only the row holding NaN takes float32 dot products; the others stay exact."""
+    rng = np.random.default_rng(4)
+    q = rng.integers(-127, 128, (40, 70)).astype(np.int8)
+    x = rng.standard_normal((3, 70)).astype(np.float32)
+    alone = linear_nt_int8(x[[0, 2]], q, np.ones(40, np.float32))
+    x[1, 9] = np.nan
+    got = linear_nt_int8(x, q, np.ones(40, np.float32))
+    assert np.isnan(got[1]).all()
+    np.testing.assert_array_equal(got[[0, 2]], alone)

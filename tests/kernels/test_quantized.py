@@ -8,7 +8,7 @@ import pytest
 from rounding import U, gelu64, random, sum_error_bound
 from tinygpt.kernels import threads
 from tinygpt.kernels.matmul import SMALL_M
-from tinygpt.kernels.quantized import linear_nt_int8, quantize_columns, quantize_rows
+from tinygpt.kernels.quantized import INT16_ROWS, linear_nt_int8, quantize_columns, quantize_rows
 
 
 def quantized_rows(rng: np.random.Generator, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,29 +170,31 @@ def test_quantize_columns_rejects_non_finite_weights(bad, row):
 
 # --- linear_nt_int8 ---------------------------------------------------------------------------------------
 # Tolerances: the reference is float64 x @ d.T (+ b) with d = q * scale[:, None] as NumPy makes it (float32).
-# With several rows of x the kernel runs the float32 GEMM on d itself: the error is that of a float32 sum of
+# With more than INT16_ROWS rows of x the kernel runs the float32 GEMM on d itself: the error is that of a float32 sum of
 # K products in some order (gamma_{K+1}, as for matmul.linear), plus one rounding each for: applying the
 # scale, d's own rounding in the reference (d = q * scale * (1 + delta)), the bias add, and the add into out
 # when accumulating. Each extra rounding is one more term in gamma_n, so the bound is
 # sum_error_bound(K + 3, |x| @ |d.T| + |b|) (+1 for accumulate), with |x| @ |d.T| the sum of the magnitudes
 # of the terms.
-# One row of x (decode) is first rounded to int16 steps, step = max|x| / 32767: each x[k] moves by at most
+# Up to INT16_ROWS rows of x (decode) are first rounded to int16 steps, step = max|row| / 32767: each x[k] moves by at most
 # half a step, plus 2**-8 of a step for the float32 product x * (1 / step) that is rounded. The integer dot
 # product is then exact and the rest rounds as above (fewer times), so activation_bound adds
 # (1/2 + 2**-8) * step * sum_k |d[j, k]| to the same bound.
 
 
 def activation_bound(x: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """How far rounding one row of x to int16 steps can move x @ d.T; zero for more rows (float32 GEMM)."""
-    if x.shape[0] != 1:
+    """How far rounding each row of x to int16 steps can move x @ d.T: [M, N]; zero for more than INT16_ROWS
+    rows (those run the float32 GEMM)."""
+    if x.shape[0] > INT16_ROWS:
         return np.zeros((x.shape[0], d.shape[0]))
-    step = np.abs(x).max().astype(np.float64) / 32767
+    step = np.abs(x).max(axis=1, keepdims=True).astype(np.float64) / 32767  # [M, 1]
     return (0.5 + 2.0**-8) * step * np.abs(d).astype(np.float64).sum(axis=1)[None, :]
 
 
-# M covers decode (1), batched decode (3, 8, 17, SMALL_M) and prompts (SMALL_M + 1, 65, 130) with ragged
+# M covers decode (1) and batched decode up to INT16_ROWS (3, 5, 8: groups of 4 rows, full and ragged) on the
+# integer path, then the GEMM from INT16_ROWS + 1 (17, SMALL_M) to prompts (SMALL_M + 1, 65, 130) with ragged
 # 3-row tiles; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two 768-deep
-# k-blocks of the GEMM.
+# k-blocks of the GEMM; K = 801 leaves a tail after the integer path's 32-weight chunks.
 SHAPES = [
     (1, 1, 1),
     (1, 17, 5),
@@ -201,6 +203,9 @@ SHAPES = [
     (3, 3, 17),
     (3, 65, 130),
     (8, 130, 65),
+    (5, 801, 70),
+    (INT16_ROWS, 65, 70),
+    (INT16_ROWS + 1, 65, 70),
     (SMALL_M, 130, 17),
     (SMALL_M + 1, 17, 130),
     (65, 65, 65),
