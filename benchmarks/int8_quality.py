@@ -12,6 +12,9 @@ text (whole topics, chosen by a hash of the topic name) is held out. On the held
     int8 within 2 % of float32);
   - top-1 agreement: how often the int8 model's most likely next token is the float32 model's, over every
     held-out position;
+  - the same two for the int8 model fed one token at a time through its KV cache, as generation runs it:
+    its products then round activations to int16 (kernels/quantized.py), where whole windows multiply
+    float32 rows;
   - transformers' perplexity of the same saved model on the same text and windows (its own tokenizer, the
     loop of its perplexity guide): a check that tinygpt's float32 number is right.
 Training takes a few minutes on 2 idle cores (far longer when other work shares them) and prints its loss
@@ -179,10 +182,23 @@ class PredictionRecorder:
         return logits
 
 
-def perplexity_and_predictions(model, ids: np.ndarray, window: int) -> tuple[float, np.ndarray]:
+class OneTokenAtATime(PredictionRecorder):
+    """A PredictionRecorder whose logits come from decoding: a KV cache fed one token per step, the way
+    generation computes them. For int8 that is the other product path (activations rounded to int16,
+    integer dot products) from a window's many rows at once (float32 GEMM)."""
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:  # [T] -> float32 [T, vocab]
+        cache = self.model.new_cache(capacity=len(ids))
+        logits = np.stack([self.model.step(cache, np.asarray(ids)[None, t : t + 1])[0] for t in range(len(ids))])
+        self.predictions.append(logits.argmax(axis=-1))
+        return logits
+
+
+def perplexity_and_predictions(model, ids: np.ndarray, window: int,
+                               recorder_type: type = PredictionRecorder) -> tuple[float, np.ndarray]:
     """(perplexity of ids [N], top-1 next-token prediction at each of the N positions) from one pass of
     ``tinygpt.scoring.perplexity`` (what ``Model.perplexity`` runs) over consecutive windows of ``window``."""
-    recorder = PredictionRecorder(model)
+    recorder = recorder_type(model)
     value = scoring.perplexity(recorder, ids, stride=window, max_length=window)
     return value, np.concatenate(recorder.predictions)
 
@@ -241,6 +257,12 @@ def evaluate(model_dir: Path, held_out: str) -> None:
     print(f"  int8 vs float32: {relative:+.3%} ({verdict} the 2 % target)")
     same = int(np.sum(predictions["int8"] == predictions["float32"]))
     print(f"  top-1 agreement: {same}/{len(ids)} positions = {same / len(ids):.2%}")
+    start = time.perf_counter()
+    decoded, decoded_predictions = perplexity_and_predictions(int8_model, ids, window, OneTokenAtATime)
+    same = int(np.sum(decoded_predictions == predictions["float32"]))
+    print(f"  tinygpt int8    perplexity {decoded:9.4f} one token at a time, as generation runs it (int16 "
+          f"activations): {decoded / perplexities['float32'] - 1:+.3%} vs float32, top-1 agreement "
+          f"{same / len(ids):.2%}  ({time.perf_counter() - start:.1f} s)")
     start = time.perf_counter()
     reference, reference_ids = transformers_perplexity(model_dir, held_out, window, window)
     tokens = "same tokens as tinygpt" if reference_ids == ids.tolist() else "OTHER TOKENS than tinygpt's"
