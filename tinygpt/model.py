@@ -113,8 +113,9 @@ class Model:
         Reads ``config.json``, ``model.safetensors`` and, when its files are there, the tokenizer
         (``model.tokenizer``; None otherwise). Hub repos are downloaded into the Hugging Face cache, only
         the files tinygpt reads; ``revision`` picks a branch, tag or commit. ``dtype="int8"`` quantizes the
-        linear weights and the LM head at load (one scale per output channel; activations stay float32):
-        a quarter of the bytes to read per token.
+        linear weights and the LM head at load (one scale per output channel): a quarter of the bytes to
+        read per token. Activations stay float32 between layers; decode products round them to int16 steps
+        inside the kernel (see ``tinygpt.kernels.quantized``).
         """
         from .hub import resolve_model_dir
 
