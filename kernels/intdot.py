@@ -146,9 +146,9 @@ def int16_row(x_row, xq_row):
     if peak == 0.0:
         xq_row[:] = 0
         return 0.0
-    inverse = np.float32(INT16_MAX / np.float64(peak))
+    inverse = INT16_MAX / np.float64(peak)  # float64: finite even for a subnormal peak
     for k in range(x_row.size):
-        xq_row[k] = np.int16(min(max(np.rint(x_row[k] * inverse), -INT16_MAX), INT16_MAX))
+        xq_row[k] = np.int16(min(max(np.rint(np.float64(x_row[k]) * inverse), -INT16_MAX), INT16_MAX))
     return np.float64(peak) / INT16_MAX
 
 

@@ -4,6 +4,11 @@ Numba keeps the cache next to the source (``__pycache__``), else in ``NUMBA_CACH
 directory. When none of them can be written (a read-only install for a user without a home directory,
 say), ``njit(cache=True)`` refuses to decorate at import; the kernels are then compiled in memory on every
 run instead (correct, only slower to start), and one warning says how to get the cache back.
+
+For whoever edits the kernels: Numba checks a cached kernel against its own source file only. A kernel that
+calls a function from another file (quantized.py calling intdot.py, say) keeps its cached copy of the old
+callee after that file changes; delete the caches (``find . -name '*.nb[ic]' -delete``) after such an edit.
+An installed package is replaced whole, so users never meet this.
 """
 
 import warnings

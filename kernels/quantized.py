@@ -304,7 +304,9 @@ def linear_nt_int8(
     x [M, K] float32, q [N, K] int8, scale [N] float32, b [N] float32 or None (no bias), all C-contiguous.
     out [M, N] float32: ``out = x @ (q * scale[:, None]).T + b``; ``gelu=True``: GELU of that;
     ``accumulate=True``: ``out += ...`` (out must then be given). gelu and accumulate together are an
-    error. out=None allocates. Returns out."""
+    error. out=None allocates. Returns out. For M <= INT16_ROWS each row of x is first rounded to int16
+    steps of max|row| / 32767 (the product is then exact up to that rounding and the final float32 one);
+    more rows compute in float32."""
     check_f32("x", x, 2)
     _check_int8("q", q)
     rows, depth = x.shape

@@ -86,3 +86,17 @@ def test_batched_decode_product_keeps_a_non_finite_row_to_itself():
     got = linear_nt_int8(x, q, np.ones(40, np.float32))
     assert np.isnan(got[1]).all()
     np.testing.assert_array_equal(got[[0, 2]], alone)
+
+
+@pytest.mark.parametrize("peak", [3e-42, 1e-30, 1e30])
+def test_decode_product_of_tiny_and_huge_activations(peak):
+    """Rounding to steps of peak / 32767 must not overflow for a subnormal peak nor lose a huge one."""
+    rng = np.random.default_rng(6)
+    q = rng.integers(-127, 128, (8, 40)).astype(np.int8)
+    x = (rng.uniform(-1, 1, (1, 40)) * peak).astype(np.float32)
+    got = linear_nt_int8(x, q, np.ones(8, np.float32))
+    want = x.astype(np.float64) @ q.T.astype(np.float64)
+    step = np.abs(x).max().astype(np.float64) / INT16_MAX
+    bound = 0.5 * step * np.abs(q).sum(axis=1) + 4 * 2.0**-24 * np.abs(x).astype(np.float64) @ np.abs(q.T)
+    assert np.all(np.isfinite(got))
+    assert np.all(np.abs(got - want) <= bound + np.finfo(np.float32).smallest_subnormal)
