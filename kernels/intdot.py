@@ -1,19 +1,20 @@
 """Integer dot products of int16 activations with int8 weights: the inner loop of the int8 decode kernels.
 
 Widening every int8 weight to float32 before its multiply-add (vpmovsxbd, vcvtdq2ps, vfmadd on AVX2) left
-the int8 one-token products compute-bound at ~30 GB/s of weights, below the memory's ~40. Multiplying
-integers takes a third of the instructions: activations rounded to int16 (``int16_row``), weights
-sign-extended to int16, and each pair of adjacent products summed into an int32 lane, one instruction for
-16 weights (vpmaddwd on AVX2). Numba has no vector types, and LLVM's vectoriser turns the scalar form of
-this loop into 8-lane (xmm) code, so ``dot_int16_int8`` emits the loop in LLVM IR on 16-lane vectors:
-plain IR (sign-extend, multiply, add the even and odd lanes) that the x86 backend fuses into vpmaddwd and
-other targets lower to their own instructions.
+the int8 one-token products compute-bound at ~28 GB/s of weights. Multiplying integers takes a third of the
+instructions: activations rounded to int16 (``int16_row``), weights sign-extended to int16, and each pair of
+adjacent products summed into an int32 lane, one instruction for 16 weights (vpmaddwd on AVX2); with the
+weights prefetched ahead, the products then read weights as fast as the memory streams them here. Numba
+has no vector types, and LLVM's vectoriser turns the scalar form of this loop into 8-lane (xmm) code, so
+``_dots_of_rows`` emits the loop in LLVM IR on 16-lane vectors: plain IR (sign-extend, multiply, add the
+even and odd lanes) that the x86 backend fuses into vpmaddwd and other targets lower to their own
+instructions.
 
 Exactness. |x q| <= 32767 * 127 and each int32 lane adds two products per madd, so a lane stays below
-2**31 for at most 258 madds: ``dot_int16_int8`` takes at most BLOCK = 4096 weights per call (128 madds
-into each of its two accumulators) and returns the sum in int64. The integer dot product is exact; the
-only rounding of the whole product is that of the activations to int16, at most half a step of
-max|x| / 32767 each.
+2**31 for at most 258 madds: the IR loop takes at most BLOCK = 4096 weights per call (128 madds into each
+of its two accumulators per row) and returns the sums in int64. The integer dot product is exact; the only
+rounding of the whole product is that of the activations to int16, at most half a step of max|x| / 32767
+each.
 """
 
 import math
