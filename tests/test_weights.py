@@ -47,6 +47,28 @@ def test_float32_tensors_are_memory_mapped_not_copied(tiny_model_dir):
     assert isinstance(base, np.memmap)
 
 
+@pytest.mark.parametrize("float_type", [np.float32, np.float16])
+def test_int8_load_quantizes_what_the_file_holds(tiny_model_dir, tmp_path, float_type):
+    """int8 weights come from mapped slabs of a float32 file, or from converted rows of a float16 one; either
+    way each equals the quantizer run on the whole float32 tensor, and the LM head is quantized by rows."""
+    from tinygpt.kernels.quantized import quantize_columns, quantize_rows
+
+    model_dir = copy_model(tiny_model_dir, tmp_path / "model")
+    rewrite_tensors(model_dir, lambda t: {name: a.astype(float_type) for name, a in t.items()})
+    config = GPT2Config.from_file(model_dir / "config.json")
+    stored = {name.removeprefix("transformer."): a.astype(np.float32)
+              for name, a in load_file(model_dir / "model.safetensors").items()}
+    weights = load_weights(model_dir, config, dtype="int8")
+    for name in (f"h.{i}.{kind}.weight" for i in range(config.n_layer)
+                 for kind in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")):
+        q, scale = quantize_columns(stored[name])
+        np.testing.assert_array_equal(weights[name].q, q)
+        np.testing.assert_array_equal(weights[name].scale, scale)
+    q, scale = quantize_rows(stored["wte.weight"])
+    np.testing.assert_array_equal(weights["lm_head.weight"].q, q)
+    np.testing.assert_array_equal(weights["lm_head.weight"].scale, scale)
+
+
 def test_untied_lm_head_is_used_when_present(tiny_model_dir, tmp_path):
     model_dir = copy_model(tiny_model_dir, tmp_path / "m")
     head = np.random.default_rng(0).standard_normal((1000, 64)).astype(np.float32)
