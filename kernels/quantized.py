@@ -47,9 +47,10 @@ from .tiles import KC as _KC
 from .tiles import NC as _NC
 from .tiles import dot_row, panel_product, split_k
 
-INT16_ROWS = 16  # products of up to this many rows of x multiply integers (x rounded to int16; measured faster
-# than the float32 GEMM up to 24-32 rows on distilgpt2's shapes); more rows
-# (prompts) run the float32 GEMM on dequantized panels
+# Products of up to INT16_ROWS rows of x (decode, batched decode) round x to int16 and multiply integers; more
+# rows (prompts) run the float32 GEMM on dequantized panels. The integer path measured faster up to 24-32 rows
+# on distilgpt2's shapes; 16 leaves a margin on machines where the crossover comes sooner.
+INT16_ROWS = 16
 _QMAX = 127  # symmetric range [-127, 127]: -128 is never produced, so -q never overflows
 
 
