@@ -100,3 +100,24 @@ def test_decode_product_of_tiny_and_huge_activations(peak):
     bound = 0.5 * step * np.abs(q).sum(axis=1) + 4 * 2.0**-24 * np.abs(x).astype(np.float64) @ np.abs(q.T)
     assert np.all(np.isfinite(got))
     assert np.all(np.abs(got - want) <= bound + np.finfo(np.float32).smallest_subnormal)
+
+
+def test_x86_with_avx2_gets_the_16_lane_multiply_add():
+    """The IR loop is plain LLVM vector code that the x86 backend should fuse into vpmaddwd on 256-bit
+    registers; if a Numba/LLVM upgrade stopped that, the int8 decode would silently lose its speed."""
+    import platform
+
+    import llvmlite.binding as llvm
+    from numba import njit
+
+    if platform.machine() not in ("x86_64", "AMD64") or not llvm.get_host_cpu_features().get("avx2", False):
+        pytest.skip("vpmaddwd on ymm registers needs an x86-64 CPU with AVX2")
+
+    @njit  # not cached: Numba only shows the machine code of functions it compiled in this process
+    def dot(x, q):
+        return int_dot(x, q, 0)
+
+    x, q = np.ones((1, 64), np.int16), np.ones((1, 64), np.int8)
+    assert dot(x, q) == 64
+    assembly = next(iter(dot.inspect_asm().values()))
+    assert "vpmaddwd" in assembly and "%ymm" in assembly.split("vpmaddwd", 1)[1].splitlines()[0]
