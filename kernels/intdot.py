@@ -17,8 +17,6 @@ rounding of the whole product is that of the activations to int16, at most half 
 each.
 """
 
-import math
-
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -128,6 +126,9 @@ def _i64(value):
     return ir.Constant(_I64, value)
 
 
+_ABS_MASK = np.int32(0x7FFFFFFF)  # a float32's bits without its sign
+_INFINITY_BITS = np.int32(0x7F800000)  # bits of float32 infinity; NaNs lie above
+
 GROUP = 4  # rows of x per pass over a row of weights in ``int_dots``: 8 accumulators of AVX2's 16 registers
 _dot_1 = _dots_of_rows(1)
 _dots_group = _dots_of_rows(GROUP)
@@ -137,13 +138,15 @@ _dots_group = _dots_of_rows(GROUP)
 def int16_row(x_row, xq_row):
     """xq_row = round(x_row / step), step = max|x_row| / 32767; returns step (0.0 for an all-zero row).
     A NaN or infinity in x_row returns NaN and leaves xq_row unspecified: the caller must not use it."""
-    peak = np.float32(0.0)
-    for v in x_row:
-        a = abs(v)
-        if a > peak or math.isnan(a):
-            peak = a
-    if not math.isfinite(peak):
+    # The largest |x| found on the bit patterns: with the sign bit cleared, a float32's bits order like its
+    # magnitude, and infinity and NaN order above every finite value. An integer max vectorises; a float
+    # max that must keep NaN does not (3x slower on a 3072-wide row).
+    magnitude_bits = np.int32(0)
+    for bits in x_row.view(np.int32):
+        magnitude_bits = max(magnitude_bits, bits & _ABS_MASK)
+    if magnitude_bits >= _INFINITY_BITS:
         return np.nan
+    peak = np.full(1, magnitude_bits, np.int32).view(np.float32)[0]
     if peak == 0.0:
         xq_row[:] = 0
         return 0.0
