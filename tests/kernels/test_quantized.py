@@ -176,10 +176,10 @@ def test_quantize_columns_rejects_non_finite_weights(bad, row):
 # when accumulating. Each extra rounding is one more term in gamma_n, so the bound is
 # sum_error_bound(K + 3, |x| @ |d.T| + |b|) (+1 for accumulate), with |x| @ |d.T| the sum of the magnitudes
 # of the terms.
-# Up to INT16_ROWS rows of x (decode) are first rounded to int16 steps, step = max|row| / 32767: each x[k] moves by at most
-# half a step, plus 2**-8 of a step for the float32 product x * (1 / step) that is rounded. The integer dot
-# product is then exact and the rest rounds as above (fewer times), so activation_bound adds
-# (1/2 + 2**-8) * step * sum_k |d[j, k]| to the same bound.
+# Up to INT16_ROWS rows of x (decode) are first rounded to int16 steps, step = max|row| / 32767: each x[k]
+# moves by at most half a step, plus 2**-36 of a step for the float64 quotient x * (32767 / max|row|), whose
+# two roundings are each within 2**-53 of a value below 32768. The integer dot product is then exact and
+# the rest rounds as above (fewer times), so activation_bound adds (1/2 + 2**-36) * step * sum_k |d[j, k]|.
 
 
 def activation_bound(x: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -188,7 +188,7 @@ def activation_bound(x: np.ndarray, d: np.ndarray) -> np.ndarray:
     if x.shape[0] > INT16_ROWS:
         return np.zeros((x.shape[0], d.shape[0]))
     step = np.abs(x).max(axis=1, keepdims=True).astype(np.float64) / 32767  # [M, 1]
-    return (0.5 + 2.0**-8) * step * np.abs(d).astype(np.float64).sum(axis=1)[None, :]
+    return (0.5 + 2.0**-36) * step * np.abs(d).astype(np.float64).sum(axis=1)[None, :]
 
 
 # M covers decode (1) and batched decode up to INT16_ROWS (3, 5, 8: groups of 4 rows, full and ragged) on the
