@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from tinygpt.config import ConfigError, GPT2Config
+from tinygpt.config import GPT2Config
 from tinygpt.weights import WeightsError, expected_shapes, load_weights
 
 
@@ -151,22 +151,3 @@ def test_no_safetensors_file(tmp_path):
         load_weights(tmp_path, GPT2Config())
 
 
-def test_unsupported_activation_is_a_config_error(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "activation_function": "relu"}))
-    with pytest.raises(ConfigError, match=r"config\.json: activation_function 'relu' is not supported"):
-        GPT2Config.from_file(tmp_path / "config.json")
-
-
-def test_config_reads_published_fields(tmp_path):
-    raw = {"model_type": "gpt2", "n_layer": 6, "n_head": 12, "n_embd": 768, "n_ctx": 1024, "vocab_size": 21128,
-           "activation_function": "gelu_pytorch_tanh", "n_inner": None, "layer_norm_epsilon": 1e-5,
-           "scale_attn_by_inverse_layer_idx": True, "bos_token_id": 50256, "eos_token_id": 50256}
-    (tmp_path / "config.json").write_text(json.dumps(raw))
-    config = GPT2Config.from_file(tmp_path / "config.json")
-    assert (config.n_positions, config.inner_dim, config.head_dim) == (1024, 3072, 64)
-    assert config.scale_attn_by_inverse_layer_idx and config.vocab_size == 21128
-
-
-def test_missing_config_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"config\.json: not found"):
-        GPT2Config.from_file(tmp_path / "config.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,19 @@ class GPT2Config:
                 f"tinygpt runs {' / '.join(SUPPORTED_ACTIVATIONS)} (GPT-2's tanh GELU)"
             )
         for name in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.n_inner is not None and (not _is_int(self.n_inner) or self.n_inner <= 0):
+            raise ConfigError(f"n_inner must be a positive integer or null, got {self.n_inner!r}")
+        epsilon = self.layer_norm_epsilon
+        if not isinstance(epsilon, float) or not 0.0 < epsilon < math.inf:
+            raise ConfigError(f"layer_norm_epsilon must be a positive number, got {epsilon!r}")
+        if not isinstance(self.scale_attn_by_inverse_layer_idx, bool):
+            raise ConfigError("scale_attn_by_inverse_layer_idx must be true or false, "
+                              f"got {self.scale_attn_by_inverse_layer_idx!r}")
+        for name in ("bos_token_id", "eos_token_id"):
+            if getattr(self, name) is not None and not _is_int(getattr(self, name)):
+                raise ConfigError(f"{name} must be an integer or null, got {getattr(self, name)!r}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) is not divisible by n_head ({self.n_head})")
 
@@ -63,10 +74,10 @@ class GPT2Config:
             n_embd=raw.get("n_embd", cls.n_embd),
             n_positions=n_positions,
             vocab_size=raw.get("vocab_size", cls.vocab_size),
-            layer_norm_epsilon=float(raw.get("layer_norm_epsilon", cls.layer_norm_epsilon)),
+            layer_norm_epsilon=_as_float(raw.get("layer_norm_epsilon", cls.layer_norm_epsilon)),
             n_inner=raw.get("n_inner"),
             activation_function=raw.get("activation_function", cls.activation_function),
-            scale_attn_by_inverse_layer_idx=bool(raw.get("scale_attn_by_inverse_layer_idx", False)),
+            scale_attn_by_inverse_layer_idx=raw.get("scale_attn_by_inverse_layer_idx", False),
             bos_token_id=raw.get("bos_token_id", cls.bos_token_id),
             eos_token_id=raw.get("eos_token_id", cls.eos_token_id),
         )
@@ -86,3 +97,12 @@ class GPT2Config:
             return cls.from_dict(raw)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a layer count
+
+
+def _as_float(value):
+    """A JSON number as float (epsilon may be written 1e-05 or 0); anything else is left for the check."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
