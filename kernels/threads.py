@@ -13,8 +13,8 @@ Default count: the ``TINYGPT_NUM_THREADS`` environment variable if set, else :fu
 
 Concurrent kernel calls from several Python threads need a thread-safe Numba threading layer (omp or tbb;
 workqueue aborts the process). Unless the user chose one with ``NUMBA_THREADING_LAYER``, we ask Numba for a
-thread-safe layer here, so a machine without one fails with Numba's clear "no threading layer" error at the
-first kernel call instead of crashing later under concurrency.
+thread-safe layer here, so a machine without one fails at the first kernel call, with an error that says
+what to install, instead of crashing later under concurrency.
 """
 
 import operator
@@ -60,8 +60,24 @@ def get_num_threads() -> int:
 def apply_num_threads() -> None:
     """Make the calling Python thread launch Numba kernels with our thread count."""
     n = get_num_threads()
-    if numba.get_num_threads() != n:
+    if _numba_thread_count() != n:
         numba.set_num_threads(n)
+
+
+def _numba_thread_count() -> int:
+    """``numba.get_num_threads()``. Its first call starts Numba's thread pool, which fails where neither
+    thread-safe threading layer can be loaded (no libgomp, no TBB: a slim container image, say); that
+    failure is reported as what to install rather than as Numba's traceback."""
+    try:
+        return numba.get_num_threads()
+    except ValueError as error:
+        if "threading layer" not in str(error):
+            raise
+        raise RuntimeError(
+            "tinygpt's kernels need a thread-safe Numba threading layer, and none could be loaded: install "
+            "the OpenMP runtime (libgomp, e.g. `apt install libgomp1`) or Intel TBB (`pip install tbb`). "
+            f"Numba said: {' '.join(str(error).split())}"
+        ) from None
 
 
 def _default_count() -> int:

@@ -1,5 +1,8 @@
 """Thread-count setting: validation, the environment default, and that it holds in other Python threads."""
 
+import os
+import subprocess
+import sys
 import threading
 
 import numba
@@ -102,3 +105,22 @@ def test_concurrent_calls_from_several_threads():
         thread.join()
     assert all(np.array_equal(r, want) for r in results)
     assert numba.threading_layer() in ("omp", "tbb")
+
+
+def test_missing_threading_layer_says_what_to_install():
+    """Without libgomp and TBB (a slim container image), the first kernel call names both fixes."""
+    script = (
+        "import sys\n"
+        "sys.modules['numba.np.ufunc.omppool'] = None  # as if libgomp were not installed\n"
+        "sys.modules['numba.np.ufunc.tbbpool'] = None  # nor TBB\n"
+        "import numpy as np\n"
+        "from tinygpt.kernels.norm import layer_norm\n"
+        "ones = np.ones((1, 4), np.float32)\n"
+        "layer_norm(ones, ones[0], ones[0], 1e-5)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_THREADING_LAYER"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("RuntimeError: tinygpt's kernels need a thread-safe Numba threading layer")
+    assert "apt install libgomp1" in last_line and "pip install tbb" in last_line
