@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -57,6 +59,20 @@ def test_tiny_matches_the_numpy_reference(tiny):
     np.testing.assert_allclose(model.logits(ids), expected, rtol=0, atol=TINY_ATOL)
     expected_hidden = reference.hidden_states(ids, model.weights, model.config)
     np.testing.assert_allclose(model.hidden_states(ids), expected_hidden, rtol=0, atol=TINY_ATOL)
+
+
+@pytest.mark.parametrize("scaling", [{"scale_attn_by_inverse_layer_idx": True}, {"scale_attn_weights": False}])
+def test_attention_scaling_options_match_transformers(tmp_path, scaling):
+    """GPT-2 configs may also divide the scores by layer index + 1, or not scale them at all."""
+    from checkpoints import TINY, build_gpt2_dir, load_hf_model
+
+    model_dir = build_gpt2_dir(tmp_path / "m", **TINY, **scaling)
+    model = Model.from_pretrained(model_dir)
+    ids = random_ids(model.config.vocab_size, 30, seed=3)
+    hf_logits, _ = hf_logits_and_hidden(load_hf_model(model_dir), ids[None])
+    np.testing.assert_allclose(model.logits(ids), hf_logits[0], rtol=0, atol=TINY_ATOL)
+    np.testing.assert_allclose(reference.logits(ids, model.weights, model.config), hf_logits[0], rtol=0,
+                               atol=TINY_ATOL)
 
 
 @pytest.mark.parametrize("shape_fixture", ["distilgpt2_shape_dir", "uer_shape_dir"])
@@ -171,10 +187,53 @@ def test_going_past_the_context_is_an_error(tiny):
 def test_bad_cache_padding_is_an_error(tiny):
     """The forward pass hands ``start`` to attention unchecked, so new_cache must refuse what attention would."""
     model, _ = tiny
-    with pytest.raises(InputError, match=r"start \(left padding per row\) must be >= 0, got \[2, -1\]"):
-        model.new_cache(2, start=[2, -1])
-    with pytest.raises(InputError, match=r"start must have one entry per row \(2\), got shape \(3,\)"):
-        model.new_cache(2, start=[0, 0, 0])
+    for start in ([2, -1], [0, 8]):
+        with pytest.raises(InputError, match=r"start \(left padding per row\) must be >= 0 and below the "
+                                             rf"capacity \(8\), got \{start}"):
+            model.new_cache(2, capacity=8, start=start)
+    for start, shape in (([0, 0, 0], r"\(3,\)"), ([0.7, 0], r"\(2,\)"), ([[0], [0, 1]], "ragged")):
+        with pytest.raises(InputError, match=rf"start must hold one integer per row \(2\), got .* \(shape {shape}\)"):
+            model.new_cache(2, start=start)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"batch_size": 2.0}, "batch_size must be a positive integer, got 2.0"),
+    ({"capacity": 1.9}, r"cache capacity must be an integer between 1 and n_positions \(128\), got 1.9"),
+    ({"capacity": 129}, r"cache capacity must be an integer between 1 and n_positions \(128\), got 129"),
+])
+def test_bad_cache_arguments_are_errors(tiny, options, message):
+    model, _ = tiny
+    with pytest.raises(InputError, match=message):
+        model.new_cache(**options)
+
+
+def test_a_cache_that_does_not_fit_the_model_is_an_error(tiny, tmp_path):
+    """step writes into the cache without further checks, so a foreign or tampered cache must not get in."""
+    from checkpoints import TINY, build_gpt2_dir
+
+    model, _ = tiny
+    other = Model.from_pretrained(build_gpt2_dir(tmp_path / "other", **{**TINY, "n_head": 2}))
+    with pytest.raises(InputError, match=r"cache.keys does not fit this model: expected float32 \[2, 1, 4, 128, 16\]"):
+        model.step(other.new_cache(), [[1]])
+    with pytest.raises(InputError, match="step expects a KVCache from new_cache, got NoneType"):
+        model.step(None, [[1]])
+    cache = model.new_cache()
+    cache.n_past = -1
+    with pytest.raises(InputError, match=r"cache.n_past must be an integer in 0..128, got -1"):
+        model.step(cache, [[1]])
+    cache = model.new_cache()
+    cache.start = [0]
+    with pytest.raises(InputError, match=r"cache.start must be int64 \[1\] in 0..127, got \[0\]"):
+        model.step(cache, [[1]])
+
+
+def test_ragged_or_empty_batches_are_errors(tiny):
+    model, _ = tiny
+    with pytest.raises(InputError, match="rows all have the same length"):
+        model.logits([[1, 2], [3]])
+    with pytest.raises(InputError, match=r"non-empty \[T\] or \[B, T\] sequence, got shape \[0, 3\]"):
+        model.hidden_states(np.zeros((0, 3), np.int64))
 
 
 def test_out_of_vocabulary_id_names_its_position(tiny):
@@ -242,3 +301,12 @@ def test_int8_decode_rounds_activations_far_below_the_weights(distilgpt2_shape_d
 
 def rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
+
+
+def test_a_tokenizer_larger_than_the_model_vocabulary_is_an_error(tiny_model_dir, gpt2_tokenizer_dir, tmp_path):
+    """GPT-2's tokenizer beside a 1000-token model would make ids past the embeddings: refused at load."""
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(gpt2_tokenizer_dir / name, model_dir / name)
+    with pytest.raises(InputError, match="the tokenizer has 50257 tokens but config.json's vocab_size is 1000"):
+        Model.from_pretrained(model_dir)

@@ -59,8 +59,17 @@ def test_perplexity_reports_progress_and_checks_arguments(models):
     model.perplexity(TEXT, stride=128, progress=lambda done, total: seen.append((done, total)))
     total = len(model.tokenizer.encode(TEXT))
     assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
-    with pytest.raises(ValueError, match="stride must be between 1 and max_length"):
-        model.perplexity(TEXT, stride=0)
+    n_positions = model.config.n_positions
+    bad_arguments = [
+        ({"stride": 0}, rf"stride must be an integer between 1 and max_length \({n_positions}\), got 0"),
+        ({"stride": 2.0}, rf"stride must be an integer between 1 and max_length \({n_positions}\), got 2.0"),
+        ({"max_length": 1}, rf"max_length must be an integer between 2 and n_positions \({n_positions}\), got 1"),
+        ({"max_length": 10.0}, "max_length must be an integer between 2 and n_positions .*, got 10.0"),
+        ({"max_length": n_positions + 1}, f"max_length must be .*, got {n_positions + 1}"),
+    ]
+    for options, message in bad_arguments:
+        with pytest.raises(ValueError, match=message):
+            model.perplexity(TEXT, **options)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         model.perplexity("a")
 
@@ -75,3 +84,13 @@ def test_embed_is_the_mean_of_transformers_hidden_states(models):
             hidden = hf(torch.tensor([model.tokenizer.encode(text)]), output_hidden_states=True).hidden_states[-1]
         np.testing.assert_allclose(vector, hidden[0].mean(dim=0).numpy(), rtol=0, atol=1e-5)
     np.testing.assert_array_equal(model.embed(texts[0]), vectors[0])
+
+
+def test_embed_names_the_text_it_cannot_take(models):
+    model, _ = models
+    with pytest.raises(ValueError, match="embed needs at least one text"):
+        model.embed([])
+    too_long = "word " * (model.config.n_positions + 10)
+    with pytest.raises(ValueError, match=rf"text 1 has \d+ tokens, more than the model's context of "
+                                         rf"{model.config.n_positions} positions"):
+        model.embed(["fine", too_long])

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 # Both names are the tanh approximation of GELU; transformers uses the second for newer checkpoints.
 SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 
@@ -26,7 +28,8 @@ class GPT2Config:
     layer_norm_epsilon: float = 1e-5
     n_inner: int | None = None  # None means 4 * n_embd
     activation_function: str = "gelu_new"
-    scale_attn_by_inverse_layer_idx: bool = False
+    scale_attn_weights: bool = True  # attention scores divided by sqrt(head_dim)
+    scale_attn_by_inverse_layer_idx: bool = False  # ... and by layer index + 1
     bos_token_id: int | None = 50256
     eos_token_id: int | None = 50256
 
@@ -37,18 +40,18 @@ class GPT2Config:
                 f"tinygpt runs {' / '.join(SUPPORTED_ACTIVATIONS)} (GPT-2's tanh GELU)"
             )
         for name in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
+            if not is_integer(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.n_inner is not None and (not _is_int(self.n_inner) or self.n_inner <= 0):
+        if self.n_inner is not None and (not is_integer(self.n_inner) or self.n_inner <= 0):
             raise ConfigError(f"n_inner must be a positive integer or null, got {self.n_inner!r}")
         epsilon = self.layer_norm_epsilon
         if not isinstance(epsilon, float) or not 0.0 < epsilon < math.inf:
             raise ConfigError(f"layer_norm_epsilon must be a positive number, got {epsilon!r}")
-        if not isinstance(self.scale_attn_by_inverse_layer_idx, bool):
-            raise ConfigError("scale_attn_by_inverse_layer_idx must be true or false, "
-                              f"got {self.scale_attn_by_inverse_layer_idx!r}")
+        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("bos_token_id", "eos_token_id"):
-            if getattr(self, name) is not None and not _is_int(getattr(self, name)):
+            if getattr(self, name) is not None and not is_integer(getattr(self, name)):
                 raise ConfigError(f"{name} must be an integer or null, got {getattr(self, name)!r}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) is not divisible by n_head ({self.n_head})")
@@ -60,6 +63,11 @@ class GPT2Config:
     @property
     def inner_dim(self) -> int:
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    def attention_scale(self, layer: int) -> float:
+        """What layer ``layer``'s attention scores q.k are multiplied by before the softmax."""
+        scale = 1.0 / math.sqrt(self.head_dim) if self.scale_attn_weights else 1.0
+        return scale / (layer + 1) if self.scale_attn_by_inverse_layer_idx else scale
 
     @classmethod
     def from_dict(cls, raw: dict) -> "GPT2Config":
@@ -77,6 +85,7 @@ class GPT2Config:
             layer_norm_epsilon=_as_float(raw.get("layer_norm_epsilon", cls.layer_norm_epsilon)),
             n_inner=raw.get("n_inner"),
             activation_function=raw.get("activation_function", cls.activation_function),
+            scale_attn_weights=raw.get("scale_attn_weights", True),
             scale_attn_by_inverse_layer_idx=raw.get("scale_attn_by_inverse_layer_idx", False),
             bos_token_id=raw.get("bos_token_id", cls.bos_token_id),
             eos_token_id=raw.get("eos_token_id", cls.eos_token_id),
@@ -99,8 +108,9 @@ class GPT2Config:
             raise ConfigError(f"{path}: {err}") from None
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a layer count
+def is_integer(value) -> bool:
+    """A Python or NumPy integer, and not a bool (JSON true is not a layer count, True is not a batch size)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _as_float(value):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import generation, scoring
-from .config import GPT2Config
+from .config import GPT2Config, is_integer
 # The forward pass calls the kernels' unchecked entry points: every array it hands them is valid by
 # construction (weights checked against the config at load, activations and cache allocated here), and
 # the argument checks of the public kernels would cost ~0.2 ms per decoded token. ``_forward`` applies the
@@ -122,8 +122,13 @@ class Model:
         path = resolve_model_dir(name_or_path, revision)
         config = GPT2Config.from_file(path / "config.json")
         weights = load_weights(path, config, dtype)
-        has_tokenizer = any((path / name).is_file() for name in TOKENIZER_FILES)
-        return cls(config, weights, Tokenizer.from_pretrained(path) if has_tokenizer else None)
+        tokenizer = None
+        if any((path / name).is_file() for name in TOKENIZER_FILES):
+            tokenizer = Tokenizer.from_pretrained(path)
+            if tokenizer.vocab_size > config.vocab_size:
+                raise InputError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but config.json's "
+                                 f"vocab_size is {config.vocab_size}: they do not belong to the same model")
+        return cls(config, weights, tokenizer)
 
     # ---- whole sequences -------------------------------------------------------------------------
 
@@ -157,15 +162,17 @@ class Model:
         start: [batch_size] ints, the number of left-padding positions of each row (default 0).
         """
         cfg = self.config
-        capacity = cfg.n_positions if capacity is None else int(capacity)
-        if not 1 <= capacity <= cfg.n_positions:
-            raise InputError(f"cache capacity {capacity} must be between 1 and n_positions ({cfg.n_positions})")
+        capacity = cfg.n_positions if capacity is None else capacity
+        if not is_integer(batch_size) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not is_integer(capacity) or not 1 <= capacity <= cfg.n_positions:
+            raise InputError(f"cache capacity must be an integer between 1 and n_positions ({cfg.n_positions}), "
+                             f"got {capacity!r}")
         shape = (cfg.n_layer, batch_size, cfg.n_head, capacity, cfg.head_dim)
-        start = np.zeros(batch_size, np.int64) if start is None else np.asarray(start, np.int64)
-        if start.shape != (batch_size,):
-            raise InputError(f"start must have one entry per row ({batch_size}), got shape {start.shape}")
-        if batch_size and start.min() < 0:
-            raise InputError(f"start (left padding per row) must be >= 0, got {start.tolist()}")
+        start = np.zeros(batch_size, np.int64) if start is None else _padding_per_row(start, batch_size)
+        if start.min() < 0 or start.max() >= capacity:
+            raise InputError(f"start (left padding per row) must be >= 0 and below the capacity ({capacity}), "
+                             f"got {start.tolist()}")
         return KVCache(np.zeros(shape, np.float32), np.zeros(shape, np.float32), start)
 
     def step(self, cache: KVCache, input_ids, *, all_positions: bool = False) -> np.ndarray:
@@ -174,10 +181,31 @@ class Model:
         input_ids: [B, T] ints, appended at position ``cache.n_past``.
         Returns float32 [B, vocab] for the last new token (or [B, T, vocab] with all_positions).
         """
+        self._check_cache(cache)
         ids = self._check_ids(input_ids)
         if ids.ndim != 2 or ids.shape[0] != cache.batch_size:
             raise InputError(f"step expects ids of shape [{cache.batch_size}, T], got {list(ids.shape)}")
         return self._forward(cache, ids, all_positions=all_positions, output="logits")
+
+    def _check_cache(self, cache) -> None:
+        """A cache this model's ``new_cache`` could have made: the forward pass writes into it unchecked."""
+        if not isinstance(cache, KVCache):
+            raise InputError(f"step expects a KVCache from new_cache, got {type(cache).__name__}")
+        cfg = self.config
+        layout = (cfg.n_layer, cache.batch_size, cfg.n_head, cache.capacity, cfg.head_dim)
+        for name in ("keys", "values"):
+            array = getattr(cache, name)
+            if not (isinstance(array, np.ndarray) and array.shape == layout and array.dtype == np.float32
+                    and array.flags.c_contiguous):
+                raise InputError(f"cache.{name} does not fit this model: expected float32 {list(layout)} "
+                                 f"[n_layer, batch, n_head, capacity, head_dim]; was it made by another model?")
+        start = cache.start
+        if not (isinstance(start, np.ndarray) and start.dtype == np.int64 and start.shape == (cache.batch_size,)
+                and 0 <= start.min() and start.max() < cache.capacity):
+            raise InputError(f"cache.start must be int64 [{cache.batch_size}] in 0..{cache.capacity - 1}, "
+                             f"got {start!r}")
+        if not is_integer(cache.n_past) or not 0 <= cache.n_past <= cache.capacity:
+            raise InputError(f"cache.n_past must be an integer in 0..{cache.capacity}, got {cache.n_past!r}")
 
     # ---- text ------------------------------------------------------------------------------------------
 
@@ -203,8 +231,6 @@ class Model:
                    progress=None) -> float:
         """Perplexity of ``text`` by transformers' sliding-window method (windows of ``max_length``, default
         n_positions, every ``stride`` tokens, default half a window); see :func:`tinygpt.scoring.perplexity`."""
-        max_length = self.config.n_positions if max_length is None else max_length
-        stride = max(max_length // 2, 1) if stride is None else stride
         return scoring.perplexity(self, self._require_tokenizer().encode(text), stride=stride,
                                   max_length=max_length, progress=progress)
 
@@ -212,12 +238,18 @@ class Model:
         """Mean-pooled final hidden states: float32 [n_embd] for one text, [N, n_embd] for a list."""
         if isinstance(texts, str):
             return scoring.mean_pooled(self, self._text_ids(texts, 0))
+        texts = list(texts)
+        if not texts:
+            raise ValueError("embed needs at least one text, got an empty list")
         return np.stack([scoring.mean_pooled(self, self._text_ids(text, i)) for i, text in enumerate(texts)])
 
     def _text_ids(self, text: str, index: int) -> list[int]:
         ids = self._require_tokenizer().encode(text)
         if not ids:
             raise ValueError(f"text {index} ({text!r}) has no tokens to embed")
+        if len(ids) > self.config.n_positions:
+            raise ValueError(f"text {index} has {len(ids)} tokens, more than the model's context of "
+                             f"{self.config.n_positions} positions")
         return ids
 
     def _require_tokenizer(self):
@@ -256,7 +288,7 @@ class Model:
                 q_past, q, T = n_past + T - 1, q[:, -1:], 1
                 x = np.ascontiguousarray(x.reshape(B, -1, C)[:, -1])
             heads = attention(np.ascontiguousarray(q), cache.keys[layer], cache.values[layer], q_past,
-                              cache.start, self._attention_scale(layer))  # [B, T, C]
+                              cache.start, cfg.attention_scale(layer))  # [B, T, C]
             project(heads.reshape(B * T, C), w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"],
                     out=x, accumulate=True)  # x += attention output
             h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], cfg.layer_norm_epsilon)
@@ -267,21 +299,18 @@ class Model:
         out = x if output == "hidden" else lm_head(x, w["lm_head.weight"])
         return out.reshape(B, T, -1) if all_positions else out
 
-    def _attention_scale(self, layer: int) -> float:
-        scale = 1.0 / np.sqrt(self.config.head_dim)
-        if self.config.scale_attn_by_inverse_layer_idx:
-            scale /= layer + 1
-        return float(scale)
-
     def _check_ids(self, input_ids) -> np.ndarray:
-        ids = np.asarray(input_ids)
-        if ids.ndim not in (1, 2) or ids.shape[-1] == 0:
+        try:
+            ids = np.asarray(input_ids)
+        except ValueError:  # NumPy: "inhomogeneous shape"
+            raise InputError("token ids must be a [T] or [B, T] sequence whose rows all have the same length "
+                             "(generate takes prompts of different lengths)") from None
+        if ids.ndim not in (1, 2) or 0 in ids.shape:
             raise InputError(f"token ids must be a non-empty [T] or [B, T] sequence, got shape {list(ids.shape)}")
         if not np.issubdtype(ids.dtype, np.integer):
             raise InputError(f"token ids must be integers, got dtype {ids.dtype}")
-        bad = np.argwhere((ids < 0) | (ids >= self.config.vocab_size))
-        if len(bad):
-            where = tuple(int(i) for i in bad[0])
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:  # two reductions: this runs every step
+            where = tuple(int(i) for i in np.argwhere((ids < 0) | (ids >= self.config.vocab_size))[0])
             raise InputError(
                 f"token id {int(ids[where])} at position {where if ids.ndim == 2 else where[0]} is outside "
                 f"the vocabulary (size {self.config.vocab_size})"
@@ -291,3 +320,16 @@ class Model:
                 f"{ids.shape[-1]} tokens exceed the model's context of {self.config.n_positions} positions"
             )
         return ids.astype(np.int64, copy=False)
+
+
+def _padding_per_row(start, batch_size: int) -> np.ndarray:
+    """``start`` as int64 [batch_size]: whole numbers only (0.7 rows of padding is a mistake, not 0)."""
+    try:
+        values = np.asarray(start)
+    except ValueError:
+        values = None
+    if values is None or values.shape != (batch_size,) or not (
+            np.issubdtype(values.dtype, np.integer) and values.dtype != np.bool_):
+        shape = "ragged" if values is None else values.shape
+        raise InputError(f"start must hold one integer per row ({batch_size}), got {start!r} (shape {shape})")
+    return values.astype(np.int64)

@@ -56,9 +56,7 @@ def feed_forward(x, w, prefix):  # [T, C] -> [T, C]
 def block(x, w, layer, config):  # [T, C] -> [T, C]
     p = f"h.{layer}."
     eps = config.layer_norm_epsilon
-    scale = 1.0 / np.sqrt(config.head_dim)
-    if config.scale_attn_by_inverse_layer_idx:
-        scale /= layer + 1
+    scale = config.attention_scale(layer)  # 1/sqrt(D) in GPT-2 (some configs also divide by layer + 1)
     # Pre-norm residual block: each sub-layer reads a normalised copy and adds its result back.
     x = x + multi_head_attention(layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps),
                                  w, p + "attn.", config.n_head, scale)
