@@ -106,6 +106,14 @@ def test_generate_samples_like_the_pipeline(small_gpt2_dir, defaults_dir):
     assert with_defaults.stdout == pipeline("text-generation", defaults_dir)(PROMPT, seed=3)[0]["generated_text"] + "\n"
 
 
+def test_seed_alone_samples_without_warnings(small_gpt2_dir):
+    # The model has no text-generation defaults: greedy, where a seed would change nothing; --seed means sampling.
+    result = tinygpt("generate", PROMPT, "--model", small_gpt2_dir, "--seed", 42, "--max-new-tokens", 10)
+    assert succeeded(result) and result.stderr == ""
+    expected = pipeline("text-generation", small_gpt2_dir)(PROMPT, do_sample=True, seed=42, max_new_tokens=10)
+    assert result.stdout == expected[0]["generated_text"] + "\n"
+
+
 def test_ctrl_c_exits_quietly_with_130(small_gpt2_dir):
     process = subprocess.Popen([*COMMAND, "generate", PROMPT, "--model", str(small_gpt2_dir), "--greedy",
                                 "--max-new-tokens", "240"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -213,7 +221,16 @@ ERRORS = {
     "hub unreachable": (["generate", PROMPT, "--model", "nobody/nothing"],
                         {"HF_ENDPOINT": "{closed}", "HF_HUB_CACHE": "{tmp}/hub"}, "could not be reached"),
     "bad option value": (["generate", PROMPT, "--model", "{model}", "--temperature", "-1"], {},
-                         "temperature must be a positive number"),
+                         "argument --temperature: must be a positive finite number"),
+    "zero temperature": (["generate", PROMPT, "--model", "{model}", "--temperature", "0"], {},
+                         "--temperature: must be a positive finite number (for greedy decoding use --greedy)"),
+    "top-p out of range": (["generate", PROMPT, "--model", "{model}", "--top-p", "1.5"], {},
+                           "argument --top-p: must be a number between 0 and 1, got 1.5"),
+    "greedy and several sequences": (["generate", PROMPT, "--model", "{model}", "--greedy",
+                                      "--num-return-sequences", "2"], {},
+                                     "--greedy cannot be combined with --num-return-sequences 2"),
+    "greedy and seed": (["generate", PROMPT, "--model", "{model}", "--greedy", "--seed", "1"], {},
+                        "--greedy cannot be combined with --seed"),
     "unparsable option": (["generate", PROMPT, "--model", "{model}", "--top-k", "many"], {},
                           "argument --top-k: invalid int value"),
     "greedy and sampling": (["generate", PROMPT, "--model", "{model}", "--greedy", "--top-p", "0.9"], {},
@@ -226,6 +243,9 @@ ERRORS = {
                             "TINYGPT_NUM_THREADS must be an integer"),
     "missing file": (["perplexity", "{tmp}/missing.txt", "--model", "{model}"], {}, "cannot read"),
     "text too short": (["perplexity", "-", "--model", "{model}"], {}, "at least 2 tokens"),
+    "perplexity without tokenizer": (["perplexity", "-", "--model", "{tiny}"], {},
+                                     "has no tokenizer files (vocab.json + merges.txt, tokenizer.json or "
+                                     "vocab.txt), which perplexity needs to read text"),
     "no tokenizer": (["tokenize", "x", "--model", "{tiny}"], {}, "found no tokenizer"),
     "unknown command": (["translate", "x"], {}, "invalid choice: 'translate'"),
     "no command": ([], {}, "the following arguments are required"),

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from statistics import NormalDist
 
@@ -139,6 +140,46 @@ def test_top_p_with_ties_in_a_large_vocabulary_keeps_as_many_tokens_as_transform
     np.testing.assert_array_equal(ours.sum(-1), expected.sum(-1))
     boundary = np.where(expected, logits, np.inf).min(-1, keepdims=True)
     assert (logits[ours != expected] == np.broadcast_to(boundary, logits.shape)[ours != expected]).all()
+
+
+def limit_softmax(scores: np.ndarray) -> np.ndarray:
+    """softmax in float64 (exact enough to see a one-hot or an equal split exactly)."""
+    weights = np.exp(scores.astype(np.float64) - scores.max(axis=-1, keepdims=True))
+    return weights / weights.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-320])  # overflows float32; not even a float32 itself
+def test_tiny_temperature_gives_its_limit_not_nan(temperature):
+    logits = np.array([[1.5, -2.0, 3.0, 3.0, -np.inf], [0.5, -1.0, 0.25, 0.0, 0.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow RuntimeWarnings either
+        scaled = apply_temperature(logits, temperature)
+    assert scaled.dtype == np.float32 and not np.isnan(scaled).any()
+    # As the temperature goes to 0 the largest logit takes all the probability (tied largest ones share it).
+    np.testing.assert_array_equal(limit_softmax(scaled), [[0, 0, 0.5, 0.5, 0], [1, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(np.argmax(scaled, axis=-1), np.argmax(logits, axis=-1))
+
+
+def test_huge_temperature_gives_its_limit_not_nan():
+    logits = np.array([1.5, -2.0, 3.0, -np.inf], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = apply_temperature(logits, 1e300)  # infinite as a float32: -inf / inf would be NaN
+    np.testing.assert_array_equal(limit_softmax(scaled), [1 / 3, 1 / 3, 1 / 3, 0])
+
+
+@pytest.mark.parametrize("penalty", [1e-38, 1e-45, 1e-320])
+def test_tiny_repetition_penalty_gives_its_limit_not_nan(penalty):
+    # Seen tokens: 0 and 3 (largest logit among them, tied), 2 (negative), 4. Token 5 is larger but unseen.
+    logits = np.array([3.0, 5.0, -1.0, 3.0, 0.5, 6.0, 0.0], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = apply_repetition_penalty(logits, [0, 3, 2, 4, 3], penalty)
+    assert scores.dtype == np.float32 and not np.isnan(scores).any()
+    # A penalty going to 0 multiplies the positive seen logits without bound: the largest of them wins.
+    np.testing.assert_array_equal(limit_softmax(scores), [0.5, 0, 0, 0.5, 0, 0, 0])
+    batch = apply_repetition_penalty(np.stack([logits, logits[::-1]]), [[0, 3, 2], [1, 6, 3]], penalty)
+    np.testing.assert_array_equal(limit_softmax(batch), [[0.5, 0, 0, 0.5, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0]])
 
 
 @pytest.fixture(scope="module")
@@ -472,6 +513,81 @@ def test_threads_sharing_one_model_get_the_sequential_results(distil):
 
 
 # ------------------------------------------------------------------------------------------------ bad requests
+def test_sampling_options_without_do_sample_warn_once_and_decode_greedily(tiny, talker):
+    model, _ = tiny
+    greedy = generate(model, [1, 2, 3], max_new_tokens=6)
+    for unused in [dict(temperature=0.7), dict(top_p=0.5), dict(top_k=5), dict(top_k=None), dict(seed=1),
+                   dict(temperature=0.7, top_k=5, seed=1)]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert generate(model, [1, 2, 3], max_new_tokens=6, **unused) == greedy  # like transformers
+        assert len(caught) == 1 and caught[0].category is UserWarning
+        message = str(caught[0].message)
+        assert "no effect without do_sample=True" in message and "set do_sample=True" in message
+        assert all(f"{name}={value!r}" in message for name, value in unused.items())
+    talking_model, _ = talker
+    with pytest.warns(UserWarning, match=r"no effect without do_sample=True: temperature=0\.5"):
+        stream(talking_model, [1, 2], max_new_tokens=2, temperature=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # defaults, even spelled out, and options used by sampling: no warning
+        spelled_out = dict(temperature=1, top_k=50, top_p=1.0, seed=None)
+        assert generate(model, [1, 2, 3], max_new_tokens=6, **spelled_out) == greedy
+        generate(model, [1, 2, 3], max_new_tokens=6, do_sample=True, temperature=0.7, top_k=5, seed=1)
+
+
+def test_do_sample_must_be_a_bool(tiny):
+    model, _ = tiny
+    for not_a_bool in ["False", 0, 1, None]:
+        with pytest.raises(ValueError, match=f"do_sample must be True or False, got {not_a_bool!r}"):
+            generate(model, [1, 2, 3], max_new_tokens=4, do_sample=not_a_bool)
+    options = dict(max_new_tokens=4, seed=3, top_k=0)
+    sampled = generate(model, [1, 2], do_sample=True, **options)
+    assert generate(model, [1, 2], do_sample=np.bool_(True), **options) == sampled
+
+
+def test_stop_and_eos_token_id_of_the_wrong_kind_are_clear_errors(tiny):
+    model, _ = tiny
+    for stop in [5, b"ab", iter(["ab"])]:
+        with pytest.raises(ValueError, match="stop must be a non-empty string or a list of them, got"):
+            generate(model, [1, 2], stop=stop)
+    for eos in [5.0, "5", b"5", iter([5])]:
+        with pytest.raises(ValueError, match="eos_token_id must be a token id, a list of token ids or None, got"):
+            generate(model, [1, 2], eos_token_id=eos)
+    eos = generate(model, [1, 2], max_new_tokens=1)[0][-1]
+    ended = generate(model, [1, 2], max_new_tokens=8, eos_token_id=[eos, 999])
+    assert len(ended[0]) == 3  # still accepted: an id of any integer type, a tuple or a set of ids
+    for same in [eos, np.int64(eos), (eos, 999), {eos, 999}]:
+        assert generate(model, [1, 2], max_new_tokens=8, eos_token_id=same) == ended
+
+
+def test_infinite_or_nan_temperature_top_p_and_penalty_are_clear_errors(tiny):
+    model, _ = tiny
+    for name, value in [("temperature", np.inf), ("temperature", np.nan), ("top_p", np.nan),
+                        ("repetition_penalty", np.inf), ("repetition_penalty", np.nan)]:
+        with pytest.raises(ValueError, match=f"{name} must be a .*, got {value}"):
+            generate(model, [1, 2], do_sample=True, **{name: value})
+
+
+def test_tiny_temperature_and_penalty_generate_their_limits(tiny):
+    model, _ = tiny
+    prompt = list(range(40, 60))
+    options = dict(max_new_tokens=16, eos_token_id=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        greedy = generate(model, prompt, repetition_penalty=1.3, **options)
+        assert len(set(greedy[0][len(prompt):])) > 5  # a continuation worth comparing
+        # Sampling as the temperature goes to 0 is greedy decoding.
+        for temperature in [1e-40, 1e-320]:
+            assert generate(model, prompt, do_sample=True, temperature=temperature, repetition_penalty=1.3,
+                            seed=0, **options) == greedy
+        # As the penalty goes to 0 the likeliest token seen before wins; 1e-30 is small enough for that already
+        # and still computes plainly in float32.
+        limit = generate(model, prompt, repetition_penalty=1e-30, **options)
+        assert limit != generate(model, prompt, **options)
+        assert generate(model, prompt, repetition_penalty=1e-45, **options) == limit
+        assert generate(model, prompt, repetition_penalty=1e-320, **options) == limit
+
+
 def test_bad_requests_are_clear_errors(tiny, talker):
     model, _ = tiny
     with pytest.raises(ValueError, match=r"prompt 1, position 2: token id 1000 is not an id of the vocabulary"):
@@ -480,7 +596,7 @@ def test_bad_requests_are_clear_errors(tiny, talker):
         generate(model, [[]])
     with pytest.raises(ValueError, match="needs do_sample=True"):
         generate(model, [1, 2], num_return_sequences=2)
-    with pytest.raises(ValueError, match="temperature must be a positive number"):
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
         generate(model, [1, 2], do_sample=True, temperature=0.0)
     with pytest.raises(ValueError, match="top_p must be a number between 0 and 1"):
         generate(model, [1, 2], do_sample=True, top_p=1.5)

@@ -42,17 +42,23 @@ def no_global_seed():
     set_seed(None)
 
 
+def with_task_params(model_dir, directory, task_specific_params):
+    """A copy of ``model_dir`` in ``directory`` whose config.json has these ``task_specific_params``."""
+    directory.mkdir(exist_ok=True)
+    for file in model_dir.iterdir():
+        shutil.copy(file, directory / file.name)
+    config = json.loads((directory / "config.json").read_text())
+    config["task_specific_params"] = task_specific_params
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
 @pytest.fixture(scope="module")
 def defaults_dir(small_gpt2_dir, tmp_path_factory):
     """The small model with distilgpt2-style text-generation defaults (and a key that is not a generate option)."""
-    directory = tmp_path_factory.mktemp("with_defaults")
-    for file in small_gpt2_dir.iterdir():
-        shutil.copy(file, directory / file.name)
-    config = json.loads((directory / "config.json").read_text())
-    config["task_specific_params"] = {"text-generation": {"do_sample": True, "max_length": 24, "prefix": "x"},
-                                      "summarization": {"max_length": 3}}
-    (directory / "config.json").write_text(json.dumps(config))
-    return directory
+    return with_task_params(small_gpt2_dir, tmp_path_factory.mktemp("with_defaults"),
+                            {"text-generation": {"do_sample": True, "max_length": 24, "prefix": "x"},
+                             "summarization": {"max_length": 3}})
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +156,33 @@ def test_call_options_override_the_defaults(defaults_dir):
     assert generator(PROMPT, max_length=30, seed=3) == [{"generated_text": sampled[0]}]
 
 
+def test_sampling_defaults_do_not_warn_when_a_call_decodes_greedily(small_gpt2_dir, tmp_path):
+    directory = with_task_params(small_gpt2_dir, tmp_path, {"text-generation": {
+        "do_sample": True, "temperature": 0.7, "top_k": 5, "seed": 1, "max_length": 24}})
+    generator = pipeline("text-generation", directory)
+    greedy = direct_texts(generator.model, PROMPT, max_new_tokens=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the model's sampling defaults do nothing here, and that is no news
+        assert generator(PROMPT, do_sample=False, max_new_tokens=5) == [{"generated_text": greedy[0]}]
+    with pytest.warns(UserWarning, match=r"no effect without do_sample=True: temperature=0\.5 \("):
+        result = generator(PROMPT, do_sample=False, temperature=0.5, max_new_tokens=5)
+    assert result == [{"generated_text": greedy[0]}]
+    with pytest.warns(UserWarning, match=r"no effect without do_sample=True: temperature=0\.5 \("):
+        pipeline("text-generation", generator.model)(PROMPT, temperature=0.5, max_new_tokens=5)
+
+
+def test_bad_task_specific_params_name_config_json(small_gpt2_dir, tmp_path):
+    for name, params, message in [
+        ("list", ["text-generation"], r"config\.json: task_specific_params must be a JSON object .*not a list"),
+        ("zero_temperature", {"text-generation": {"do_sample": True, "temperature": 0}},
+         r"config\.json: task_specific_params\['text-generation'\]: temperature must be a positive finite number"),
+        ("string_do_sample", {"text-generation": {"do_sample": "true"}},
+         r"config\.json: task_specific_params\['text-generation'\]: do_sample must be True or False"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pipeline("text-generation", with_task_params(small_gpt2_dir, tmp_path / name, params))
+
+
 def test_a_loaded_model_brings_no_defaults(defaults_dir):
     model = pipeline("text-generation", defaults_dir).model
     generator = pipeline("text-generation", model)
@@ -221,7 +254,7 @@ def test_only_text_generation_is_supported(small_gpt2_dir):
 def test_bad_calls_are_clear_errors(generator):
     with pytest.raises(TypeError, match="unknown generation option.*max_tokens"):
         generator(PROMPT, max_tokens=5)
-    with pytest.raises(ValueError, match="temperature must be a positive number"):
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
         generator(PROMPT, do_sample=True, temperature=0)
     with pytest.raises(ValueError, match="the prompt is empty"):
         generator("")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
 from tinygpt.config import GPT2Config
+from tinygpt import weights as weights_module
 from tinygpt.weights import WeightsError, expected_shapes, load_weights
 
 
@@ -23,6 +25,24 @@ def rewrite_tensors(model_dir, edit):
     path = model_dir / "model.safetensors"
     tensors = edit(load_file(path))
     save_file(tensors, path, metadata={"format": "pt"})
+
+
+def edit_header(model_dir, edit):
+    """Apply ``edit`` to the JSON header of the checkpoint (name -> dtype, shape, data_offsets) in place and
+    write it back in front of the unchanged data."""
+    path = model_dir / "model.safetensors"
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    edit(header)
+    encoded = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length :])
+
+
+def shard_checkpoint(model_dir, weight_map):
+    """Replace model.safetensors by an index with ``weight_map`` (no shard files are written)."""
+    (model_dir / "model.safetensors").unlink()
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
 
 
 def test_loads_every_tensor_with_its_shape_and_ties_the_head(tiny_model_dir):
@@ -151,3 +171,115 @@ def test_no_safetensors_file(tmp_path):
         load_weights(tmp_path, GPT2Config())
 
 
+
+
+def test_index_naming_a_missing_shard_names_the_index_and_the_shard(tiny_model_dir, tmp_path):
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    shard_checkpoint(model_dir, {"transformer.wte.weight": "model-00001-of-00002.safetensors"})
+    with pytest.raises(WeightsError, match=r"index\.json lists shard\(s\) missing from .*: "
+                                           r"model-00001-of-00002\.safetensors"):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
+
+
+@pytest.mark.parametrize("weight_map, message", [
+    (["model.safetensors"], r"weight_map must be an object mapping tensor name -> shard file name, got list"),
+    ({"transformer.wte.weight": 5}, r"tensor 'transformer\.wte\.weight' maps to 5, which is not a file name"),
+], ids=["list", "number"])
+def test_malformed_index_weight_map_is_named(tiny_model_dir, tmp_path, weight_map, message):
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    shard_checkpoint(model_dir, weight_map)
+    with pytest.raises(WeightsError, match=r"model\.safetensors\.index\.json: " + message):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
+
+
+@pytest.mark.parametrize("shard", ["../model.safetensors", "/etc/passwd", "sub/model.safetensors", ".."])
+def test_index_shard_outside_the_model_directory_is_refused(tiny_model_dir, tmp_path, shard):
+    """Even when the path leads to a real checkpoint: the index may name only files beside it."""
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    shutil.copy(model_dir / "model.safetensors", tmp_path / "model.safetensors")
+    shard_checkpoint(model_dir, {"transformer.wte.weight": shard})
+    with pytest.raises(WeightsError, match=r"index\.json: tensor 'transformer\.wte\.weight' maps to .*which is not "
+                                           r"a file name in the model directory"):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
+
+
+def _shifted_offsets(offsets):
+    begin, end = offsets
+    return [begin - end, 0]  # before the data: the tensor's bytes would come from the header
+
+
+@pytest.mark.parametrize("field, change", [
+    ("data_offsets", _shifted_offsets),
+    ("data_offsets", lambda offsets: [offsets[0] + 0.5, offsets[1] + 0.5]),
+    ("data_offsets", lambda offsets: offsets[::-1]),
+    ("data_offsets", lambda offsets: [offsets[0] > 0, offsets[1]]),
+    ("shape", lambda shape: [float(shape[0])]),
+    ("shape", lambda shape: [str(shape[0])]),
+    ("shape", lambda shape: [-shape[0]]),
+], ids=["negative-offsets", "float-offsets", "begin-after-end", "bool-offset", "float-dim", "string-dim",
+        "negative-dim"])
+def test_malformed_offsets_and_shapes_are_refused(tiny_model_dir, tmp_path, field, change):
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+
+    def edit(header):
+        entry = header["transformer.ln_f.weight"]
+        entry[field] = change(entry[field])
+
+    edit_header(model_dir, edit)
+    expected = (r"expected \[begin, end\] integers with 0 <= begin <= end" if field == "data_offsets"
+                else r"expected a list of integers >= 0")
+    with pytest.raises(WeightsError, match=rf"model\.safetensors: tensor 'transformer\.ln_f\.weight' has {field} "
+                                           rf".*{expected}"):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
+
+
+def test_tensors_sharing_bytes_are_refused(tiny_model_dir, tmp_path):
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+
+    def alias(header):
+        bias = header["transformer.ln_f.bias"]["data_offsets"]
+        header["transformer.ln_f.weight"]["data_offsets"] = [bias[0] + 128, bias[1] + 128]  # half in the bias
+
+    edit_header(model_dir, alias)
+    with pytest.raises(WeightsError, match=r"model\.safetensors: tensors 'transformer\.ln_f\.bias' "
+                                           r"\(bytes \d+\.\.\d+\) and 'transformer\.ln_f\.weight' "
+                                           r"\(bytes \d+\.\.\d+\) overlap"):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+@pytest.mark.parametrize("name, index, value", [
+    ("ln_f.weight", (5,), np.nan),
+    ("h.1.mlp.c_fc.weight", (3, 7), np.inf),
+    ("wte.weight", (700, 3), -np.inf),
+    ("wpe.weight", (100, 1), np.nan),
+])
+def test_nan_or_inf_weight_names_file_tensor_and_index(tiny_model_dir, tmp_path, monkeypatch, dtype, name, index,
+                                                       value):
+    """int8 loads read the embeddings in slabs: small ones here, so that the index counts across slabs."""
+    monkeypatch.setattr(weights_module, "ROWS_PER_READ", 256)
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+
+    def poison(tensors):
+        tensors["transformer." + name][index] = value
+        return tensors
+
+    rewrite_tensors(model_dir, poison)
+    with pytest.raises(WeightsError, match=rf"model\.safetensors: tensor 'transformer\.{name}' has a non-finite "
+                                           rf"value -?(nan|inf) at index \[{', '.join(map(str, index))}\]"):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"), dtype=dtype)
+
+
+def test_nan_in_the_embedding_of_an_untied_int8_model_is_named(tiny_model_dir, tmp_path):
+    """The quantized head does not read wte when the file has its own: wte is checked on its own."""
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    head = np.ones((1000, 64), np.float32)
+
+    def untie_and_poison(tensors):
+        tensors["transformer.wte.weight"][999, 63] = np.nan
+        return {**tensors, "lm_head.weight": head}
+
+    rewrite_tensors(model_dir, untie_and_poison)
+    with pytest.raises(WeightsError, match=r"tensor 'transformer\.wte\.weight' has a non-finite value nan at index "
+                                           r"\[999, 63\]"):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"), dtype="int8")

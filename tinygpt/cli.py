@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
 DEFAULT_MODEL = "distilgpt2"
-SAMPLING_FLAGS = ("temperature", "top_k", "top_p")
+SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed")  # each of them implies sampling
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 EXAMPLES = """examples:
   tinygpt generate "Hello, I'm a language model," --seed 42
@@ -70,6 +71,30 @@ def _one_line(error: Exception) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ the parser
+def _checked(convert, valid, expected: str):
+    """An argparse type: the flag's text through ``convert`` (int or float), which ``valid`` must accept.
+
+    The errors name the flag (argparse puts it in front), where generate's own would name its option.
+    """
+    def value(text: str):
+        try:
+            number = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {convert.__name__} value: {text!r}") from None
+        if not valid(number):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
+        return number
+    return value
+
+
+COUNT = _checked(int, lambda n: n >= 1, "an integer >= 1")
+NON_NEGATIVE_INT = _checked(int, lambda n: n >= 0, "an integer >= 0")
+POSITIVE_NUMBER = _checked(float, lambda x: 0 < x < math.inf, "a positive finite number")
+TEMPERATURE = _checked(float, lambda t: 0 < t < math.inf,
+                       "a positive finite number (for greedy decoding use --greedy)")
+FRACTION = _checked(float, lambda p: 0 <= p <= 1, "a number between 0 and 1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``tinygpt`` parser; each subcommand stores its handler in ``args.command``."""
     parser = _Parser(prog="tinygpt", description="Run GPT-2-family models on the CPU with tinygpt.",
@@ -91,16 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
         "generate", parents=[compute_options], help="continue a prompt, printing the text as it is produced",
         description="Continue PROMPT and print it with its continuation as tokens are produced. Without options, "
                     "generation follows the model's text-generation defaults (config.json task_specific_params; "
-                    "distilgpt2 samples up to 50 tokens in all); a model without them generates 20 new tokens greedily.")
+                    "distilgpt2 samples up to 50 tokens in all); a model without them generates 20 new tokens "
+                    "greedily.")
     generate.add_argument("prompt", metavar="PROMPT", help="the text to continue; - reads it from stdin")
-    generate.add_argument("--max-new-tokens", type=int, metavar="N", help="generate at most N tokens")
-    generate.add_argument("--temperature", type=float, help="sampling temperature (implies sampling)")
-    generate.add_argument("--top-k", type=int, metavar="K", help="sample from the K likeliest tokens; 0: all")
-    generate.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling threshold in [0, 1]")
-    generate.add_argument("--repetition-penalty", type=float, metavar="R", help="> 1 discourages repeats")
-    generate.add_argument("--num-return-sequences", type=int, metavar="N",
+    generate.add_argument("--max-new-tokens", type=COUNT, metavar="N", help="generate at most N tokens")
+    generate.add_argument("--temperature", type=TEMPERATURE, help="sampling temperature (implies sampling)")
+    generate.add_argument("--top-k", type=NON_NEGATIVE_INT, metavar="K",
+                          help="sample from the K likeliest tokens; 0: all (implies sampling)")
+    generate.add_argument("--top-p", type=FRACTION, metavar="P",
+                          help="nucleus sampling threshold in [0, 1] (implies sampling)")
+    generate.add_argument("--repetition-penalty", type=POSITIVE_NUMBER, metavar="R",
+                          help="> 1 discourages repeats")
+    generate.add_argument("--num-return-sequences", type=COUNT, metavar="N",
                           help="sample N continuations (implies sampling), printed one after another")
-    generate.add_argument("--seed", type=int, help="random seed: the same seed gives the same text")
+    generate.add_argument("--seed", type=NON_NEGATIVE_INT,
+                          help="random seed (implies sampling): the same seed gives the same text")
     generate.add_argument("--greedy", action="store_true", help="always take the likeliest token (no sampling)")
     generate.set_defaults(command=run_generate)
 
@@ -166,7 +196,7 @@ def run_perplexity(args: argparse.Namespace) -> None:
     """Print the perplexity of a file (full precision)."""
     text = _read_file(args.file)
     _apply_threads(args.threads)
-    model = _load_model(args)
+    model = _load_model_with_tokenizer(args, "perplexity")
     progress = ProgressLine(sys.stderr, "perplexity") if sys.stderr.isatty() else None
     try:
         value = model.perplexity(text, stride=args.stride, progress=progress)
@@ -179,7 +209,7 @@ def run_perplexity(args: argparse.Namespace) -> None:
 def run_embed(args: argparse.Namespace) -> None:
     """Print one JSON array of floats per text."""
     _apply_threads(args.threads)
-    model = _load_model(args)
+    model = _load_model_with_tokenizer(args, "embed")
     for vector in model.embed(args.texts):
         print(json.dumps(vector.tolist()))
 
@@ -208,13 +238,16 @@ def _generation_options(args: argparse.Namespace) -> dict:
     """The generate options set on the command line (unset ones are left to the model's defaults)."""
     options = {
         name: getattr(args, name)
-        for name in ("max_new_tokens", *SAMPLING_FLAGS, "repetition_penalty", "num_return_sequences", "seed")
+        for name in ("max_new_tokens", *SAMPLING_FLAGS, "repetition_penalty", "num_return_sequences")
         if getattr(args, name) is not None
     }
     sampling_flags = [name for name in SAMPLING_FLAGS if name in options]
     if args.greedy and sampling_flags:
         flag = "--" + sampling_flags[0].replace("_", "-")
         raise ValueError(f"--greedy cannot be combined with {flag}: greedy decoding does not sample")
+    if args.greedy and options.get("num_return_sequences", 1) > 1:
+        raise ValueError(f"--greedy cannot be combined with --num-return-sequences {args.num_return_sequences}: "
+                         "greedy decoding gives the same sequence every time")
     # Sampling settings, or asking for several different continuations, only make sense when sampling.
     if args.greedy or sampling_flags or options.get("num_return_sequences", 1) > 1:
         options["do_sample"] = not args.greedy
@@ -231,10 +264,14 @@ def _apply_threads(threads: int | None) -> None:
             raise ValueError(f"--threads: {error}") from None
 
 
-def _load_model(args: argparse.Namespace):
+def _load_model_with_tokenizer(args: argparse.Namespace, command: str):
     from .model import Model
 
-    return Model.from_pretrained(args.model, revision=args.revision, dtype=args.dtype)
+    model = Model.from_pretrained(args.model, revision=args.revision, dtype=args.dtype)
+    if model.tokenizer is None:
+        raise ValueError(f"the model directory of {args.model} has no tokenizer files (vocab.json + merges.txt, "
+                         f"tokenizer.json or vocab.txt), which {command} needs to read text")
+    return model
 
 
 def _text_argument(value: str) -> str:

@@ -15,10 +15,14 @@ sampling) temperature, top-k and top-p; greedy decoding is the argmax after the 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import math
 import numbers
+import os
+import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +42,11 @@ __all__ = [
 
 # transformers generates this many new tokens when neither max_new_tokens nor max_length is given.
 DEFAULT_NEW_TOKENS = 20
+# The options that only steer sampling: greedy decoding ignores them.
+SAMPLING_ONLY_OPTIONS = ("temperature", "top_k", "top_p", "seed")
 
 _default_seed: int | None = None
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def set_seed(seed: int | None) -> None:
@@ -58,20 +65,64 @@ def apply_repetition_penalty(logits: np.ndarray, previous_ids, penalty: float) -
 
     logits: float [V] or [B, V]; previous_ids: ints [T] or [B, T] (repeats allowed). Each token that occurs
     has its logit divided by ``penalty`` if positive, multiplied by it if negative. Returns a new array of
-    the same shape and dtype.
+    the same shape and dtype. Where a tiny penalty overflows the dtype, each row comes back shifted by a constant
+    (its maximum at 0) instead: the softmax and argmax of exact arithmetic, not inf or NaN.
     """
     logits = np.asarray(logits)
     ids = np.asarray(previous_ids, dtype=np.int64)
     scores = np.take_along_axis(logits, ids, axis=-1)
-    penalised = np.where(scores < 0, scores * penalty, scores / penalty)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        penalised = np.where(scores < 0, scores * penalty, scores / penalty)
+    # A penalty above 1 can only send negative scores to -inf, which is their limit anyway.
+    if penalty < 1 and _overflowed(scores, penalised):
+        return _penalty_in_float64(logits, ids, penalty)
     out = logits.copy()
     np.put_along_axis(out, ids, penalised, axis=-1)
     return out
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """logits [..., V] / temperature, in the logits' dtype (TemperatureLogitsWarper)."""
-    return np.asarray(logits) / temperature
+    """logits [..., V] / temperature, in the logits' dtype (TemperatureLogitsWarper).
+
+    Where a tiny (or huge) temperature overflows the dtype, each row comes back shifted by a constant (its
+    maximum at 0) instead: the softmax and argmax of exact arithmetic, not inf or NaN.
+    """
+    logits = np.asarray(logits)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        scaled = logits / temperature
+    return _shifted_quotient(logits, temperature, logits.dtype) if _overflowed(logits, scaled) else scaled
+
+
+def _overflowed(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether float arithmetic on ``before`` lost its range: a finite value became infinite, or NaN appeared."""
+    if np.isfinite(after).all():  # the usual case, in one pass
+        return False
+    return bool(np.isnan(after).any() or (np.isinf(after) & np.isfinite(before)).any())
+
+
+def _shifted_quotient(numerators: np.ndarray, divisor: float, dtype) -> np.ndarray:
+    """(numerators - their row maximum) / divisor, computed in float64 and returned in ``dtype``.
+
+    Softmax and argmax do not change when a row is shifted, and with its maximum at 0 a row can only overflow
+    towards -inf, where the probability is 0 anyway: no inf - inf = NaN, whatever the divisor.
+    """
+    values = np.asarray(numerators, dtype=np.float64)
+    peak = values.max(axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):
+        return ((values - np.where(np.isfinite(peak), peak, 0.0)) / divisor).astype(dtype)
+
+
+def _penalty_in_float64(logits: np.ndarray, ids: np.ndarray, penalty: float) -> np.ndarray:
+    """The repetition penalty's scores, shifted (see :func:`_shifted_quotient`), for a penalty below 1.
+
+    Every penalised score times the penalty is the logit itself (positive), logit * penalty**2 (negative) or,
+    for tokens not in the sequence, logit * penalty; none of these overflow, and dividing them by the penalty
+    gives the penalised scores back.
+    """
+    times_penalty = logits.astype(np.float64) * penalty
+    scores = np.take_along_axis(logits, ids, axis=-1).astype(np.float64)
+    np.put_along_axis(times_penalty, ids, np.where(scores < 0, scores * penalty * penalty, scores), axis=-1)
+    return _shifted_quotient(times_penalty, penalty, logits.dtype)
 
 
 def top_k_filter(logits: np.ndarray, top_k: int, min_tokens_to_keep: int = 1) -> np.ndarray:
@@ -165,7 +216,8 @@ class GenerationOptions:
     Lengths follow transformers: ``max_new_tokens`` counts generated tokens only, ``max_length`` counts the
     prompt too (per prompt: a batch does not change a row's budget); max_new_tokens wins when both are given
     (with a warning); with neither, 20 new tokens, cut at the model's context. ``top_k`` 0 or None and
-    ``top_p`` 1.0 turn those filters off; temperature, top_k and top_p only matter when ``do_sample``.
+    ``top_p`` 1.0 turn those filters off; temperature, top_k, top_p and seed only matter when ``do_sample``
+    (set to other values without it, they bring a warning, as in transformers).
     ``eos_token_id``: an id, a list of ids, or None for none; by default ``model.eos_token_id``. ``stop``: strings
     that end a row once its decoded continuation contains one. ``pad_token_id``: the id fed to padding and to
     finished rows (never returned); by default the lowest EOS id, else 0.
@@ -189,6 +241,8 @@ class GenerationOptions:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         _check_int("num_return_sequences", self.num_return_sequences, minimum=1)
+        if not isinstance(self.do_sample, (bool, np.bool_)):
+            raise ValueError(f"do_sample must be True or False, got {self.do_sample!r}")
         if self.num_return_sequences > 1 and not self.do_sample:
             raise ValueError(
                 f"num_return_sequences={self.num_return_sequences} needs do_sample=True: greedy decoding "
@@ -197,18 +251,30 @@ class GenerationOptions:
         if self.do_sample:
             if self.top_k is not None:
                 _check_int("top_k", self.top_k, minimum=0)
-            _check_real("temperature", self.temperature, lambda t: t > 0,
-                        "a positive number (for greedy decoding use do_sample=False)")
+            _check_real("temperature", self.temperature, lambda t: 0 < t < math.inf,
+                        "a positive finite number (for greedy decoding use do_sample=False)")
             _check_real("top_p", self.top_p, lambda p: 0 <= p <= 1, "a number between 0 and 1")
-        _check_real("repetition_penalty", self.repetition_penalty, lambda r: r > 0, "a positive number")
+        _check_real("repetition_penalty", self.repetition_penalty, lambda r: 0 < r < math.inf,
+                    "a positive finite number (1.0: no penalty)")
         if self.seed is not None:
             _check_seed(self.seed)
+        if self.eos_token_id is not _FromModel.EOS:
+            _listed_eos_ids(self.eos_token_id)
         _stop_strings(self.stop)
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
         """``stop`` as a tuple of strings (empty when None)."""
         return _stop_strings(self.stop)
+
+    def unused_sampling_options(self) -> list[str]:
+        """``name=value`` of each sampling-only option set away from its default while not sampling."""
+        if self.do_sample:
+            return []
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        # array_equal: a plain yes or no whatever the value is (== on an array gives an array).
+        return [f"{name}={getattr(self, name)!r}" for name in SAMPLING_ONLY_OPTIONS
+                if not np.array_equal(getattr(self, name), defaults[name])]
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -226,7 +292,14 @@ def _check_seed(seed) -> int:
     return int(seed)
 
 
+def _is_collection(value) -> bool:
+    """A list, tuple or set, say; not a string or bytes (collections of characters) nor a one-pass iterator."""
+    return isinstance(value, (Sequence, Set)) and not isinstance(value, (str, bytes, bytearray))
+
+
 def _stop_strings(stop) -> tuple[str, ...]:
+    if stop is not None and not isinstance(stop, str) and not _is_collection(stop):
+        raise ValueError(f"stop must be a non-empty string or a list of them, got {stop!r}")
     strings = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
     bad = [s for s in strings if not isinstance(s, str) or not s]
     if bad:
@@ -328,6 +401,7 @@ def _require_one_row(rows: list[_Row], what: str) -> None:
 def _prepare(model, input_ids, options: GenerationOptions, decode_text: bool) -> tuple[list[_Row], _Request]:
     """Check everything against the model and lay out the output rows (with their random streams)."""
     config = model.config
+    _warn_of_unused_sampling_options(options)
     prompts = _as_prompts(input_ids, config.vocab_size)
     eos_ids = _eos_ids(options.eos_token_id, model)
     pad_id = options.pad_token_id if options.pad_token_id is not None else min(eos_ids, default=0)
@@ -351,6 +425,23 @@ def _prepare(model, input_ids, options: GenerationOptions, decode_text: bool) ->
         for copy in range(n)
     ]
     return rows, _Request(options, eos_ids, pad_id, config.n_positions)
+
+
+def _warn_at_caller(message: str) -> None:
+    """A UserWarning attributed to the first line outside tinygpt: the user's call, however it got here
+    (Model.generate, the pipeline, stream)."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+def _warn_of_unused_sampling_options(options: GenerationOptions) -> None:
+    unused = options.unused_sampling_options()
+    if unused:
+        # transformers warns too, and decodes greedily all the same.
+        _warn_at_caller(f"sampling options have no effect without do_sample=True: {', '.join(unused)} (greedy "
+                        "decoding ignores them; set do_sample=True to sample)")
 
 
 def _as_prompts(input_ids, vocab_size: int) -> list[list[int]]:
@@ -396,20 +487,29 @@ def _check_token_id(name: str, token, vocab_size: int) -> None:
 def _eos_ids(eos_token_id, model) -> frozenset[int]:
     if eos_token_id is _FromModel.EOS:
         eos_token_id = model.eos_token_id
-    if eos_token_id is None:
-        return frozenset()
-    ids = [eos_token_id] if isinstance(eos_token_id, numbers.Integral) else list(eos_token_id)
+    ids = _listed_eos_ids(eos_token_id)
     for token in ids:
         _check_token_id("eos_token_id", token, model.config.vocab_size)
     return frozenset(int(t) for t in ids)
+
+
+def _listed_eos_ids(eos_token_id) -> tuple:
+    """An eos_token_id option as a tuple of (still unchecked) ids."""
+    if eos_token_id is None:
+        return ()
+    if isinstance(eos_token_id, numbers.Integral):
+        return (eos_token_id,)
+    if not _is_collection(eos_token_id):
+        raise ValueError(f"eos_token_id must be a token id, a list of token ids or None, got {eos_token_id!r}")
+    return tuple(eos_token_id)
 
 
 def _new_token_budgets(lengths: list[int], options: GenerationOptions, n_positions: int) -> list[int]:
     """How many tokens each prompt may add, with transformers' rules; never past the model's context."""
     if options.max_new_tokens is not None:
         if options.max_length is not None:
-            warnings.warn(f"both max_new_tokens ({options.max_new_tokens}) and max_length ({options.max_length}) "
-                          "are set; max_new_tokens takes precedence", UserWarning, stacklevel=4)
+            _warn_at_caller(f"both max_new_tokens ({options.max_new_tokens}) and max_length "
+                            f"({options.max_length}) are set; max_new_tokens takes precedence")
         budgets = [options.max_new_tokens] * len(lengths)
     elif options.max_length is not None:
         budgets = [options.max_length - length for length in lengths]

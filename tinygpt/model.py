@@ -238,6 +238,8 @@ class Model:
         """Mean-pooled final hidden states: float32 [n_embd] for one text, [N, n_embd] for a list."""
         if isinstance(texts, str):
             return scoring.mean_pooled(self, self._text_ids(texts, 0))
+        if isinstance(texts, (bytes, bytearray)):
+            raise TypeError(f"embed takes a str or a list of str, got {type(texts).__name__}")
         texts = list(texts)
         if not texts:
             raise ValueError("embed needs at least one text, got an empty list")

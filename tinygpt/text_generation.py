@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .generation import GenerationOptions
+from .generation import SAMPLING_ONLY_OPTIONS, GenerationOptions
 from .hub import resolve_model_dir
 from .model import Model
 
@@ -52,13 +52,23 @@ def pipeline(task: str, model: str | os.PathLike | Model, *, revision: str | Non
 def task_defaults(config_file: Path) -> dict:
     """The generation options config.json sets for text generation (``task_specific_params``), or {}.
 
-    Keys that are not generation options (e.g. transformers' ``prefix``) are left out.
+    Keys that are not generation options (e.g. transformers' ``prefix``) are left out; the others are checked
+    now, so that a bad value is reported as config.json's.
     """
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    params = (config.get("task_specific_params") or {}).get("text-generation") or {}
+    tasks = config.get("task_specific_params") or {}
+    if not isinstance(tasks, dict):
+        raise ValueError(f"{config_file}: task_specific_params must be a JSON object (task name -> options), "
+                         f"not a {type(tasks).__name__}")
+    params = tasks.get("text-generation") or {}
     if not isinstance(params, dict):
         raise ValueError(f"{config_file}: task_specific_params['text-generation'] must be a JSON object")
-    return {name: value for name, value in params.items() if name in GENERATION_OPTION_NAMES}
+    defaults = {name: value for name, value in params.items() if name in GENERATION_OPTION_NAMES}
+    try:
+        GenerationOptions(**defaults)
+    except ValueError as error:
+        raise ValueError(f"{config_file}: task_specific_params['text-generation']: {error}") from None
+    return defaults
 
 
 class TextGenerationPipeline:
@@ -103,7 +113,9 @@ class TextGenerationPipeline:
         """``options`` on top of the defaults, checked; the keyword arguments a call passes to ``generate``.
 
         Setting either length (max_length or max_new_tokens) replaces both default lengths, so a default
-        max_length never competes with a max_new_tokens the caller chose.
+        max_length never competes with a max_new_tokens the caller chose. When the result decodes greedily,
+        default sampling options are left out: they would have no effect, and only the caller's own should
+        bring generate's warning about that.
         """
         unknown = sorted(set(options) - GENERATION_OPTION_NAMES)
         if unknown:
@@ -112,6 +124,8 @@ class TextGenerationPipeline:
         defaults = self.defaults
         if any(options.get(name) is not None for name in _LENGTH_OPTIONS):
             defaults = {name: value for name, value in defaults.items() if name not in _LENGTH_OPTIONS}
+        if not options.get("do_sample", defaults.get("do_sample", False)):
+            defaults = {name: value for name, value in defaults.items() if name not in SAMPLING_ONLY_OPTIONS}
         merged = {**defaults, **options}
         GenerationOptions(**merged)  # raises ValueError naming a bad option now, before any generation
         return merged

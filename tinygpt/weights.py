@@ -10,14 +10,16 @@ from the file and quantized piece by piece, so their float32 form never sits in 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .config import GPT2Config
+from .config import GPT2Config, is_integer
 
 PREFIX = "transformer."
 # Causal-mask buffers that published GPT-2 files carry (float32 in distilgpt2, uint8 in uer); we build the
@@ -31,6 +33,8 @@ DTYPES = {
 }
 FLOAT_DTYPES = ("F32", "F16", "BF16")
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+# Elements per NaN/inf check pass: a 256 KB mask at a time, never one the size of a tensor.
+FINITE_CHECK_ITEMS = 1 << 18
 
 
 class WeightsError(ValueError):
@@ -78,10 +82,10 @@ class StoredTensor:
         return self.read_rows(0, self.shape[0])
 
     def rows_to_quantize(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` as float32 for one pass of a quantizer: F32 mapped from the file (a mapping
-        of its own, unmapped once the caller drops the array, so the file's pages leave this process's
-        memory with it), F16/BF16 converted into a new array. Reading F32 rows into the heap instead left
-        ~16 MB of freed blocks behind in the allocator after an int8 load."""
+        """Rows ``start:stop`` as float32 for one pass of a quantizer or a NaN check: F32 mapped from the file
+        (a mapping of its own, unmapped once the caller drops the array, so the file's pages leave this
+        process's memory with it), F16/BF16 converted into a new array. Reading F32 rows into the heap
+        instead left ~16 MB of freed blocks behind in the allocator after an int8 load."""
         if self.dtype_name == "F32" and start < stop and 0 not in self.shape:
             row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * DTYPES["F32"].itemsize
             mapped = np.memmap(self.path, dtype=DTYPES["F32"], mode="c", offset=self.offset + start * row_bytes,
@@ -116,7 +120,11 @@ class QuantizedWeight:
 
 # Linear-layer weights, by name suffix: what dtype="int8" stores as int8 (with the LM head).
 LINEAR_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
-HEAD_ROWS_PER_READ = 4096  # quantize the LM head a slab at a time: never the whole float32 head in memory
+# An int8 load reads the LM head (to quantize it) and the embeddings (to check them) a slab of rows at a time:
+# never a whole float32 head in memory.
+ROWS_PER_READ = 4096
+# Lookup tables: a forward pass reads only the rows of its tokens and positions.
+EMBEDDINGS = ("wte.weight", "wpe.weight")
 WEIGHT_DTYPES = ("float32", "int8")
 
 
@@ -128,12 +136,14 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = 
     (GPT-2 ties them). dtype "float32": every tensor a float32 array. dtype "int8": the linear weights and
     the LM head are :class:`QuantizedWeight` (quantized at load, read from the file in slabs so no float32
     copy of them stays in memory); embeddings, biases and LayerNorm parameters stay float32.
+    Raises WeightsError naming the file and tensor of a NaN or infinite value, which would make every logit NaN.
     """
     if dtype not in WEIGHT_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
     stored = stored_tensors(Path(model_dir), config)
     if dtype == "float32":
-        weights = {name: tensor.mapped() for name, tensor in stored.items()}
+        # The check reads every mapped page, which the first forward pass reads anyway (~0.05 s for distilgpt2).
+        weights = {name: _finite(tensor, tensor.mapped()) for name, tensor in stored.items()}
         weights.setdefault("lm_head.weight", weights["wte.weight"])
         return weights
     from .kernels.quantized import quantize_columns, quantize_rows  # Numba: only when int8 is asked for
@@ -141,17 +151,43 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = 
     weights = {}
     for name, tensor in stored.items():
         if name.endswith(LINEAR_SUFFIXES):  # [in, out] in the file: quantized into [out, in], outputs as rows
-            weights[name] = QuantizedWeight(*quantize_columns(tensor.rows_to_quantize(0, tensor.shape[0])))
+            weights[name] = QuantizedWeight(
+                *quantize_columns(_finite(tensor, tensor.rows_to_quantize(0, tensor.shape[0]))))
+        elif name in EMBEDDINGS:  # checked below through slabs mapped apart: a check through this mapping
+            weights[name] = tensor.mapped()  # would keep all its pages in memory, where lookups read a few rows
         elif name != "lm_head.weight":
-            weights[name] = tensor.mapped()
+            weights[name] = _finite(tensor, tensor.mapped())
     head = stored.get("lm_head.weight", stored["wte.weight"])
     q = np.empty(head.shape, np.int8)
     scale = np.empty(head.shape[0], np.float32)
-    for start in range(0, head.shape[0], HEAD_ROWS_PER_READ):
-        stop = min(start + HEAD_ROWS_PER_READ, head.shape[0])
-        q[start:stop], scale[start:stop] = quantize_rows(head.rows_to_quantize(start, stop))
+    for start, stop in _slabs(head):
+        q[start:stop], scale[start:stop] = quantize_rows(_finite(head, head.rows_to_quantize(start, stop), start))
     weights["lm_head.weight"] = QuantizedWeight(q, scale)
+    for embedding in (stored[name] for name in EMBEDDINGS):
+        if embedding is not head:  # a tied wte was checked as the head
+            for start, stop in _slabs(embedding):
+                _finite(embedding, embedding.rows_to_quantize(start, stop), start)
     return weights
+
+
+def _slabs(tensor: StoredTensor) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each slab of ROWS_PER_READ rows of ``tensor``."""
+    rows = tensor.shape[0]
+    return ((start, min(start + ROWS_PER_READ, rows)) for start in range(0, rows, ROWS_PER_READ))
+
+
+def _finite(tensor: StoredTensor, array: np.ndarray, first_row: int = 0) -> np.ndarray:
+    """``array`` (rows ``first_row``... of ``tensor``) as given, or a WeightsError naming its first NaN or inf."""
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, FINITE_CHECK_ITEMS):
+        finite = np.isfinite(flat[start:start + FINITE_CHECK_ITEMS])
+        if not finite.all():
+            index = start + int(np.argmin(finite))
+            position = [int(i) for i in np.unravel_index(index, array.shape)]
+            position[0] += first_row
+            raise WeightsError(f"{tensor.path}: tensor {tensor.name!r} has a non-finite value {flat[index]} "
+                               f"at index {position}")
+    return array
 
 
 def stored_tensors(model_dir: Path, config: GPT2Config) -> dict[str, StoredTensor]:
@@ -193,18 +229,36 @@ def _safetensors_files(model_dir: Path) -> list[Path]:
         return [single]
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise WeightsError(f"{index}: not a valid safetensors index ({err})") from None
-        return [model_dir / shard for shard in sorted(set(weight_map.values()))]
+        return _index_shards(index)
     raise WeightsError(
         f"{model_dir}: no model.safetensors (or model.safetensors.index.json); tinygpt reads safetensors only"
     )
 
 
+def _index_shards(index: Path) -> list[Path]:
+    """The shard files a model.safetensors.index.json maps tensors to, each checked to be in its directory."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise WeightsError(f"{index}: not a valid safetensors index ({err})") from None
+    if not isinstance(weight_map, dict):
+        raise WeightsError(f"{index}: weight_map must be an object mapping tensor name -> shard file name, "
+                           f"got {type(weight_map).__name__}")
+    for name, shard in weight_map.items():
+        # A plain name only: "../x" or "/x" would read files outside the model directory.
+        if not isinstance(shard, str) or shard in ("", ".", "..") or Path(shard).name != shard:
+            raise WeightsError(f"{index}: tensor {name!r} maps to {shard!r}, which is not a file name "
+                               "in the model directory")
+    shards = [index.parent / shard for shard in sorted(set(weight_map.values()))]
+    missing = [shard.name for shard in shards if not shard.is_file()]
+    if missing:
+        raise WeightsError(f"{index} lists shard(s) missing from {index.parent}: {', '.join(missing)}")
+    return shards
+
+
 def _read_header(path: Path) -> list[StoredTensor]:
-    """The tensors listed in one safetensors file's header, each checked to lie inside the file."""
+    """The tensors listed in one safetensors file's header, each checked to lie inside the file, none sharing
+    a byte with another."""
     file_size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)
@@ -220,7 +274,7 @@ def _read_header(path: Path) -> list[StoredTensor]:
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: corrupt safetensors header (not a JSON object)")
     data_start = 8 + header_len
-    tensors = []
+    tensors, ranges = [], []
     for name, info in header.items():
         if name == "__metadata__":
             continue
@@ -230,19 +284,41 @@ def _read_header(path: Path) -> list[StoredTensor]:
                 f"{path}: truncated file: tensor {name!r} ends at byte {data_start + end}, "
                 f"file has {file_size}"
             )
-        if end - begin != DTYPES[dtype_name].itemsize * int(np.prod(shape)):
-            raise WeightsError(f"{path}: tensor {name!r}: byte range does not match shape {shape}")
-        tensors.append(StoredTensor(path, name, dtype_name, tuple(shape), data_start + begin))
+        if end - begin != DTYPES[dtype_name].itemsize * math.prod(shape):
+            raise WeightsError(f"{path}: tensor {name!r}: byte range does not match shape {list(shape)}")
+        tensors.append(StoredTensor(path, name, dtype_name, shape, data_start + begin))
+        ranges.append((begin, end, name))
+    _check_no_overlap(path, ranges)
     return tensors
 
 
-def _tensor_info(path: Path, name: str, info) -> tuple[str, list[int], tuple[int, int]]:
+def _tensor_info(path: Path, name: str, info) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+    """dtype, shape and byte range [begin, end) (from the end of the header) of one header entry."""
     try:
         dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        begin, end = (int(v) for v in offsets)
-        shape = [int(d) for d in shape]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError):
         raise WeightsError(f"{path}: tensor {name!r} has a malformed header entry") from None
-    if dtype_name not in DTYPES:
+    if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
         raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name}")
-    return dtype_name, shape, (begin, end)
+    if not (isinstance(shape, list) and all(map(_is_count, shape))):
+        raise WeightsError(f"{path}: tensor {name!r} has shape {shape!r}, expected a list of integers >= 0")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
+            and offsets[0] <= offsets[1]):
+        raise WeightsError(f"{path}: tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] "
+                           "integers with 0 <= begin <= end")
+    return dtype_name, tuple(shape), (offsets[0], offsets[1])
+
+
+def _is_count(value) -> bool:
+    """A JSON integer >= 0 (not a float such as 0.5, not true/false, which json loads as bools)."""
+    return is_integer(value) and value >= 0
+
+
+def _check_no_overlap(path: Path, ranges: list[tuple[int, int, str]]) -> None:
+    """Two tensors sharing bytes would be silent aliases; sorted by start, any overlap shows between
+    neighbours (empty tensors hold no bytes and are left out)."""
+    ordered = sorted(r for r in ranges if r[0] < r[1])
+    for (begin_a, end_a, a), (begin_b, end_b, b) in zip(ordered, ordered[1:]):
+        if begin_b < end_a:
+            raise WeightsError(f"{path}: tensors {a!r} (bytes {begin_a}..{end_a}) and {b!r} "
+                               f"(bytes {begin_b}..{end_b}) overlap")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -268,12 +270,48 @@ def test_streaming_skips_special_tokens_when_asked(tok):
 
 
 # ------------------------------------------------------------------------------------------------ bad input
-@pytest.mark.parametrize("bad_id", [VOCAB_SIZE, -1, 10**12, "7", None, 1.5])
+@pytest.mark.parametrize("bad_id", [VOCAB_SIZE, -1, 10**12])
 def test_decode_rejects_an_id_outside_the_vocab_naming_it_and_its_position(tok, bad_id):
     with pytest.raises(ValueError, match=rf"token id {bad_id!r} at position 2 is outside the vocabulary"):
         tok.decode([*HELLO_WORLD_IDS, bad_id, 0])
     with pytest.raises(ValueError, match=rf"token id {bad_id!r} at position 2"):
         tok.convert_ids_to_tokens([*HELLO_WORLD_IDS, bad_id])
+
+
+@pytest.mark.parametrize("bad_id", ["7", None, 1.5, 15496.0, np.float32(995), True, np.True_],
+                         ids=["str", "None", "float", "whole-float", "numpy-float", "bool", "numpy-bool"])
+def test_decode_rejects_a_non_integer_id_naming_its_position(tok, bad_id):
+    """A dict lookup alone would take 15496.0 for 15496 and True for 1."""
+    message = rf"token id {re.escape(repr(bad_id))} at (stream )?position \d is not an integer"
+    with pytest.raises(TypeError, match=message):
+        tok.decode([*HELLO_WORLD_IDS, bad_id, 0])
+    with pytest.raises(TypeError, match=message):
+        tok.convert_ids_to_tokens([*HELLO_WORLD_IDS, bad_id])
+    decoder = tok.incremental_decoder()
+    decoder.push(15496)
+    with pytest.raises(TypeError, match=message.replace(r"(stream )?position \d", "stream position 1")):
+        decoder.push(bad_id)
+
+
+def test_decode_takes_numpy_integers(tok):
+    assert tok.decode(np.array(HELLO_WORLD_IDS)) == "Hello world"
+    assert tok.convert_ids_to_tokens(np.array(HELLO_WORLD_IDS, np.int32)) == ["Hello", "Ġworld"]
+    assert stream(tok.incremental_decoder(), np.array(HELLO_WORLD_IDS)) == ["Hello", " world", ""]
+    with pytest.raises(ValueError, match=r"token id -1 at position 1 is outside the vocabulary"):
+        tok.decode(np.array([15496, -1]))
+
+
+@pytest.mark.parametrize("batch", [[HELLO_WORLD_IDS, HELLO_WORLD_IDS], np.array([HELLO_WORLD_IDS]),
+                                   [tuple(HELLO_WORLD_IDS)]], ids=["lists", "2d-array", "tuples"])
+def test_decode_of_a_batch_says_to_decode_row_by_row(tok, batch):
+    with pytest.raises(TypeError, match=r"one sequence of token ids, but position 0 holds a (list|ndarray|tuple): "
+                                        r"decode a batch \(such as the output of generate\) one row at a time"):
+        tok.decode(batch)
+
+
+def test_decode_of_a_single_id_asks_for_a_sequence(tok):
+    with pytest.raises(TypeError, match="expected a sequence of token ids, got int"):
+        tok.decode(15496)
 
 
 def test_streaming_rejects_an_id_outside_the_vocab(tok):
@@ -286,6 +324,13 @@ def test_streaming_rejects_an_id_outside_the_vocab(tok):
 def test_encode_rejects_non_text(tok):
     with pytest.raises(TypeError, match="encode expects str, got bytes"):
         tok.encode(b"Hello")
+
+
+@pytest.mark.parametrize("text", [b"Hello", "Hello"])
+def test_encode_batch_rejects_a_single_text_naming_its_type(tok, text):
+    """Iterated, bytes would give ints ("encode expects str, got int") and a str its characters, each encoded."""
+    with pytest.raises(TypeError, match=f"encode_batch expects a list of str, got {type(text).__name__}"):
+        tok.encode_batch(text)
 
 
 def test_encode_rejects_a_lone_surrogate_naming_its_position(tok):
@@ -371,6 +416,38 @@ def test_merge_of_unknown_token_is_named(model_copy):
     merges_file.write_text(merges_file.read_text(encoding="utf-8") + "Ġgazed zzzqqq\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"merges\.txt: merge 50000 \('Ġgazed' 'zzzqqq'\) uses 'zzzqqq'"):
         BPETokenizer.from_pretrained(model_copy)
+
+
+def test_real_gpt2_merges_yield_every_token_but_bytes_and_endoftext(gpt2_tokenizer_dir):
+    """What the merges check relies on, on the real files: each of GPT-2's 50000 merges yields a different
+    token, and these are exactly the vocab's tokens other than the 256 bytes and <|endoftext|>."""
+    vocab = json.loads((gpt2_tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
+    lines = (gpt2_tokenizer_dir / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]
+    merged = {line.replace(" ", "") for line in lines if line}
+    assert len(merged) == len(lines) == 50000
+    assert set(vocab) - merged == {*bpe.bytes_to_unicode().values(), "<|endoftext|>"}
+
+
+@pytest.mark.parametrize("kept_lines, unreachable, example", [(1, 50000, "Ġt"), (1000, 49001, "Ġresult")],
+                         ids=["version-line-only", "first-1000-lines"])
+def test_empty_or_truncated_merges_file_is_refused(model_copy, kept_lines, unreachable, example):
+    """Loaded anyway, the version line alone made "Hello world" 11 single-byte tokens."""
+    merges_file = model_copy / "merges.txt"
+    lines = merges_file.read_text(encoding="utf-8").splitlines()
+    merges_file.write_text("\n".join(lines[:kept_lines]) + "\n", encoding="utf-8")
+    message = (rf"merges\.txt: none of the {kept_lines - 1} merges yields {unreachable} of the vocab's 50000 "
+               rf"tokens .*\(e\.g\. '{example}'\): the merges are empty or cut short")
+    with pytest.raises(ValueError, match=message):
+        BPETokenizer.from_pretrained(model_copy)
+
+
+def test_a_few_vocab_tokens_no_merge_yields_are_tolerated(model_copy, hf):
+    """Real vocabularies may carry an extra entry no config names (a RoBERTa-style "<mask>", say)."""
+    vocab_file = model_copy / "vocab.json"
+    vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+    vocab_file.write_text(json.dumps({**vocab, "<mask>": VOCAB_SIZE}), encoding="utf-8")
+    loaded = BPETokenizer.from_pretrained(model_copy)
+    assert loaded.encode(CORPUS["prose"]) == hf.encode(CORPUS["prose"])
 
 
 def test_corrupt_tokenizer_json_is_named(tmp_path):

@@ -9,9 +9,11 @@ block, samples of the other CJK blocks, full-width and CJK punctuation, ASCII, d
 from __future__ import annotations
 
 import json
+import re
 import string
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -322,10 +324,40 @@ def test_decode_rejects_ids_outside_the_vocabulary(default_pair):
         ours.convert_ids_to_tokens(["5"])
 
 
+@pytest.mark.parametrize("bad_id", [5.0, True, np.True_, np.float64(5)], ids=["float", "bool", "numpy-bool",
+                                                                           "numpy-float"])
+def test_decode_rejects_a_non_integer_id_naming_its_position(default_pair, bad_id):
+    """operator.index alone takes True for 1."""
+    ours, _ = default_pair
+    message = rf"token id {re.escape(repr(bad_id))} at position 1 is not an integer"
+    with pytest.raises(TypeError, match=message):
+        ours.decode([5, bad_id])
+    with pytest.raises(TypeError, match=message):
+        ours.convert_ids_to_tokens([5, bad_id])
+
+
+@pytest.mark.parametrize("batch", [[[5, 6], [7]], np.array([[5, 6]])], ids=["lists", "2d-array"])
+def test_decode_of_a_batch_says_to_decode_row_by_row(default_pair, batch):
+    ours, _ = default_pair
+    with pytest.raises(TypeError, match=r"one sequence of token ids, but position 0 holds a (list|ndarray): "
+                                        r"decode a batch .* one row at a time"):
+        ours.decode(batch)
+
+
+def test_decode_takes_numpy_integers(default_pair):
+    ours, _ = default_pair
+    ids = ours.encode("你好 world")
+    assert ours.decode(np.array(ids)) == ours.decode(ids) == "你好world"
+    with pytest.raises(TypeError, match="expected a sequence of token ids, got int"):
+        ours.decode(5)
+
+
 def test_encode_rejects_non_text(default_pair):
     ours, _ = default_pair
     with pytest.raises(TypeError, match="expects a str, got bytes"):
         ours.encode(b"hello")
+    with pytest.raises(TypeError, match="encode_batch expects a list of str, got bytes"):
+        ours.encode_batch(b"hello")
 
 
 def test_from_pretrained_names_the_missing_or_broken_file(tmp_path):

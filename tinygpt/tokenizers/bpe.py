@@ -25,6 +25,7 @@ from typing import Any
 import regex
 
 from .files import read_json_object
+from .ids import as_id, id_list
 
 __all__ = ["BPETokenizer", "IncrementalDecoder", "GPT2_SPLIT_PATTERN", "ENDOFTEXT", "bytes_to_unicode"]
 
@@ -92,9 +93,10 @@ class IncrementalDecoder:
 
     def push(self, token_id: int) -> str:
         """Add one token id; return the text completed by it (may be "")."""
+        token_id = as_id(token_id, f"stream position {self._position}")
         try:
             piece = self._id_to_bytes[token_id]
-        except (KeyError, TypeError):
+        except KeyError:
             raise ValueError(
                 f"token id {token_id!r} at stream position {self._position} is outside the vocabulary "
                 f"(valid ids: 0..{self._vocab_size - 1})"
@@ -124,7 +126,8 @@ class BPETokenizer:
         vocab: byte-level token string (e.g. ``"Ġworld"``) -> id. merges: pairs of token strings, best first.
         special_tokens: strings matched verbatim in text before pre-tokenization; each must be in ``vocab``.
         bos_token / eos_token: default to ``<|endoftext|>`` when it is in ``vocab``.
-        Raises ValueError when a merge, a special token or one of the 256 byte tokens is missing from vocab.
+        Raises ValueError when a merge, a special token or one of the 256 byte tokens is missing from vocab, or
+        when no merge yields many of the vocab's other tokens (the merges are empty or cut short).
         """
         self._vocab = dict(vocab)
         self._id_to_token = {i: token for token, i in self._vocab.items()}
@@ -132,6 +135,7 @@ class BPETokenizer:
         self._byte_ids = self._byte_token_ids()
         self._merges = self._merge_table(merges)
         self.special_tokens: dict[str, int] = self._special_token_ids(special_tokens)
+        self._check_merges_reach_vocab(len(merges))
         self.bos_token_id: int | None = self._named_token_id(bos_token, "bos_token")
         self.eos_token_id: int | None = self._named_token_id(eos_token, "eos_token")
 
@@ -196,6 +200,23 @@ class BPETokenizer:
                 table[pair] = (rank, merged)
         return table
 
+    def _check_merges_reach_vocab(self, merge_count: int) -> None:
+        """In byte-level BPE every token but the 256 bytes and the special tokens is the result of a merge: an
+        empty or truncated merges file leaves many of them unreachable, and text silently encodes to bytes or
+        to the wrong tokens. GPT-2's own files leave none (its 50000 merges yield the other 50000 tokens)."""
+        merged_ids = {merged for _, merged in self._merges.values()}
+        exempt_ids = {*self._byte_ids, *self.special_tokens.values()}
+        others = [(i, token) for token, i in self._vocab.items() if i not in exempt_ids]
+        unreachable = [(i, token) for i, token in others if i not in merged_ids]
+        # Tolerate a few: a real vocab may carry an extra entry that transformers would not produce either,
+        # e.g. a RoBERTa-style "<mask>" that no config names; a cut merges file leaves thousands.
+        if len(unreachable) * 100 > len(others):
+            raise ValueError(
+                f"none of the {merge_count} merges yields {len(unreachable)} of the vocab's {len(others)} tokens "
+                f"other than bytes and special tokens (e.g. {min(unreachable)[1]!r}): "
+                "the merges are empty or cut short"
+            )
+
     def _special_token_ids(self, tokens: Iterable[str]) -> dict[str, int]:
         """special token -> id, in the order given (duplicates once)."""
         ids = {}
@@ -242,6 +263,8 @@ class BPETokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Several texts -> one id list each."""
+        if isinstance(texts, (str, bytes)):  # would be taken one character (or byte, as an int) at a time
+            raise TypeError(f"encode_batch expects a list of str, got {type(texts).__name__}")
         return [self.encode(text) for text in texts]
 
     def _encode_ordinary(self, text: str) -> list[int]:
@@ -283,21 +306,22 @@ class BPETokenizer:
 
     # ---------------------------------------------------------------------------------------------- decoding
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        """Token ids -> text. Invalid UTF-8 becomes U+FFFD; an id outside the vocab raises ValueError."""
+        """Token ids (one sequence) -> text. Invalid UTF-8 becomes U+FFFD. An id that is not an integer (or a
+        row of a batch) raises TypeError, one outside the vocab ValueError, each naming its position."""
         table = self._id_to_bytes_no_special if skip_special_tokens else self._id_to_bytes
-        ids = list(ids)
+        ids = id_list(ids)
         try:
             pieces = list(map(table.__getitem__, ids))
-        except (KeyError, TypeError):
+        except KeyError:
             raise self._bad_id_error(ids) from None
         return b"".join(pieces).decode("utf-8", errors="replace")
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         """Token ids -> vocab entries, e.g. ``[15496, 995] -> ["Hello", "Ġworld"]``."""
-        ids = list(ids)
+        ids = id_list(ids)
         try:
             return list(map(self._id_to_token.__getitem__, ids))
-        except (KeyError, TypeError):
+        except KeyError:
             raise self._bad_id_error(ids) from None
 
     def incremental_decoder(self, skip_special_tokens: bool = False) -> IncrementalDecoder:
@@ -305,8 +329,8 @@ class BPETokenizer:
         table = self._id_to_bytes_no_special if skip_special_tokens else self._id_to_bytes
         return IncrementalDecoder(table, self.vocab_size)
 
-    def _bad_id_error(self, ids: list[Any]) -> ValueError:
-        position, bad = next((p, i) for p, i in enumerate(ids) if not _is_hashable(i) or i not in self._id_to_token)
+    def _bad_id_error(self, ids: list[int]) -> ValueError:
+        position, bad = next((p, i) for p, i in enumerate(ids) if i not in self._id_to_token)
         return ValueError(
             f"token id {bad!r} at position {position} is outside the vocabulary (valid ids: 0..{self.vocab_size - 1})"
         )
@@ -352,14 +376,6 @@ def _pretokenize(text: str) -> list[str]:
         done = end
     pieces += _GPT2_SPLIT.findall(text, done)
     return pieces
-
-
-def _is_hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 def _describe_unencodable(text: str) -> str:

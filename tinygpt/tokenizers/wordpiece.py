@@ -15,13 +15,13 @@ lowercase. CJK, Latin, Greek, Cyrillic, kana, Hangul, emoji and common punctuati
 
 from __future__ import annotations
 
-import operator
 import re
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
 from .files import read_json_object
+from .ids import as_id, id_list
 
 # Code point ranges that BertNormalizer surrounds with spaces ("Chinese characters"). The reference's table
 # starts the last extension block at U+2B920, not U+2B820 as Google's BERT does; we follow the reference.
@@ -189,7 +189,8 @@ class WordPieceIncrementalDecoder:
         self._position = 0
 
     def push(self, token_id: int) -> str:
-        """Text for one more token id (int); raises ValueError for an id outside the vocabulary."""
+        """Text for one more token id (int); raises TypeError for a non-integer, ValueError for an id outside
+        the vocabulary."""
         token = self._tokenizer._token_at(self._position, token_id)
         self._position += 1
         if self._skip_special_tokens and token_id in self._tokenizer._special_ids:
@@ -308,6 +309,8 @@ class WordPieceTokenizer:
         return ids
 
     def encode_batch(self, texts: Iterable[str], add_special_tokens: bool = False) -> list[list[int]]:
+        if isinstance(texts, (str, bytes)):  # would be taken one character (or byte, as an int) at a time
+            raise TypeError(f"encode_batch expects a list of str, got {type(texts).__name__}")
         return [self.encode(text, add_special_tokens) for text in texts]
 
     @staticmethod
@@ -380,21 +383,18 @@ class WordPieceTokenizer:
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         """Vocabulary strings for ``ids``; ValueError names the position of an id outside [0, vocab_size)."""
-        return [self._token_at(position, token_id) for position, token_id in enumerate(ids)]
+        return [self._token_at(position, token_id) for position, token_id in enumerate(id_list(ids))]
 
     def _token_at(self, position: int, token_id: int) -> str:
         """The token string of ``token_id``, found at ``position`` of the caller's id sequence."""
-        try:
-            index = operator.index(token_id)
-        except TypeError:
-            raise TypeError(f"token id at position {position} is not an integer: {token_id!r}") from None
+        index = as_id(token_id, f"position {position}")
         if not 0 <= index < self.vocab_size:
             raise ValueError(f"token id {index} at position {position} is outside the vocabulary "
                              f"(size {self.vocab_size})")
         return self._id_to_token[index]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False, spaced: bool = False) -> str:
-        """Text for ``ids`` (ints in [0, vocab_size)).
+        """Text for one sequence of ``ids`` (ints in [0, vocab_size)); a batch is decoded one row at a time.
 
         ``spaced=True`` gives exactly transformers' BertTokenizer.decode: "##" pieces joined to the previous
         token, a space before every other token, then the reference's per-token cleanup (" ." -> "." etc.).
@@ -402,7 +402,7 @@ class WordPieceTokenizer:
         ideograph or full-width/CJK punctuation, or both sides are punctuation and one is non-ASCII (……, 。”);
         Latin words and numbers keep single spaces."""
         decoder = self.incremental_decoder(skip_special_tokens, spaced)
-        return "".join(decoder.push(token_id) for token_id in ids) + decoder.flush()
+        return "".join(decoder.push(token_id) for token_id in id_list(ids)) + decoder.flush()
 
     def incremental_decoder(self, skip_special_tokens: bool = False, spaced: bool = False
                             ) -> WordPieceIncrementalDecoder:
