@@ -555,8 +555,8 @@ def test_stop_and_eos_token_id_of_the_wrong_kind_are_clear_errors(tiny):
             generate(model, [1, 2], eos_token_id=eos)
     eos = generate(model, [1, 2], max_new_tokens=1)[0][-1]
     ended = generate(model, [1, 2], max_new_tokens=8, eos_token_id=[eos, 999])
-    assert len(ended[0]) == 3  # still accepted: an id of any integer type, a tuple or a set of ids
-    for same in [eos, np.int64(eos), (eos, 999), {eos, 999}]:
+    assert len(ended[0]) == 3  # still accepted: an id of any integer type, a tuple, set or 1-D array of ids
+    for same in [eos, np.int64(eos), (eos, 999), {eos, 999}, np.array([eos, 999])]:
         assert generate(model, [1, 2], max_new_tokens=8, eos_token_id=same) == ended
 
 

@@ -499,6 +499,8 @@ def _listed_eos_ids(eos_token_id) -> tuple:
         return ()
     if isinstance(eos_token_id, numbers.Integral):
         return (eos_token_id,)
+    if isinstance(eos_token_id, np.ndarray) and eos_token_id.ndim == 1:  # ids as NumPy gives them
+        return tuple(eos_token_id)
     if not _is_collection(eos_token_id):
         raise ValueError(f"eos_token_id must be a token id, a list of token ids or None, got {eos_token_id!r}")
     return tuple(eos_token_id)
