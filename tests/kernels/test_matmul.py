@@ -9,11 +9,13 @@ from tinygpt.kernels.matmul import SMALL_M, linear, linear_nt
 
 # M covers the streaming path (1, 3, 17, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with ragged 3-row
 # tiles and row blocks; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two
-# 768-deep k-blocks of the GEMM, and K not a multiple of 4 exercises the streaming kernel's remainder.
+# 768-deep k-blocks of the GEMM, and K not a multiple of 4 exercises the streaming kernel's remainder; at
+# M = 1, K = 803 gives each thread's slab 8 lanes of 50 rows and one or two rows left over.
 SHAPES = [
     (1, 1, 1),
     (1, 17, 5),
     (1, 130, 65),
+    (1, 803, 33),
     (3, 3, 17),
     (3, 65, 130),
     (17, 65, 33),
@@ -200,7 +202,8 @@ def test_linear_nt_rejects_bad_arguments(x, w, match):
 @pytest.mark.skipif(
     not Path("/proc/cpuinfo").exists() or "fma" not in Path("/proc/cpuinfo").read_text(), reason="needs x86 FMA"
 )
-@pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "tiles.dot_row", "tiles.stream_rows", "tiles._stream_into_one_row"])
+@pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "tiles.dot_row", "tiles.dot_2rows", "tiles.stream_rows",
+                                         "tiles._stream_into_one_row"])
 def test_inner_loops_compile_to_packed_fmas(kernel_name):
     """The hot loops must vectorise into packed (ymm/zmm) fused multiply-adds, not scalar code. Cached code
     cannot be inspected, so a fresh uncached copy of the kernel is compiled here."""
@@ -216,6 +219,8 @@ def test_inner_loops_compile_to_packed_fmas(kernel_name):
         fresh(a, 0, 1, 2, b, 0, 1, 2, 3, 64)
     elif name == "dot_row":
         fresh(a[0], b[0])
+    elif name == "dot_2rows":
+        fresh(a[0], b[0], b[1])
     elif name == "_stream_into_one_row":
         fresh(a[0], np.ones((64, 32), np.float32), 0, 64, np.zeros(32, np.float32))
     else:
