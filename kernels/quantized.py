@@ -11,13 +11,14 @@ copy of a weight.
 Every int8 weight is stored with its outputs as rows, including GPT-2's Conv1D layers, whose files hold
 ``[inputs, outputs]``: ``quantize_columns`` transposes them while quantizing, in cache-sized tiles (a
 float32 transposed copy made first took more than half of an int8 load). Decode then takes
-one dot product per output, reading q row after row (a single sequential stream per thread) with the
-scale, bias, residual add and GELU applied as each result is made, in one parallel pass. On the test
-machine that ran a layer's four one-token products ~1.2x faster than streaming ``[inputs, outputs]``
-rows into partial sums, which needs a second pass to add them up.
+one dot product per output, each thread reading its slab of q as LANES sequential streams side by side,
+with the scale, bias and residual add applied as each result is made and GELU over the slab, in one
+parallel pass. On the test machine, with one stream per thread, that ran a layer's four one-token
+products ~1.2x faster than streaming ``[inputs, outputs]`` rows into partial sums, which needs a second
+pass to add them up.
 
 * M = 1 (decode): x is rounded to int16 steps of max|x| / 32767 (``intdot.int16_row``), then one exact
-  integer dot product per row of q (``intdot.int_dot``: vpmaddwd on AVX2, 16 weights per instruction),
+  integer dot product per row of q (``intdot.int_dot_lanes``: vpmaddwd on AVX2, 16 weights per instruction),
   ``(sum_k x_int[k] q[j, k]) * step * scale[j] + b[j]``. Widening each weight to float32 instead left these
   products compute-bound at ~28 GB/s; the rounding moves x by at most half a step, 1/65534 of its largest
   element, where the weights' own rounding is 1/254 of theirs (on a distilgpt2-shaped model: logits move by
@@ -39,9 +40,9 @@ import numpy as np
 from numba import prange
 
 from .activations import gelu_in_place
-from .intdot import GROUP, int16_row, int_dot, int_dots
+from .intdot import GROUP, LANES, int16_row, int_dot, int_dot_lanes, int_dots
 from .jit import jit
-from .threads import apply_num_threads, check_f32, check_shape, output_array
+from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, output_array
 from .tiles import FAST as _FAST
 from .tiles import KC as _KC
 from .tiles import NC as _NC
@@ -193,30 +194,49 @@ def _pack_dequantized_rows(q, scale, k0, k1, j0, width, panel):
             dst[k] = np.float32(src[k]) * s
 
 
+@jit(fastmath=_FAST)
+def _finish_output(value, b, j, out_row, accumulate):
+    """out_row[j] = [out_row[j] +] value + b[j] (no bias when b is None)."""
+    if b is not None:
+        value += b[j]
+    out_row[j] = value + out_row[j] if accumulate else value
+
+
 @jit(parallel=True, fastmath=_FAST)
-def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu):
+def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu, slabs):
     """out_row = [out_row +] (q @ x_row) * scale + b, GELU if asked, for q [N, K]: one dot product per row
-    of q, rows in memory order; a task finishes its 64 outputs (GELU on them at once) while they are in L1.
+    of q. Each of the ``slabs`` tasks (one per thread) takes a contiguous slab of rows, cut into LANES lanes
+    of consecutive rows read side by side (``int_dot_lanes``), then GELU over its slab's outputs.
 
     x_row is first rounded to int16 steps (``int16_row``); each output is then an exact integer dot product
-    (``int_dot``) times step * scale[j], rounded once. A row holding NaN or infinity cannot be rounded to
-    integers: it takes float32 dot products instead, so the NaN/inf reaches the outputs as it would
-    in float32."""
+    times step * scale[j], rounded once. A row holding NaN or infinity cannot be rounded to integers: it
+    takes float32 dot products instead, so the NaN/inf reaches the outputs as it would in float32."""
     n = q.shape[0]
     x_int = np.empty((1, x_row.size), np.int16)
     step = int16_row(x_row, x_int[0])
     finite = not math.isnan(step)
-    for p in prange((n + _NC - 1) // _NC):
-        j0 = p * _NC
-        j1 = min(n, j0 + _NC)
-        for j in range(j0, j1):
+    per_slab = (n + slabs - 1) // slabs
+    for t in prange(slabs):
+        j0 = min(n, t * per_slab)
+        j1 = min(n, j0 + per_slab)
+        lane = (j1 - j0) // LANES  # rows per lane; the remainder rows come last, one at a time
+        totals = np.empty(LANES, np.int64)
+        for j in range(j0, j0 + lane):
             if finite:
-                value = np.float32(np.float64(int_dot(x_int, q, j)) * (step * scale[j]))
+                int_dot_lanes(x_int, q, j, lane, totals)
+            for w in range(LANES):
+                row = j + w * lane
+                if finite:
+                    value = np.float32(np.float64(totals[w]) * (step * scale[row]))
+                else:
+                    value = dot_row(x_row, q[row]) * scale[row]
+                _finish_output(value, b, row, out_row, accumulate)
+        for row in range(j0 + LANES * lane, j1):
+            if finite:
+                value = np.float32(np.float64(int_dot(x_int, q, row)) * (step * scale[row]))
             else:
-                value = dot_row(x_row, q[j]) * scale[j]
-            if b is not None:
-                value += b[j]
-            out_row[j] = value + out_row[j] if accumulate else value
+                value = dot_row(x_row, q[row]) * scale[row]
+            _finish_output(value, b, row, out_row, accumulate)
         if gelu:
             gelu_in_place(out_row[j0:j1])
 
@@ -350,7 +370,7 @@ def linear_nt_int8_unchecked(
     if out.size == 0:
         return out
     if rows == 1:
-        _gemv_nt_int8(x[0], q, scale, b, out[0], accumulate, gelu)
+        _gemv_nt_int8(x[0], q, scale, b, out[0], accumulate, gelu, get_num_threads())
     elif rows <= INT16_ROWS:
         _few_rows_int8(x, q, scale, b, out, accumulate, gelu)
     else:

@@ -4,7 +4,7 @@ activations."""
 
 import numpy as np
 import pytest
-from tinygpt.kernels.intdot import BLOCK, CHUNK, GROUP, INT16_MAX, int16_row, int_dot, int_dots
+from tinygpt.kernels.intdot import BLOCK, CHUNK, GROUP, INT16_MAX, LANES, int16_row, int_dot, int_dot_lanes, int_dots
 from tinygpt.kernels.quantized import linear_nt_int8
 
 # Lengths around the vector chunk and the block: tails only, one chunk, a chunk plus a tail, a full block,
@@ -34,6 +34,18 @@ def test_int_dots_of_a_group_of_rows_are_exact(depth):
             np.testing.assert_array_equal(totals, want)
 
 
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_int_dot_lanes_of_distant_rows_are_exact(depth):
+    rng = np.random.default_rng(depth + 2)
+    x = rng.integers(-INT16_MAX, INT16_MAX + 1, (1, depth)).astype(np.int16)
+    q = rng.integers(-127, 128, (3 * LANES + 2, depth)).astype(np.int8)
+    totals = np.empty(LANES, np.int64)
+    for row, stride in ((0, 1), (2, 3), (1, 0)):
+        int_dot_lanes(x, q, row, stride, totals)
+        want = q[row + stride * np.arange(LANES)].astype(np.int64) @ x[0].astype(np.int64)
+        np.testing.assert_array_equal(totals, want)
+
+
 @pytest.mark.parametrize("depth", [BLOCK, 3 * BLOCK + CHUNK + 1])
 def test_int_dot_does_not_overflow_at_the_extremes(depth):
     """Every product at its largest magnitude: a whole block summed in one int32 lane would wrap around."""
@@ -44,6 +56,9 @@ def test_int_dot_does_not_overflow_at_the_extremes(depth):
     totals = np.empty(GROUP, np.int64)
     int_dots(np.tile(x, (GROUP, 1)), 0, q, 1, totals)
     np.testing.assert_array_equal(totals, -depth * INT16_MAX * 127)
+    lanes = np.empty(LANES, np.int64)
+    int_dot_lanes(x[None], np.tile(q, (LANES, 1)), 0, 1, lanes)  # rows 127, -127, 127, ...
+    np.testing.assert_array_equal(lanes, depth * INT16_MAX * 127 * (-1) ** np.arange(LANES))
 
 
 def test_int16_row_rounds_to_steps_of_the_peak():
@@ -102,9 +117,11 @@ def test_decode_product_of_tiny_and_huge_activations(peak):
     assert np.all(np.abs(got - want) <= bound + np.finfo(np.float32).smallest_subnormal)
 
 
-def test_x86_with_avx2_gets_the_16_lane_multiply_add():
-    """The IR loop is plain LLVM vector code that the x86 backend should fuse into vpmaddwd on 256-bit
-    registers; if a Numba/LLVM upgrade stopped that, the int8 decode would silently lose its speed."""
+@pytest.mark.parametrize("streams", [1, LANES])
+def test_x86_with_avx2_gets_the_16_lane_multiply_add(streams):
+    """The IR loop (one row of weights, or LANES side by side) is plain LLVM vector code that the x86 backend
+    should fuse into vpmaddwd on 256-bit registers; if a Numba/LLVM upgrade stopped that, the int8 decode
+    would silently lose its speed."""
     import platform
 
     import llvmlite.binding as llvm
@@ -117,7 +134,14 @@ def test_x86_with_avx2_gets_the_16_lane_multiply_add():
     def dot(x, q):
         return int_dot(x, q, 0)
 
-    x, q = np.ones((1, 64), np.int16), np.ones((1, 64), np.int8)
-    assert dot(x, q) == 64
+    @njit
+    def dot_lanes(x, q):
+        totals = np.empty(LANES, np.int64)
+        int_dot_lanes(x, q, 0, 1, totals)
+        return totals.sum()
+
+    x, q = np.ones((1, 64), np.int16), np.ones((LANES, 64), np.int8)
+    dot = dot if streams == 1 else dot_lanes
+    assert dot(x, q) == 64 * streams
     assembly = next(iter(dot.inspect_asm().values()))
     assert "vpmaddwd" in assembly and "%ymm" in assembly.split("vpmaddwd", 1)[1].splitlines()[0]
