@@ -7,9 +7,10 @@ inputs), GFLOP/s, weight GB/s (weight bytes / time: what bounds decode) and the 
 cycles through enough copies of the weight to overflow the last-level cache, so small-M timings see
 DRAM bandwidth as they would in a real decode step. The machine's parallel read bandwidth (one and four
 sequential streams per thread) is printed first for scale. Our ``linear`` also adds the bias; np.matmul
-does not. "ours" is always our own Numba kernel (``gemm="numba"``), although the engine hands products of M > SMALL_M rows to np.matmul by default (see
-tinygpt/kernels/matmul.py): this table is the gap that decision rests on. Timings on a shared machine are
-noisy: compare the two engines within a run, not across runs.
+does not. "ours" is always our own Numba kernel (``gemm="numba"``), although the engine hands products of
+M > SMALL_M rows to np.matmul by default (see tinygpt/kernels/matmul.py): this table is the gap that
+decision rests on. Timings on a shared machine are noisy: compare the two engines within a run, not across
+runs.
 """
 
 import argparse
