@@ -108,6 +108,25 @@ def test_empty_depth_gives_bias(gemm):
     assert np.array_equal(linear_nt(x, np.zeros((6, 0), np.float32), gemm=gemm), np.zeros((rows, 6), np.float32))
 
 
+@pytest.mark.parametrize("k, n", [(803, 33), (130, 65), (9, 7)])
+def test_one_row_products_on_a_single_thread(k, n):
+    """Decode products split their weight rows into one slab per thread, and each slab into lanes: with a
+    single thread, one slab holds every row, and the lanes and leftover rows must still cover them all."""
+    from tinygpt.kernels import threads
+
+    rng = np.random.default_rng(k + n)
+    x, w, wt, b = random(rng, 1, k), random(rng, k, n), random(rng, n, k), random(rng, n)
+    saved = threads._num_threads
+    threads.set_num_threads(1)
+    try:
+        got, got_nt = linear(x, w, b), linear_nt(x, wt)
+    finally:
+        threads._num_threads = saved
+    x64 = x.astype(np.float64)
+    assert np.all(np.abs(got - (x64 @ w + b)) <= sum_error_bound(k + 1, np.abs(x64) @ np.abs(w) + np.abs(b)))
+    assert np.all(np.abs(got_nt - x64 @ wt.T) <= sum_error_bound(k, np.abs(x64) @ np.abs(wt.T)))
+
+
 def test_auto_gemm_follows_the_thread_count():
     """BLAS runs on all cores; when our thread count is lowered, our own GEMM keeps products within it."""
     from tinygpt.kernels import get_num_threads, set_num_threads
