@@ -110,9 +110,9 @@ def _stream_into_one_row(x_row, w, k0, k1, acc_row):
 
     The rows k0..k1 are cut into 8 lanes of consecutive rows, and each pass over the sums takes the next
     row of every lane: 8 multiply-adds per element of the sums (with neighbouring rows, 8 per pass read
-    4-11 % faster than 4), read as 8 sequential streams that each run through a whole lane. Taking 8 *neighbouring* rows instead
-    read 768-wide rows ~8 % slower (3072 x 768 weights; likely because each pass then makes 8 short runs
-    through memory, which restart the hardware prefetcher)."""
+    4-11 % faster than 4), read as 8 sequential streams that each run through a whole lane. Taking 8
+    *neighbouring* rows instead read 768-wide rows ~8 % slower (3072 x 768 weights; likely because each
+    pass then makes 8 short runs through memory, which restart the hardware prefetcher)."""
     n = acc_row.size
     acc_row[:] = 0.0
     lane = (k1 - k0) // 8  # rows per lane; the remainder rows come last, one at a time
