@@ -148,12 +148,11 @@ _INFINITY_BITS = np.int32(0x7F800000)  # bits of float32 infinity; NaNs lie abov
 
 GROUP = 4  # rows of x per pass over a row of weights in ``int_dots``: 8 accumulators of AVX2's 16 registers
 # Rows of weights read side by side by ``int_dot_lanes`` (8 accumulators too). One sequential stream per
-# thread left a one-token product short of what memory delivers: 2 streams read the LM head 14-27 % faster
-# and 4 a further 5-9 %, from 25-34 to 35-40 GB/s (paired runs of distilgpt2's shapes on this machine).
+# thread left a one-token product short of what memory delivers: on distilgpt2's shapes, 2 streams took
+# 14-27 % less time on the LM head than 1, and 4 streams 6-10 % less than 2 on every shape, from 22-34 to
+# 31-40 GB/s (paired runs on this machine).
 LANES = 4
 _dot_1 = _dots_of_rows(1)
-_dots_group = _dots_of_rows(GROUP)
-_dots_lanes = _dots_of_rows(1, LANES)
 
 
 @jit()
@@ -197,41 +196,37 @@ def int_dot(x_int, q, row):
     return total
 
 
-@jit(inline="always")
-def int_dots(x_int, first, q, row, totals):
-    """totals[r] = x_int[first + r] . q[row] exactly (int64) for r < GROUP: GROUP rows of x_int [M, K] int16
-    (rows first .. first+GROUP-1 must exist) against one row of q int8 [N, K], which is read once."""
-    depth = q.shape[1]
-    totals[:] = 0
-    k0 = 0
-    vector_end = depth - depth % CHUNK
-    while k0 < vector_end:
-        n = min(BLOCK, vector_end - k0)
-        sums = _dots_group(x_int, first, q, row, 0, k0, n)
-        for r in range(GROUP):
-            totals[r] += sums[r]
-        k0 += n
-    for k in range(k0, depth):
-        weight = np.int64(q[row, k])
-        for r in range(GROUP):
-            totals[r] += np.int64(x_int[first + r, k]) * weight
+def _blocked_dots(rows, weight_rows):
+    """``dots(x_int, first, q, row, stride, totals)``: totals[w * rows + r] = x_int[first + r] . q[row + w *
+    stride] exactly (int64) for r < ``rows``, w < ``weight_rows``, x_int int16 [M, K] and q int8 [N, K] (the
+    rows must exist), in IR loops of at most BLOCK weights (exact int32 lanes), then the tail past the last
+    CHUNK one weight at a time."""
+    block_dots = _dots_of_rows(rows, weight_rows)
+
+    @jit(inline="always")
+    def dots(x_int, first, q, row, stride, totals):
+        depth = q.shape[1]
+        totals[:] = 0
+        k0 = 0
+        vector_end = depth - depth % CHUNK
+        while k0 < vector_end:
+            n = min(BLOCK, vector_end - k0)
+            sums = block_dots(x_int, first, q, row, stride, k0, n)
+            for i in range(rows * weight_rows):
+                totals[i] += sums[i]
+            k0 += n
+        for k in range(k0, depth):
+            for w in range(weight_rows):
+                weight = np.int64(q[row + w * stride, k])
+                for r in range(rows):
+                    totals[w * rows + r] += np.int64(x_int[first + r, k]) * weight
+
+    return dots
 
 
-@jit(inline="always")
-def int_dot_lanes(x_int, q, row, stride, totals):
-    """totals[w] = x_int[0] . q[row + w * stride] exactly (int64) for w < LANES, x_int int16 [1, K] and q int8
-    [N, K] (the rows must exist): LANES distant rows of q read side by side, each as its own stream."""
-    depth = q.shape[1]
-    totals[:] = 0
-    k0 = 0
-    vector_end = depth - depth % CHUNK
-    while k0 < vector_end:
-        n = min(BLOCK, vector_end - k0)
-        sums = _dots_lanes(x_int, 0, q, row, stride, k0, n)
-        for w in range(LANES):
-            totals[w] += sums[w]
-        k0 += n
-    for k in range(k0, depth):
-        value = np.int64(x_int[0, k])
-        for w in range(LANES):
-            totals[w] += value * np.int64(q[row + w * stride, k])
+# GROUP rows of x_int (first .. first+GROUP-1) against one row of q, which is read once: int_dots(x_int, first,
+# q, row, 0, totals).
+int_dots = _blocked_dots(GROUP, 1)
+# One row of x_int against LANES distant rows of q (row + w * stride), read side by side, each as its own
+# stream: int_dot_lanes(x_int, 0, q, row, stride, totals).
+int_dot_lanes = _blocked_dots(1, LANES)

@@ -223,7 +223,7 @@ def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu, slabs):
         totals = np.empty(LANES, np.int64)
         for j in range(j0, j0 + lane):
             if finite:
-                int_dot_lanes(x_int, q, j, lane, totals)
+                int_dot_lanes(x_int, 0, q, j, lane, totals)
             for w in range(LANES):
                 row = j + w * lane
                 if finite:
@@ -258,7 +258,7 @@ def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
         totals = np.empty(GROUP, np.int64)
         for j in range(j0, j1):
             for first in range(0, rows, GROUP):
-                int_dots(x_int, first, q, j, totals)
+                int_dots(x_int, first, q, j, 0, totals)
                 for i in range(first, min(rows, first + GROUP)):
                     if math.isnan(steps[i]):
                         value = dot_row(x[i], q[j]) * scale[j]

@@ -29,7 +29,7 @@ def test_int_dots_of_a_group_of_rows_are_exact(depth):
     totals = np.empty(GROUP, np.int64)
     for first in (0, 3):
         for row in range(2):
-            int_dots(x, first, q, row, totals)
+            int_dots(x, first, q, row, 0, totals)
             want = x[first:first + GROUP].astype(np.int64) @ q[row].astype(np.int64)
             np.testing.assert_array_equal(totals, want)
 
@@ -41,7 +41,7 @@ def test_int_dot_lanes_of_distant_rows_are_exact(depth):
     q = rng.integers(-127, 128, (3 * LANES + 2, depth)).astype(np.int8)
     totals = np.empty(LANES, np.int64)
     for row, stride in ((0, 1), (2, 3), (1, 0)):
-        int_dot_lanes(x, q, row, stride, totals)
+        int_dot_lanes(x, 0, q, row, stride, totals)
         want = q[row + stride * np.arange(LANES)].astype(np.int64) @ x[0].astype(np.int64)
         np.testing.assert_array_equal(totals, want)
 
@@ -54,10 +54,10 @@ def test_int_dot_does_not_overflow_at_the_extremes(depth):
     assert int_dot(x[None], q, 0) == depth * INT16_MAX * 127
     assert int_dot(x[None], q, 1) == -depth * INT16_MAX * 127
     totals = np.empty(GROUP, np.int64)
-    int_dots(np.tile(x, (GROUP, 1)), 0, q, 1, totals)
+    int_dots(np.tile(x, (GROUP, 1)), 0, q, 1, 0, totals)
     np.testing.assert_array_equal(totals, -depth * INT16_MAX * 127)
     lanes = np.empty(LANES, np.int64)
-    int_dot_lanes(x[None], np.tile(q, (LANES, 1)), 0, 1, lanes)  # rows 127, -127, 127, ...
+    int_dot_lanes(x[None], 0, np.tile(q, (LANES, 1)), 0, 1, lanes)  # rows 127, -127, 127, ...
     np.testing.assert_array_equal(lanes, depth * INT16_MAX * 127 * (-1) ** np.arange(LANES))
 
 
@@ -137,7 +137,7 @@ def test_x86_with_avx2_gets_the_16_lane_multiply_add(streams):
     @njit
     def dot_lanes(x, q):
         totals = np.empty(LANES, np.int64)
-        int_dot_lanes(x, q, 0, 1, totals)
+        int_dot_lanes(x, 0, q, 0, 1, totals)
         return totals.sum()
 
     x, q = np.ones((1, 64), np.int16), np.ones((LANES, 64), np.int8)
