@@ -48,3 +48,27 @@ def test_distilgpt2_greedy_continuation_of_the_president():
     expected = [464, 1893, 286, 262, 1578, 1829, 11, 290, 262, 1893, 286, 262, 1578, 7526, 11, 423, 587, 287,
                 262, 2635]
     assert generate(model, [464, 1893], max_length=20) == [expected]
+
+
+# A Chinese passage for the uer model (plain narrative prose, written for this test).
+CHINESE_TEXT = (
+    "清晨的小镇还很安静，街边的早点铺已经升起了热气。老人们在河边散步，孩子们背着书包走向学校。"
+    "一位年轻的画家坐在桥头，把远处的山和近处的屋顶慢慢画进本子里。太阳升高以后，集市渐渐热闹起来，"
+    "卖菜的、买花的、修鞋的，各自忙着手里的事情。到了傍晚，风从田野那边吹过来，带着稻谷的香味，"
+    "人们回到家里，点起灯，一起吃饭，说着白天遇到的新鲜事。"
+)
+
+
+@pytest.mark.parametrize("variable", ["TINYGPT_DISTILGPT2_DIR", "TINYGPT_UER_DIR"])
+def test_int8_perplexity_stays_within_two_percent_of_float32(variable):
+    """Issue #6's quality target on the real weights: random test weights say nothing about quality."""
+    path = published_dir(variable)
+    if variable == "TINYGPT_UER_DIR":
+        text = CHINESE_TEXT
+    else:
+        from pydoc_data.topics import topics  # English prose every Python install has
+
+        text = topics["for"] + "\n\n" + topics["while"]
+    float32 = Model.from_pretrained(path).perplexity(text)
+    int8 = Model.from_pretrained(path, dtype="int8").perplexity(text)
+    assert abs(int8 / float32 - 1) <= 0.02, (float32, int8)
