@@ -315,3 +315,15 @@ def test_index_without_weight_map_is_named(tiny_model_dir, tmp_path):
     (model_dir / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}}))
     with pytest.raises(WeightsError, match=r"index\.json: not a valid safetensors index \(no 'weight_map'\)"):
         load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
+
+
+def test_a_header_listing_more_tensors_than_the_config_allows_is_refused(tiny_model_dir, tmp_path):
+    """Checked before the entries: a 100 MB header can list a million of them."""
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    config = GPT2Config.from_file(model_dir / "config.json")
+    extra = {f"h.{i}.extra": np.zeros(0, np.float32) for i in range(len(expected_shapes(config)) + 8)}
+    rewrite_tensors(model_dir, lambda t: {**t, **extra})
+    # 28 tensors for 2 layers, the LM head, and the 2 mask buffers of each layer
+    with pytest.raises(WeightsError, match=r"model\.safetensors: lists \d+ tensors, more than the 33 a GPT-2 "
+                                           r"checkpoint of this config\.json can hold"):
+        load_weights(model_dir, config)

@@ -204,9 +204,12 @@ def _finite(tensor: StoredTensor, array: np.ndarray, first_row: int = 0) -> np.n
 def stored_tensors(model_dir: Path, config: GPT2Config) -> dict[str, StoredTensor]:
     """Every tensor the model needs, by canonical name, checked against the config: names, shapes, dtypes."""
     expected = expected_shapes(config)
+    # Each file can hold at most every expected tensor, the LM head and the mask buffers of every layer: a
+    # header listing more is refused before its entries are checked one by one.
+    max_tensors = len(expected) + 1 + len(IGNORED_SUFFIXES) * config.n_layer
     tensors: dict[str, StoredTensor] = {}
     for path in _safetensors_files(model_dir):
-        for tensor in _read_header(path):
+        for tensor in _read_header(path, max_tensors):
             name = _canonical_name(tensor.name)
             if name.endswith(IGNORED_SUFFIXES):
                 continue
@@ -280,9 +283,9 @@ def _index_shards(index: Path) -> list[Path]:
     return shards
 
 
-def _read_header(path: Path) -> list[StoredTensor]:
-    """The tensors listed in one safetensors file's header, each checked to lie inside the file, none sharing
-    a byte with another."""
+def _read_header(path: Path, max_tensors: int) -> list[StoredTensor]:
+    """The tensors listed in one safetensors file's header (at most ``max_tensors``), each checked to lie inside
+    the file, none sharing a byte with another."""
     file_size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)
@@ -294,6 +297,10 @@ def _read_header(path: Path) -> list[StoredTensor]:
         header = parse_json(f.read(header_len), str(path), WeightsError, "safetensors header")
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: corrupt safetensors header (not a JSON object)")
+    listed = len(header) - ("__metadata__" in header)
+    if listed > max_tensors:
+        raise WeightsError(f"{path}: lists {listed} tensors, more than the {max_tensors} a GPT-2 checkpoint of "
+                           "this config.json can hold")
     data_start = 8 + header_len
     tensors, ranges = [], []
     for name, info in header.items():
