@@ -304,8 +304,8 @@ def test_a_tensor_in_two_shards_is_refused_naming_both_files(tiny_model_dir, tmp
     shard_checkpoint(model_dir, {"transformer.wte.weight": "model-00001-of-00002.safetensors",
                                  "h.0.ln_1.weight": "model-00002-of-00002.safetensors"})
     with pytest.raises(WeightsError, match=r"model-00001-of-00002\.safetensors and .*model-00002-of-00002"
-                                           r"\.safetensors: tensors 'transformer\.h\.0\.ln_1\.weight' and 'h\.0\.ln_1\.weight' are "
-                                           r"both 'h\.0\.ln_1\.weight'"):
+                                           r"\.safetensors: tensors 'transformer\.h\.0\.ln_1\.weight' and "
+                                           r"'h\.0\.ln_1\.weight' are both 'h\.0\.ln_1\.weight'"):
         load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
 
 
