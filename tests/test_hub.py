@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from fake_hub import FakeHub
+from tinygpt.errors import HubError, InputError, TinyGPTError
 from tinygpt.hub import NEEDED_FILES, resolve_model_dir
 
 REPO = "tiny/gpt2"
@@ -332,3 +333,33 @@ def test_model_from_pretrained_by_repo_id_then_offline(hub, hf_home, repos, tmp_
         assert result["ids"] == expected_ids
         assert result["logits"] == expected_logits.tolist()  # same files, same kernels: bit-identical
     _assert_no_decoy_requested(hub)
+
+
+@pytest.mark.parametrize("name_or_path", [123, None, b"distilgpt2", ["distilgpt2"]])
+def test_a_name_that_is_not_a_string_or_path_is_an_input_error(name_or_path):
+    """Fuzzing found from_pretrained(123) failing inside pathlib with a TypeError about PathLike."""
+    from tinygpt import Model
+
+    message = (r"name_or_path must be a hub repo id such as 'distilgpt2' or a local model directory \(a str or "
+               rf"os\.PathLike\), got {type(name_or_path).__name__}")
+    with pytest.raises(InputError, match=message):
+        resolve_model_dir(name_or_path)
+    with pytest.raises(InputError, match=message):
+        Model.from_pretrained(name_or_path)
+
+
+def test_an_empty_name_is_not_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="name_or_path is empty"):
+        resolve_model_dir("")
+
+
+def test_a_revision_that_is_not_a_string_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="revision must be a branch, tag or commit hash \\(a str\\) or None, got int"):
+        resolve_model_dir("distilgpt2", revision=3)
+
+
+def test_hub_errors_are_os_errors_of_tinygpt():
+    """The command line prints an OSError as its message alone; ``except TinyGPTError`` catches it too."""
+    assert issubclass(HubError, OSError) and issubclass(HubError, TinyGPTError)

@@ -301,12 +301,3 @@ def test_int8_decode_rounds_activations_far_below_the_weights(distilgpt2_shape_d
 
 def rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
-
-
-def test_a_tokenizer_larger_than_the_model_vocabulary_is_an_error(tiny_model_dir, gpt2_tokenizer_dir, tmp_path):
-    """GPT-2's tokenizer beside a 1000-token model would make ids past the embeddings: refused at load."""
-    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "m")
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(gpt2_tokenizer_dir / name, model_dir / name)
-    with pytest.raises(InputError, match="the tokenizer has 50257 tokens but config.json's vocab_size is 1000"):
-        Model.from_pretrained(model_dir)

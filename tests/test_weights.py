@@ -283,3 +283,47 @@ def test_nan_in_the_embedding_of_an_untied_int8_model_is_named(tiny_model_dir, t
     with pytest.raises(WeightsError, match=r"tensor 'transformer\.wte\.weight' has a non-finite value nan at index "
                                            r"\[999, 63\]"):
         load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"), dtype="int8")
+
+
+def test_a_tensor_stored_with_and_without_the_prefix_is_refused_naming_both(tiny_model_dir, tmp_path):
+    """Fuzzing found both names loading, the later one silently kept (transformers keeps the other)."""
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    rewrite_tensors(model_dir, lambda t: {**t, "ln_f.bias": np.zeros(64, np.float32)})
+    with pytest.raises(WeightsError, match=r"model\.safetensors: tensors '(transformer\.)?ln_f\.bias' and "
+                                           r"'(transformer\.)?ln_f\.bias' are both 'ln_f\.bias' \(the 'transformer\.' "
+                                           r"prefix is optional\): a checkpoint must hold each tensor once"):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
+
+
+def test_a_tensor_in_two_shards_is_refused_naming_both_files(tiny_model_dir, tmp_path):
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    tensors = load_file(model_dir / "model.safetensors")
+    save_file(tensors, model_dir / "model-00001-of-00002.safetensors")
+    second_shard = {"h.0.ln_1.weight": tensors["transformer.h.0.ln_1.weight"]}
+    save_file(second_shard, model_dir / "model-00002-of-00002.safetensors")
+    shard_checkpoint(model_dir, {"transformer.wte.weight": "model-00001-of-00002.safetensors",
+                                 "h.0.ln_1.weight": "model-00002-of-00002.safetensors"})
+    with pytest.raises(WeightsError, match=r"model-00001-of-00002\.safetensors and .*model-00002-of-00002"
+                                           r"\.safetensors: tensors 'transformer\.h\.0\.ln_1\.weight' and "
+                                           r"'h\.0\.ln_1\.weight' are both 'h\.0\.ln_1\.weight'"):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
+
+
+def test_index_without_weight_map_is_named(tiny_model_dir, tmp_path):
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    shard_checkpoint(model_dir, {})
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(WeightsError, match=r"index\.json: not a valid safetensors index \(no 'weight_map'\)"):
+        load_weights(model_dir, GPT2Config.from_file(model_dir / "config.json"))
+
+
+def test_a_header_listing_more_tensors_than_the_config_allows_is_refused(tiny_model_dir, tmp_path):
+    """Checked before the entries: a 100 MB header can list a million of them."""
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    config = GPT2Config.from_file(model_dir / "config.json")
+    extra = {f"h.{i}.extra": np.zeros(0, np.float32) for i in range(len(expected_shapes(config)) + 8)}
+    rewrite_tensors(model_dir, lambda t: {**t, **extra})
+    # 28 tensors for 2 layers, the LM head, and the 2 mask buffers of each layer
+    with pytest.raises(WeightsError, match=r"model\.safetensors: lists \d+ tensors, more than the 33 a GPT-2 "
+                                           r"checkpoint of this config\.json can hold"):
+        load_weights(model_dir, config)

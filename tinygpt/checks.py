@@ -18,11 +18,19 @@ import numpy as np
 from .errors import InputError
 
 
+def as_integer(value) -> int | None:
+    """``value`` as a Python int if it is an integer (Python or NumPy, not a bool), else None: for checks whose
+    message says more than one value can (a tensor's shape, a token id at a position)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
 def count(value, name: str, *, minimum: int = 0, maximum: int | None = None, error=InputError) -> int:
     """``value`` as a Python int, if it is an integer (Python or NumPy, not a bool) in [minimum, maximum]."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    number = as_integer(value)
+    if number is None:
         raise error(f"{name} must be an integer{_range(minimum, maximum)}, got {value!r}")
-    number = int(value)
     if number < minimum or (maximum is not None and number > maximum):
         raise error(f"{name} must be an integer{_range(minimum, maximum)}, got {number}")
     return number

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from .checks import as_integer, count, real
+from .errors import ConfigError
+from .jsonfile import read_json_object
 
 # Both names are the tanh approximation of GELU; transformers uses the second for newer checkpoints.
 SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 
-
-class ConfigError(ValueError):
-    """config.json is missing, unreadable, or describes a model tinygpt cannot run."""
+# Upper bounds of the sizes config.json gives, checked before anything is built or allocated for them (a
+# config with n_layer 10000000 would otherwise have the load list 120 million tensor names before reading
+# the weights). Each is far above every published GPT-2-family checkpoint (GPT-2 XL: 48 layers, 25 heads,
+# n_embd 1600, 1024 positions, 50257 tokens; the largest GPT-2-architecture models have n_embd 5120, 2048
+# positions and 100k-250k-token vocabularies), so no real model is refused; the weights file must then
+# hold tensors of these sizes, which bounds everything sized from them.
+MAX_SIZES = {
+    "n_layer": 1024,
+    "n_head": 1024,
+    "n_embd": 65536,
+    "n_positions": 1 << 20,
+    "vocab_size": 1 << 22,
+    "n_inner": 4 * 65536,
+}
 
 
 @dataclass(frozen=True)
@@ -39,22 +51,30 @@ class GPT2Config:
                 f"activation_function {self.activation_function!r} is not supported; "
                 f"tinygpt runs {' / '.join(SUPPORTED_ACTIVATIONS)} (GPT-2's tanh GELU)"
             )
+        # Each field is stored as the plain Python value it holds (an np.int64 n_layer as an int, a JSON 1 as
+        # the epsilon 1.0), so nothing computed from the config can overflow or wrap.
         for name in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"):
-            if not is_integer(getattr(self, name)) or getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.n_inner is not None and (not is_integer(self.n_inner) or self.n_inner <= 0):
-            raise ConfigError(f"n_inner must be a positive integer or null, got {self.n_inner!r}")
-        epsilon = self.layer_norm_epsilon
-        if not isinstance(epsilon, float) or not 0.0 < epsilon < math.inf:
-            raise ConfigError(f"layer_norm_epsilon must be a positive number, got {epsilon!r}")
+            self._store(name, count(getattr(self, name), name, minimum=1, maximum=MAX_SIZES[name], error=ConfigError))
+        if self.n_inner is not None:
+            self._store("n_inner", count(self.n_inner, "n_inner (null for 4 * n_embd)", minimum=1,
+                                         maximum=MAX_SIZES["n_inner"], error=ConfigError))
+        self._store("layer_norm_epsilon", real(self.layer_norm_epsilon, "layer_norm_epsilon",
+                                               lambda epsilon: 0.0 < epsilon < math.inf, "a positive number",
+                                               error=ConfigError))
         for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("bos_token_id", "eos_token_id"):
-            if getattr(self, name) is not None and not is_integer(getattr(self, name)):
-                raise ConfigError(f"{name} must be an integer or null, got {getattr(self, name)!r}")
+            if getattr(self, name) is not None:
+                token_id = as_integer(getattr(self, name))
+                if token_id is None:
+                    raise ConfigError(f"{name} must be an integer or null, got {getattr(self, name)!r}")
+                self._store(name, token_id)
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) is not divisible by n_head ({self.n_head})")
+
+    def _store(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)  # the dataclass is frozen: its checked values are set once, here
 
     @property
     def head_dim(self) -> int:
@@ -82,7 +102,7 @@ class GPT2Config:
             n_embd=raw.get("n_embd", cls.n_embd),
             n_positions=n_positions,
             vocab_size=raw.get("vocab_size", cls.vocab_size),
-            layer_norm_epsilon=_as_float(raw.get("layer_norm_epsilon", cls.layer_norm_epsilon)),
+            layer_norm_epsilon=raw.get("layer_norm_epsilon", cls.layer_norm_epsilon),
             n_inner=raw.get("n_inner"),
             activation_function=raw.get("activation_function", cls.activation_function),
             scale_attn_weights=raw.get("scale_attn_weights", True),
@@ -95,13 +115,11 @@ class GPT2Config:
     def from_file(cls, path: str | os.PathLike) -> "GPT2Config":
         path = Path(path)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = read_json_object(path, ConfigError)
         except FileNotFoundError:
             raise ConfigError(f"{path}: not found (a model directory needs config.json)") from None
-        except (OSError, ValueError) as err:
+        except OSError as err:
             raise ConfigError(f"{path}: cannot read config: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
         try:
             return cls.from_dict(raw)
         except ConfigError as err:
@@ -109,10 +127,6 @@ class GPT2Config:
 
 
 def is_integer(value) -> bool:
-    """A Python or NumPy integer, and not a bool (JSON true is not a layer count, True is not a batch size)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _as_float(value):
-    """A JSON number as float (epsilon may be written 1e-05 or 0); anything else is left for the check."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    """A Python or NumPy integer, and not a bool. Superseded by tinygpt.checks (as_integer, count): still
+    imported by model.py and scoring.py until they move to it."""
+    return as_integer(value) is not None

@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import pathlib
 
+from .errors import HubError, InputError
+from .tokenizers.files import TOKENIZER_FILES
+
 # Repo-root file name patterns (fnmatch, as `snapshot_download(allow_patterns=...)` uses them).
 NEEDED_FILES: tuple[str, ...] = (
     "config.json",
@@ -17,20 +20,11 @@ NEEDED_FILES: tuple[str, ...] = (
     "model.safetensors",
     "model.safetensors.index.json",
     "model-?????-of-?????.safetensors",  # shards, named as transformers writes them
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
+    *TOKENIZER_FILES,
 )
 
 # Weight formats tinygpt does not read; named in the error when a repo only has these.
 _OTHER_WEIGHT_SUFFIXES = (".bin", ".h5", ".msgpack", ".ckpt", ".pt", ".pth")
-
-
-class HubError(RuntimeError):
-    """A hub model could not be provided: not cached while offline, missing repo/revision, or unusable weights."""
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> pathlib.Path:
@@ -40,9 +34,18 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     "uer/gpt2-distil-chinese-cluecorpussmall", whose needed files (NEEDED_FILES) are downloaded into the
     Hugging Face cache, or taken from it when offline. revision: branch, tag or commit hash (hub repos only).
     Returns the local directory (for a repo, its cached snapshot directory).
-    Raises FileNotFoundError / NotADirectoryError for a bad local path (ValueError if it is given a revision),
-    HubError for hub problems.
+    Raises InputError for arguments of the wrong kind (and a revision given with a local path),
+    FileNotFoundError / NotADirectoryError for a bad local path, HubError (an OSError) for hub problems.
     """
+    location = os.fspath(name_or_path) if isinstance(name_or_path, (str, os.PathLike)) else None
+    if not isinstance(location, str):  # pathlib would raise a TypeError of its own about bytes or an int
+        raise InputError("name_or_path must be a hub repo id such as 'distilgpt2' or a local model directory "
+                         f"(a str or os.PathLike), got {type(name_or_path).__name__}")
+    if location == "":  # pathlib reads "" as ".", the current directory
+        raise InputError("name_or_path is empty: give a hub repo id such as 'distilgpt2' or a local model directory")
+    if revision is not None and not isinstance(revision, str):
+        raise InputError(f"revision must be a branch, tag or commit hash (a str) or None, got "
+                         f"{type(revision).__name__}")
     path = pathlib.Path(name_or_path).expanduser()
     if path.exists() or not isinstance(name_or_path, str):
         return _checked_local_dir(path, revision)
@@ -52,7 +55,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
 def _checked_local_dir(path: pathlib.Path, revision: str | None) -> pathlib.Path:
     """Validate a local model directory: it must exist and hold config.json."""
     if revision is not None:
-        raise ValueError(f"revision={revision!r} only applies to hub repo ids, but {str(path)!r} is a local path.")
+        raise InputError(f"revision={revision!r} only applies to hub repo ids, but {str(path)!r} is a local path.")
     if not path.exists():
         raise FileNotFoundError(f"Model directory {str(path)!r} does not exist.")
     if not path.is_dir():

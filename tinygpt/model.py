@@ -26,28 +26,9 @@ from .kernels.matmul import linear_unchecked as linear
 from .kernels.norm import layer_norm_unchecked as layer_norm
 from .kernels.quantized import linear_nt_int8_unchecked as linear_nt_int8
 from .kernels.threads import apply_num_threads
-from .tokenizers import Tokenizer
+from .errors import InputError
+from .tokenizers import load_model_tokenizer, prompt_rules
 from .weights import QuantizedWeight, load_weights
-
-# Any of these in a model directory means it ships a tokenizer (Tokenizer.from_pretrained picks which).
-TOKENIZER_FILES = ("vocab.json", "tokenizer.json", "vocab.txt")
-
-
-def prompt_rules(config: GPT2Config, tokenizer) -> tuple[list[int], int | None]:
-    """(ids every prompt starts with, default end-of-text id) for a model and its tokenizer.
-
-    A BERT-vocabulary model (WordPiece with [CLS]/[SEP], like uer's Chinese GPT-2) was trained on lines
-    laid out as ``[CLS] text [SEP]``: a prompt starts with [CLS], and [SEP] ends the text. Such configs
-    inherit GPT-2's eos id 50256, which is not even in their vocabulary. A GPT-2 BPE model takes bare text
-    and ends at its config's eos (<|endoftext|>).
-    """
-    cls_id, sep_id = getattr(tokenizer, "cls_token_id", None), getattr(tokenizer, "sep_token_id", None)
-    if cls_id is not None and sep_id is not None:
-        return [cls_id], sep_id
-    eos = config.eos_token_id
-    if eos is not None and 0 <= eos < config.vocab_size:
-        return [], eos
-    return [], getattr(tokenizer, "eos_token_id", None)
 
 
 def project(x: np.ndarray, weight, bias: np.ndarray, **options) -> np.ndarray:
@@ -62,10 +43,6 @@ def lm_head(x: np.ndarray, weight) -> np.ndarray:
     if isinstance(weight, QuantizedWeight):
         return linear_nt_int8(x, weight.q, weight.scale)
     return linear_nt(x, weight)
-
-
-class InputError(ValueError):
-    """Token ids the model cannot take: wrong shape, outside the vocabulary, or past the context length."""
 
 
 @dataclass
@@ -103,7 +80,7 @@ class Model:
         self.tokenizer = tokenizer
         # How text becomes a prompt and where generation stops by default; both derived from the files and
         # both plain attributes, so a user can override them.
-        self.prompt_prefix_ids, self.eos_token_id = prompt_rules(config, tokenizer)
+        self.prompt_prefix_ids, self.eos_token_id = prompt_rules(tokenizer, config.eos_token_id, config.vocab_size)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
@@ -122,13 +99,7 @@ class Model:
         path = resolve_model_dir(name_or_path, revision)
         config = GPT2Config.from_file(path / "config.json")
         weights = load_weights(path, config, dtype)
-        tokenizer = None
-        if any((path / name).is_file() for name in TOKENIZER_FILES):
-            tokenizer = Tokenizer.from_pretrained(path)
-            if tokenizer.vocab_size > config.vocab_size:
-                raise InputError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but config.json's "
-                                 f"vocab_size is {config.vocab_size}: they do not belong to the same model")
-        return cls(config, weights, tokenizer)
+        return cls(config, weights, load_model_tokenizer(path, config.vocab_size))
 
     # ---- whole sequences -------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from the file and quantized piece by piece, so their float32 form never sits in 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -19,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import GPT2Config, is_integer
+from .checks import as_integer
+from .config import GPT2Config
+from .errors import InputError, WeightsError
+from .jsonfile import parse_json, read_json_object
 
 PREFIX = "transformer."
 # Causal-mask buffers that published GPT-2 files carry (float32 in distilgpt2, uint8 in uer); we build the
@@ -35,10 +37,6 @@ FLOAT_DTYPES = ("F32", "F16", "BF16")
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 # Elements per NaN/inf check pass: a 256 KB mask at a time, never one the size of a tensor.
 FINITE_CHECK_ITEMS = 1 << 18
-
-
-class WeightsError(ValueError):
-    """A weights file is unreadable, truncated, or does not match the config."""
 
 
 def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
@@ -139,7 +137,7 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = 
     Raises WeightsError naming the file and tensor of a NaN or infinite value, which would make every logit NaN.
     """
     if dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
+        raise InputError(f"dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
     stored = stored_tensors(Path(model_dir), config)
     if dtype == "float32":
         # The check reads every page of the other tensors, which the first forward pass reads anyway (it adds
@@ -206,9 +204,12 @@ def _finite(tensor: StoredTensor, array: np.ndarray, first_row: int = 0) -> np.n
 def stored_tensors(model_dir: Path, config: GPT2Config) -> dict[str, StoredTensor]:
     """Every tensor the model needs, by canonical name, checked against the config: names, shapes, dtypes."""
     expected = expected_shapes(config)
+    # Each file can hold at most every expected tensor, the LM head and the mask buffers of every layer: a
+    # header listing more is refused before its entries are checked one by one.
+    max_tensors = len(expected) + 1 + len(IGNORED_SUFFIXES) * config.n_layer
     tensors: dict[str, StoredTensor] = {}
     for path in _safetensors_files(model_dir):
-        for tensor in _read_header(path):
+        for tensor in _read_header(path, max_tensors):
             name = _canonical_name(tensor.name)
             if name.endswith(IGNORED_SUFFIXES):
                 continue
@@ -224,6 +225,8 @@ def stored_tensors(model_dir: Path, config: GPT2Config) -> dict[str, StoredTenso
             if tensor.dtype_name not in FLOAT_DTYPES:
                 raise WeightsError(f"{path}: tensor {tensor.name!r} has dtype {tensor.dtype_name}, "
                                    f"expected {', '.join(FLOAT_DTYPES)}")
+            if name in tensors:
+                raise _duplicate_error(tensors[name], tensor)
             tensors[name] = tensor
     missing = [name for name in expected if name not in tensors]
     if missing:
@@ -234,6 +237,15 @@ def stored_tensors(model_dir: Path, config: GPT2Config) -> dict[str, StoredTenso
 
 def _canonical_name(name: str) -> str:
     return name.removeprefix(PREFIX)
+
+
+def _duplicate_error(first: StoredTensor, second: StoredTensor) -> WeightsError:
+    """Two stored tensors with one canonical name: keeping either would be a silent choice (transformers and
+    tinygpt would not even pick the same one)."""
+    where = f"{second.path}" if second.path == first.path else f"{first.path} and {second.path}"
+    return WeightsError(f"{where}: tensors {first.name!r} and {second.name!r} are both "
+                        f"{_canonical_name(second.name)!r} (the {PREFIX!r} prefix is optional): a checkpoint must "
+                        "hold each tensor once")
 
 
 def _safetensors_files(model_dir: Path) -> list[Path]:
@@ -251,9 +263,11 @@ def _safetensors_files(model_dir: Path) -> list[Path]:
 def _index_shards(index: Path) -> list[Path]:
     """The shard files a model.safetensors.index.json maps tensors to, each checked to be in its directory."""
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise WeightsError(f"{index}: not a valid safetensors index ({err})") from None
+        weight_map = read_json_object(index, WeightsError).get("weight_map")
+    except OSError as err:
+        raise WeightsError(f"{index}: cannot read the safetensors index ({err})") from None
+    if weight_map is None:
+        raise WeightsError(f"{index}: not a valid safetensors index (no 'weight_map')")
     if not isinstance(weight_map, dict):
         raise WeightsError(f"{index}: weight_map must be an object mapping tensor name -> shard file name, "
                            f"got {type(weight_map).__name__}")
@@ -269,9 +283,9 @@ def _index_shards(index: Path) -> list[Path]:
     return shards
 
 
-def _read_header(path: Path) -> list[StoredTensor]:
-    """The tensors listed in one safetensors file's header, each checked to lie inside the file, none sharing
-    a byte with another."""
+def _read_header(path: Path, max_tensors: int) -> list[StoredTensor]:
+    """The tensors listed in one safetensors file's header (at most ``max_tensors``), each checked to lie inside
+    the file, none sharing a byte with another."""
     file_size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)
@@ -280,12 +294,13 @@ def _read_header(path: Path) -> list[StoredTensor]:
         (header_len,) = struct.unpack("<Q", prefix)
         if header_len > min(MAX_HEADER_BYTES, file_size - 8):
             raise WeightsError(f"{path}: truncated or corrupt safetensors file (header of {header_len} bytes)")
-        try:
-            header = json.loads(f.read(header_len))
-        except ValueError as err:
-            raise WeightsError(f"{path}: corrupt safetensors header ({err})") from None
+        header = parse_json(f.read(header_len), str(path), WeightsError, "safetensors header")
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: corrupt safetensors header (not a JSON object)")
+    listed = len(header) - ("__metadata__" in header)
+    if listed > max_tensors:
+        raise WeightsError(f"{path}: lists {listed} tensors, more than the {max_tensors} a GPT-2 checkpoint of "
+                           "this config.json can hold")
     data_start = 8 + header_len
     tensors, ranges = [], []
     for name, info in header.items():
@@ -313,18 +328,20 @@ def _tensor_info(path: Path, name: str, info) -> tuple[str, tuple[int, ...], tup
         raise WeightsError(f"{path}: tensor {name!r} has a malformed header entry") from None
     if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
         raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name}")
-    if not (isinstance(shape, list) and all(map(_is_count, shape))):
+    dims = _counts(shape)
+    if dims is None:
         raise WeightsError(f"{path}: tensor {name!r} has shape {shape!r}, expected a list of integers >= 0")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
-            and offsets[0] <= offsets[1]):
+    begin_end = _counts(offsets)
+    if begin_end is None or len(begin_end) != 2 or begin_end[0] > begin_end[1]:
         raise WeightsError(f"{path}: tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] "
                            "integers with 0 <= begin <= end")
-    return dtype_name, tuple(shape), (offsets[0], offsets[1])
+    return dtype_name, dims, (begin_end[0], begin_end[1])
 
 
-def _is_count(value) -> bool:
-    """A JSON integer >= 0 (not a float such as 0.5, not true/false, which json loads as bools)."""
-    return is_integer(value) and value >= 0
+def _counts(values) -> tuple[int, ...] | None:
+    """A JSON list of integers >= 0 as a tuple, else None (a float such as 0.5 or a true/false is no count)."""
+    numbers = [as_integer(value) for value in values] if isinstance(values, list) else [None]
+    return None if None in numbers or any(number < 0 for number in numbers) else tuple(numbers)
 
 
 def _check_no_overlap(path: Path, ranges: list[tuple[int, int, str]]) -> None:

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt.tokenizers import BPETokenizer, Tokenizer, WordPieceTokenizer
+from tinygpt.errors import TokenizerError
+from tinygpt.tokenizers import (
+    TOKENIZER_FILE_SETS,
+    TOKENIZER_FILES,
+    BPETokenizer,
+    Tokenizer,
+    WordPieceTokenizer,
+    has_tokenizer,
+    load_model_tokenizer,
+    prompt_rules,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -112,5 +122,69 @@ def test_missing_directory_and_broken_config_are_clear_errors(tmp_path):
         Tokenizer.from_pretrained(tmp_path / "nowhere")
     write_bert_files(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text("[1, 2", encoding="utf-8")
-    with pytest.raises(ValueError, match="tokenizer_config.json: not a valid UTF-8 JSON file"):
+    with pytest.raises(TokenizerError, match="tokenizer_config.json: not a valid UTF-8 JSON file"):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_a_tokenizer_larger_than_the_model_vocabulary_is_refused_naming_the_files(tiny_model_dir, gpt2_dir,
+                                                                                  tmp_path):
+    """GPT-2's tokenizer beside a 1000-token model would make ids past the embeddings: refused at load."""
+    from tinygpt import Model
+
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(gpt2_dir / name, model_dir / name)
+    with pytest.raises(TokenizerError, match=r"m/vocab\.json \+ .*m/merges\.txt: the tokenizer has 50257 tokens but "
+                                             r"config\.json's vocab_size is 1000 \(.*m/config\.json\)"):
+        Model.from_pretrained(model_dir)
+
+
+def test_load_model_tokenizer_is_none_only_without_vocabulary_files(tmp_path, gpt2_dir):
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    assert not has_tokenizer(tmp_path) and load_model_tokenizer(tmp_path, 1000) is None
+    write_bert_files(tmp_path)
+    assert isinstance(load_model_tokenizer(tmp_path, len(BERT_VOCAB)), WordPieceTokenizer)
+    assert load_model_tokenizer(gpt2_dir, 50257).files == (gpt2_dir / "vocab.json", gpt2_dir / "merges.txt")
+
+
+def test_a_vocabulary_file_that_cannot_be_loaded_is_an_error_not_a_model_without_tokenizer(tmp_path):
+    (tmp_path / "vocab.json").write_text("{}", encoding="utf-8")  # merges.txt is missing
+    with pytest.raises(FileNotFoundError, match="found no tokenizer"):
+        load_model_tokenizer(tmp_path, 1000)
+
+
+def test_hub_downloads_every_tokenizer_file():
+    from fnmatch import fnmatchcase
+
+    from tinygpt.hub import NEEDED_FILES
+
+    for name in TOKENIZER_FILES:
+        assert any(fnmatchcase(name, pattern) for pattern in NEEDED_FILES), name
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "vocab.txt"):
+        assert name in TOKENIZER_FILE_SETS
+
+
+def test_prompt_rules(tmp_path, gpt2_dir):
+    """A BERT-vocabulary model's prompts are [CLS] text and end at [SEP]; a BPE model's are bare text and end at
+    config.json's eos when it is in the vocabulary, else at the tokenizer's."""
+    wordpiece = Tokenizer.from_pretrained(write_bert_files(tmp_path))
+    assert prompt_rules(wordpiece, 50256, 21128) == ([BERT_VOCAB.index("[CLS]")], BERT_VOCAB.index("[SEP]"))
+    bpe = Tokenizer.from_pretrained(gpt2_dir)
+    assert prompt_rules(bpe, 7, 50257) == ([], 7)
+    assert prompt_rules(bpe, 50257, 50257) == ([], 50256)  # outside the vocabulary: <|endoftext|>
+    assert prompt_rules(None, None, 1000) == ([], None)
+
+
+@pytest.mark.parametrize("text, position", [("a\udcffb", 1), ("\ud800", 0), ("你好 [SEP] x\udfff", 10)])
+def test_both_tokenizers_refuse_a_lone_surrogate_alike(tmp_path, gpt2_dir, text, position):
+    """Fuzzing found WordPiece dropping it: encode('a\\udcffb') == encode('ab'), so undecodable stdin bytes
+    (read with surrogateescape) generated from [CLS] alone. There is no UTF-8 for it, so no tokens."""
+    wordpiece = Tokenizer.from_pretrained(write_bert_files(tmp_path))
+    messages = set()
+    for tokenizer in (wordpiece, Tokenizer.from_pretrained(gpt2_dir)):
+        with pytest.raises(TokenizerError, match=rf"text is not valid Unicode: lone surrogate '\\ud[89a-f]\w\w' at "
+                                                 rf"position {position}$") as error:
+            tokenizer.encode(text)
+        messages.add(str(error.value))
+    assert len(messages) == 1
+    assert wordpiece.encode("ab") == wordpiece.encode("a\ufffdb")  # U+FFFD, a real character, is still dropped

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tinygpt.errors import TokenizerError
 from tinygpt.tokenizers import bpe
 from tinygpt.tokenizers.bpe import BPETokenizer
 
@@ -272,9 +273,9 @@ def test_streaming_skips_special_tokens_when_asked(tok):
 # ------------------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("bad_id", [VOCAB_SIZE, -1, 10**12])
 def test_decode_rejects_an_id_outside_the_vocab_naming_it_and_its_position(tok, bad_id):
-    with pytest.raises(ValueError, match=rf"token id {bad_id!r} at position 2 is outside the vocabulary"):
+    with pytest.raises(TokenizerError, match=rf"token id {bad_id!r} at position 2 is outside the vocabulary"):
         tok.decode([*HELLO_WORLD_IDS, bad_id, 0])
-    with pytest.raises(ValueError, match=rf"token id {bad_id!r} at position 2"):
+    with pytest.raises(TokenizerError, match=rf"token id {bad_id!r} at position 2"):
         tok.convert_ids_to_tokens([*HELLO_WORLD_IDS, bad_id])
 
 
@@ -283,13 +284,13 @@ def test_decode_rejects_an_id_outside_the_vocab_naming_it_and_its_position(tok, 
 def test_decode_rejects_a_non_integer_id_naming_its_position(tok, bad_id):
     """A dict lookup alone would take 15496.0 for 15496 and True for 1."""
     message = rf"token id {re.escape(repr(bad_id))} at (stream )?position \d is not an integer"
-    with pytest.raises(TypeError, match=message):
+    with pytest.raises(TokenizerError, match=message):
         tok.decode([*HELLO_WORLD_IDS, bad_id, 0])
-    with pytest.raises(TypeError, match=message):
+    with pytest.raises(TokenizerError, match=message):
         tok.convert_ids_to_tokens([*HELLO_WORLD_IDS, bad_id])
     decoder = tok.incremental_decoder()
     decoder.push(15496)
-    with pytest.raises(TypeError, match=message.replace(r"(stream )?position \d", "stream position 1")):
+    with pytest.raises(TokenizerError, match=message.replace(r"(stream )?position \d", "stream position 1")):
         decoder.push(bad_id)
 
 
@@ -297,44 +298,44 @@ def test_decode_takes_numpy_integers(tok):
     assert tok.decode(np.array(HELLO_WORLD_IDS)) == "Hello world"
     assert tok.convert_ids_to_tokens(np.array(HELLO_WORLD_IDS, np.int32)) == ["Hello", "Ġworld"]
     assert stream(tok.incremental_decoder(), np.array(HELLO_WORLD_IDS)) == ["Hello", " world", ""]
-    with pytest.raises(ValueError, match=r"token id -1 at position 1 is outside the vocabulary"):
+    with pytest.raises(TokenizerError, match=r"token id -1 at position 1 is outside the vocabulary"):
         tok.decode(np.array([15496, -1]))
 
 
 @pytest.mark.parametrize("batch", [[HELLO_WORLD_IDS, HELLO_WORLD_IDS], np.array([HELLO_WORLD_IDS]),
                                    [tuple(HELLO_WORLD_IDS)]], ids=["lists", "2d-array", "tuples"])
 def test_decode_of_a_batch_says_to_decode_row_by_row(tok, batch):
-    with pytest.raises(TypeError, match=r"one sequence of token ids, but position 0 holds a (list|ndarray|tuple): "
+    with pytest.raises(TokenizerError, match=r"one sequence of token ids, but position 0 holds a (list|ndarray|tuple): "
                                         r"decode a batch \(such as the output of generate\) one row at a time"):
         tok.decode(batch)
 
 
 def test_decode_of_a_single_id_asks_for_a_sequence(tok):
-    with pytest.raises(TypeError, match="expected a sequence of token ids, got int"):
+    with pytest.raises(TokenizerError, match="expected a sequence of token ids, got int"):
         tok.decode(15496)
 
 
 def test_streaming_rejects_an_id_outside_the_vocab(tok):
     decoder = tok.incremental_decoder()
     decoder.push(15496)
-    with pytest.raises(ValueError, match=r"token id 50257 at stream position 1 is outside the vocabulary"):
+    with pytest.raises(TokenizerError, match=r"token id 50257 at stream position 1 is outside the vocabulary"):
         decoder.push(VOCAB_SIZE)
 
 
 def test_encode_rejects_non_text(tok):
-    with pytest.raises(TypeError, match="encode expects str, got bytes"):
+    with pytest.raises(TokenizerError, match="encode expects a str, got bytes"):
         tok.encode(b"Hello")
 
 
 @pytest.mark.parametrize("text", [b"Hello", "Hello"])
 def test_encode_batch_rejects_a_single_text_naming_its_type(tok, text):
     """Iterated, bytes would give ints ("encode expects str, got int") and a str its characters, each encoded."""
-    with pytest.raises(TypeError, match=f"encode_batch expects a list of str, got {type(text).__name__}"):
+    with pytest.raises(TokenizerError, match=f"encode_batch expects a list of str, got {type(text).__name__}"):
         tok.encode_batch(text)
 
 
 def test_encode_rejects_a_lone_surrogate_naming_its_position(tok):
-    with pytest.raises(ValueError, match=r"lone surrogate '\\ud800' at position 6"):
+    with pytest.raises(TokenizerError, match=r"lone surrogate '\\ud800' at position 6"):
         tok.encode("Hello \ud800 world")
 
 
@@ -394,27 +395,28 @@ def test_missing_merges_file_is_named(model_copy):
 def test_truncated_vocab_json_is_named(model_copy):
     vocab_file = model_copy / "vocab.json"
     vocab_file.write_bytes(vocab_file.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=r"vocab\.json: not a valid UTF-8 JSON file"):
+    with pytest.raises(TokenizerError, match=r"vocab\.json: not a valid UTF-8 JSON file"):
         BPETokenizer.from_pretrained(model_copy)
 
 
 def test_vocab_json_of_the_wrong_shape_is_named(model_copy):
     (model_copy / "vocab.json").write_text(json.dumps({"a": "one"}))
-    with pytest.raises(ValueError, match=r"vocab\.json: vocabulary: token 'a' has id 'one'"):
+    with pytest.raises(TokenizerError, match=r"vocab\.json: vocabulary: token 'a' has id 'one'"):
         BPETokenizer.from_pretrained(model_copy)
 
 
 def test_malformed_merges_line_is_named(model_copy):
     merges_file = model_copy / "merges.txt"
     merges_file.write_text(merges_file.read_text(encoding="utf-8").replace("Ġ a\n", "Ġa\n", 1), encoding="utf-8")
-    with pytest.raises(ValueError, match=r"merges\.txt, line 3: expected two tokens separated by one space, got 'Ġa'"):
+    with pytest.raises(TokenizerError,
+                       match=r"merges\.txt, line 3: expected two tokens separated by one space, got 'Ġa'"):
         BPETokenizer.from_pretrained(model_copy)
 
 
 def test_merge_of_unknown_token_is_named(model_copy):
     merges_file = model_copy / "merges.txt"
     merges_file.write_text(merges_file.read_text(encoding="utf-8") + "Ġgazed zzzqqq\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"merges\.txt: merge 50000 \('Ġgazed' 'zzzqqq'\) uses 'zzzqqq'"):
+    with pytest.raises(TokenizerError, match=r"merges\.txt: merge 50000 \('Ġgazed' 'zzzqqq'\) uses 'zzzqqq'"):
         BPETokenizer.from_pretrained(model_copy)
 
 
@@ -437,7 +439,7 @@ def test_empty_or_truncated_merges_file_is_refused(model_copy, kept_lines, unrea
     merges_file.write_text("\n".join(lines[:kept_lines]) + "\n", encoding="utf-8")
     message = (rf"merges\.txt: none of the {kept_lines - 1} merges yields {unreachable} of the vocab's 50000 "
                rf"tokens .*\(e\.g\. '{example}'\): the merges are empty or cut short")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(TokenizerError, match=message):
         BPETokenizer.from_pretrained(model_copy)
 
 
@@ -452,18 +454,19 @@ def test_a_few_vocab_tokens_no_merge_yields_are_tolerated(model_copy, hf):
 
 def test_corrupt_tokenizer_json_is_named(tmp_path):
     (tmp_path / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": ')
-    with pytest.raises(ValueError, match=r"tokenizer\.json: not a valid UTF-8 JSON file"):
+    with pytest.raises(TokenizerError, match=r"tokenizer\.json: not a valid UTF-8 JSON file"):
         BPETokenizer.from_pretrained(tmp_path)
 
 
 def test_tokenizer_json_with_bad_merge_entry_is_named(tmp_path):
     document = {"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a", "b", "c"]]}}
     (tmp_path / "tokenizer.json").write_text(json.dumps(document))
-    with pytest.raises(ValueError, match=r"tokenizer\.json: model\.merges\[0\] = \['a', 'b', 'c'\]"):
+    with pytest.raises(TokenizerError, match=r"tokenizer\.json: model\.merges\[0\] = \['a', 'b', 'c'\]"):
         BPETokenizer.from_pretrained(tmp_path)
 
 
 def test_eos_token_outside_the_vocab_names_the_config_file(model_copy):
     (model_copy / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
-    with pytest.raises(ValueError, match=r"tokenizer_config\.json: eos_token '<\|im_end\|>' is not in the vocabulary"):
+    with pytest.raises(TokenizerError,
+                       match=r"tokenizer_config\.json: eos_token '<\|im_end\|>' is not in the vocabulary"):
         BPETokenizer.from_pretrained(model_copy)

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checkpoints import MAIN_CJK, WIDE_PUNCTUATION, chinese_bert_vocab
+from tinygpt.errors import TokenizerError
 from tinygpt.tokenizers import WordPieceTokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -316,11 +317,11 @@ def test_readable_decode_skips_special_tokens(default_pair):
 
 def test_decode_rejects_ids_outside_the_vocabulary(default_pair):
     ours, _ = default_pair
-    with pytest.raises(ValueError, match=rf"token id {len(VOCAB)} at position 1 .*size {len(VOCAB)}"):
+    with pytest.raises(TokenizerError, match=rf"token id {len(VOCAB)} at position 1 .*size {len(VOCAB)}"):
         ours.decode([5, len(VOCAB)])
-    with pytest.raises(ValueError, match="token id -1 at position 0"):
+    with pytest.raises(TokenizerError, match="token id -1 at position 0"):
         ours.incremental_decoder().push(-1)
-    with pytest.raises(TypeError, match="position 0 is not an integer"):
+    with pytest.raises(TokenizerError, match="position 0 is not an integer"):
         ours.convert_ids_to_tokens(["5"])
 
 
@@ -330,16 +331,16 @@ def test_decode_rejects_a_non_integer_id_naming_its_position(default_pair, bad_i
     """operator.index alone takes True for 1."""
     ours, _ = default_pair
     message = rf"token id {re.escape(repr(bad_id))} at position 1 is not an integer"
-    with pytest.raises(TypeError, match=message):
+    with pytest.raises(TokenizerError, match=message):
         ours.decode([5, bad_id])
-    with pytest.raises(TypeError, match=message):
+    with pytest.raises(TokenizerError, match=message):
         ours.convert_ids_to_tokens([5, bad_id])
 
 
 @pytest.mark.parametrize("batch", [[[5, 6], [7]], np.array([[5, 6]])], ids=["lists", "2d-array"])
 def test_decode_of_a_batch_says_to_decode_row_by_row(default_pair, batch):
     ours, _ = default_pair
-    with pytest.raises(TypeError, match=r"one sequence of token ids, but position 0 holds a (list|ndarray): "
+    with pytest.raises(TokenizerError, match=r"one sequence of token ids, but position 0 holds a (list|ndarray): "
                                         r"decode a batch .* one row at a time"):
         ours.decode(batch)
 
@@ -348,15 +349,15 @@ def test_decode_takes_numpy_integers(default_pair):
     ours, _ = default_pair
     ids = ours.encode("你好 world")
     assert ours.decode(np.array(ids)) == ours.decode(ids) == "你好world"
-    with pytest.raises(TypeError, match="expected a sequence of token ids, got int"):
+    with pytest.raises(TokenizerError, match="expected a sequence of token ids, got int"):
         ours.decode(5)
 
 
 def test_encode_rejects_non_text(default_pair):
     ours, _ = default_pair
-    with pytest.raises(TypeError, match="expects a str, got bytes"):
+    with pytest.raises(TokenizerError, match="expects a str, got bytes"):
         ours.encode(b"hello")
-    with pytest.raises(TypeError, match="encode_batch expects a list of str, got bytes"):
+    with pytest.raises(TokenizerError, match="encode_batch expects a list of str, got bytes"):
         ours.encode_batch(b"hello")
 
 
@@ -366,21 +367,21 @@ def test_from_pretrained_names_the_missing_or_broken_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="vocab.txt"):
         WordPieceTokenizer.from_pretrained(tmp_path)
     (tmp_path / "vocab.txt").write_text("", encoding="utf-8")
-    with pytest.raises(ValueError, match="vocab.txt is empty"):
+    with pytest.raises(TokenizerError, match="vocab.txt is empty"):
         WordPieceTokenizer.from_pretrained(tmp_path)
     (tmp_path / "vocab.txt").write_bytes(b"[UNK]\n\xff\xfe\n")
-    with pytest.raises(ValueError, match="vocab.txt: not valid UTF-8"):
+    with pytest.raises(TokenizerError, match="vocab.txt: not valid UTF-8"):
         WordPieceTokenizer.from_pretrained(tmp_path)
     write_tokenizer_dir(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match="tokenizer_config.json: not a valid UTF-8 JSON file"):
+    with pytest.raises(TokenizerError, match="tokenizer_config.json: not a valid UTF-8 JSON file"):
         WordPieceTokenizer.from_pretrained(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": "yes"}', encoding="utf-8")
-    with pytest.raises(ValueError, match="tokenizer_config.json: 'do_lower_case' must be true, false or null"):
+    with pytest.raises(TokenizerError, match="tokenizer_config.json: 'do_lower_case' must be true, false or null"):
         WordPieceTokenizer.from_pretrained(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text("{}", encoding="utf-8")
     (tmp_path / "special_tokens_map.json").write_text('{"unk_token": 5}', encoding="utf-8")
-    with pytest.raises(ValueError, match="special_tokens_map.json: 'unk_token' must be a string"):
+    with pytest.raises(TokenizerError, match="special_tokens_map.json: 'unk_token' must be a string"):
         WordPieceTokenizer.from_pretrained(tmp_path)
 
 
@@ -388,5 +389,5 @@ def test_missing_unk_token_is_a_clear_error_only_when_needed():
     ours = WordPieceTokenizer(["[CLS]", "[SEP]", "a", "##b"])
     assert ours.unk_token_id is None and ours.special_tokens == {"[CLS]": 0, "[SEP]": 1}
     assert ours.encode("ab a", add_special_tokens=True) == [0, 2, 3, 2, 1]
-    with pytest.raises(ValueError, match=r"no \[UNK\] token"):
+    with pytest.raises(TokenizerError, match=r"no \[UNK\] token"):
         ours.encode("abc")

@@ -24,8 +24,9 @@ from typing import Any
 
 import regex
 
-from .files import read_json_object
-from .ids import as_id, id_list
+from ..errors import TokenizerError
+from .files import MERGES_TXT, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, TOKENIZER_JSON, VOCAB_JSON, read_json_object
+from .inputs import as_id, check_text, check_texts, id_list, unencodable_text_error
 
 __all__ = ["BPETokenizer", "IncrementalDecoder", "GPT2_SPLIT_PATTERN", "ENDOFTEXT", "bytes_to_unicode"]
 
@@ -97,7 +98,7 @@ class IncrementalDecoder:
         try:
             piece = self._id_to_bytes[token_id]
         except KeyError:
-            raise ValueError(
+            raise TokenizerError(
                 f"token id {token_id!r} at stream position {self._position} is outside the vocabulary "
                 f"(valid ids: 0..{self._vocab_size - 1})"
             ) from None
@@ -126,7 +127,7 @@ class BPETokenizer:
         vocab: byte-level token string (e.g. ``"Ġworld"``) -> id. merges: pairs of token strings, best first.
         special_tokens: strings matched verbatim in text before pre-tokenization; each must be in ``vocab``.
         bos_token / eos_token: default to ``<|endoftext|>`` when it is in ``vocab``.
-        Raises ValueError when a merge, a special token or one of the 256 byte tokens is missing from vocab, or
+        Raises TokenizerError when a merge, a special token or one of the 256 byte tokens is missing from vocab, or
         when no merge yields many of the vocab's other tokens (the merges are empty or cut short).
         """
         self._vocab = dict(vocab)
@@ -146,6 +147,7 @@ class BPETokenizer:
 
         self._id_to_bytes = {i: self._token_bytes(token) for i, token in self._id_to_token.items()}
         self._id_to_bytes_no_special = {**self._id_to_bytes, **{i: b"" for i in self.special_tokens.values()}}
+        self.files: tuple[Path, ...] = ()  # what from_pretrained read the vocabulary from, for messages
 
     # ----------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -156,18 +158,18 @@ class BPETokenizer:
         fast-tokenizer format, a ``BPE`` model whose merges are ``"a b"`` strings or ``["a", "b"]`` pairs).
         Special tokens and bos/eos come from ``tokenizer.json``'s added tokens, ``tokenizer_config.json`` and
         ``special_tokens_map.json`` when present; ``<|endoftext|>`` is special whenever it is in the vocab.
-        Raises FileNotFoundError / ValueError naming the missing or corrupt file.
+        Raises FileNotFoundError / TokenizerError naming the missing or corrupt file.
         """
         directory = Path(path)
         if not directory.is_dir():
             raise FileNotFoundError(f"tokenizer directory not found: {directory}")
-        vocab_file, merges_file = directory / "vocab.json", directory / "merges.txt"
-        json_file = directory / "tokenizer.json"
+        vocab_file, merges_file = directory / VOCAB_JSON, directory / MERGES_TXT
+        json_file = directory / TOKENIZER_JSON
         if vocab_file.is_file() and merges_file.is_file():
-            sources = f"{vocab_file} + {merges_file}"
+            files = (vocab_file, merges_file)
             vocab, merges, added = _read_vocab_json(vocab_file), _read_merges_txt(merges_file), []
         elif json_file.is_file():
-            sources = str(json_file)
+            files = (json_file,)
             vocab, merges, added = _read_tokenizer_json(json_file)
         else:
             missing = " and ".join(f.name for f in (vocab_file, merges_file) if not f.is_file())
@@ -175,15 +177,17 @@ class BPETokenizer:
         named = _read_named_special_tokens(directory, vocab)
         specials = [*added, *named.values(), *([ENDOFTEXT] if ENDOFTEXT in vocab else [])]
         try:
-            return cls(vocab, merges, specials, named.get("bos_token"), named.get("eos_token"))
-        except ValueError as error:
-            raise ValueError(f"{sources}: {error}") from None
+            tokenizer = cls(vocab, merges, specials, named.get("bos_token"), named.get("eos_token"))
+        except TokenizerError as error:
+            raise TokenizerError(f"{' + '.join(map(str, files))}: {error}") from None
+        tokenizer.files = files
+        return tokenizer
 
     def _byte_token_ids(self) -> list[int]:
         """Id of the single-byte token of each byte value 0..255 (list index = byte)."""
         missing = [char for char in bytes_to_unicode().values() if char not in self._vocab]
         if missing:
-            raise ValueError(f"vocabulary lacks {len(missing)} of the 256 byte tokens, e.g. {missing[0]!r}")
+            raise TokenizerError(f"vocabulary lacks {len(missing)} of the 256 byte tokens, e.g. {missing[0]!r}")
         return [self._vocab[char] for char in bytes_to_unicode().values()]
 
     def _merge_table(self, merges: Sequence[tuple[str, str]]) -> dict[tuple[int, int], tuple[int, int]]:
@@ -193,7 +197,7 @@ class BPETokenizer:
             try:
                 pair, merged = (vocab[left], vocab[right]), vocab[left + right]
             except KeyError as missing:
-                raise ValueError(
+                raise TokenizerError(
                     f"merge {rank} ({left!r} {right!r}) uses {missing.args[0]!r}, which is not in the vocab"
                 ) from None
             if pair not in table:  # a repeated pair keeps its first (best) rank
@@ -211,7 +215,7 @@ class BPETokenizer:
         # Tolerate a few: a real vocab may carry an extra entry that transformers would not produce either,
         # e.g. a RoBERTa-style "<mask>" that no config names; a cut merges file leaves thousands.
         if len(unreachable) * 100 > len(others):
-            raise ValueError(
+            raise TokenizerError(
                 f"none of the {merge_count} merges yields {len(unreachable)} of the vocab's {len(others)} tokens "
                 f"other than bytes and special tokens (e.g. {min(unreachable)[1]!r}): "
                 "the merges are empty or cut short"
@@ -222,7 +226,7 @@ class BPETokenizer:
         ids = {}
         for token in tokens:
             if token not in self._vocab:
-                raise ValueError(f"special token {token!r} is not in the vocabulary")
+                raise TokenizerError(f"special token {token!r} is not in the vocabulary")
             ids[token] = self._vocab[token]
         return ids
 
@@ -231,7 +235,7 @@ class BPETokenizer:
         if token is None:
             return self._vocab.get(ENDOFTEXT)
         if token not in self._vocab:
-            raise ValueError(f"{name} {token!r} is not in the vocabulary")
+            raise TokenizerError(f"{name} {token!r} is not in the vocabulary")
         return self._vocab[token]
 
     @staticmethod
@@ -245,8 +249,7 @@ class BPETokenizer:
     # ---------------------------------------------------------------------------------------------- encoding
     def encode(self, text: str) -> list[int]:
         """Text -> token ids (list of int). Special tokens written in the text map to their own id."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode expects str, got {type(text).__name__}")
+        check_text(text, "encode")
         try:
             if self._special_pattern is None:
                 return self._encode_ordinary(text)
@@ -259,12 +262,11 @@ class BPETokenizer:
                     ids += self._encode_ordinary(part)
             return ids
         except UnicodeEncodeError:
-            raise ValueError(f"text is not valid Unicode: {_describe_unencodable(text)}") from None
+            raise unencodable_text_error(text) from None
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Several texts -> one id list each."""
-        if isinstance(texts, (str, bytes)):  # would be taken one character (or byte, as an int) at a time
-            raise TypeError(f"encode_batch expects a list of str, got {type(texts).__name__}")
+        check_texts(texts)
         return [self.encode(text) for text in texts]
 
     def _encode_ordinary(self, text: str) -> list[int]:
@@ -307,7 +309,7 @@ class BPETokenizer:
     # ---------------------------------------------------------------------------------------------- decoding
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Token ids (one sequence) -> text. Invalid UTF-8 becomes U+FFFD. An id that is not an integer (or a
-        row of a batch) raises TypeError, one outside the vocab ValueError, each naming its position."""
+        row of a batch) or outside the vocab raises TokenizerError naming its position."""
         table = self._id_to_bytes_no_special if skip_special_tokens else self._id_to_bytes
         ids = id_list(ids)
         try:
@@ -329,9 +331,9 @@ class BPETokenizer:
         table = self._id_to_bytes_no_special if skip_special_tokens else self._id_to_bytes
         return IncrementalDecoder(table, self.vocab_size)
 
-    def _bad_id_error(self, ids: list[int]) -> ValueError:
+    def _bad_id_error(self, ids: list[int]) -> TokenizerError:
         position, bad = next((p, i) for p, i in enumerate(ids) if i not in self._id_to_token)
-        return ValueError(
+        return TokenizerError(
             f"token id {bad!r} at position {position} is outside the vocabulary (valid ids: 0..{self.vocab_size - 1})"
         )
 
@@ -378,22 +380,19 @@ def _pretokenize(text: str) -> list[str]:
     return pieces
 
 
-def _describe_unencodable(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        return f"lone surrogate {text[error.start]!r} at position {error.start}"
-    return "it cannot be encoded as UTF-8"
-
-
 # --------------------------------------------------------------------------------------------------- file readers
 def _check_vocab(vocab: Any, file: Path, where: str) -> dict[str, int]:
     if not isinstance(vocab, dict) or not vocab:
-        raise ValueError(f"{file}: {where} must be a non-empty JSON object mapping token -> id")
-    bad = next((k for k, v in vocab.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0), None)
+        raise TokenizerError(f"{file}: {where} must be a non-empty JSON object mapping token -> id")
+    bad = next((k for k, v in vocab.items() if not _is_id(v)), None)
     if bad is not None:
-        raise ValueError(f"{file}: {where}: token {bad!r} has id {vocab[bad]!r}, expected a non-negative integer")
+        raise TokenizerError(f"{file}: {where}: token {bad!r} has id {vocab[bad]!r}, expected a non-negative integer")
     return vocab
+
+
+def _is_id(value: Any) -> bool:
+    """A JSON integer >= 0 (json loads true/false as bools, which are ints to Python)."""
+    return type(value) is int and value >= 0
 
 
 def _read_vocab_json(file: Path) -> dict[str, int]:
@@ -405,13 +404,13 @@ def _read_merges_txt(file: Path) -> list[tuple[str, str]]:
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
-        raise ValueError(f"{file}: not valid UTF-8 ({error})") from None
+        raise TokenizerError(f"{file}: not valid UTF-8 ({error})") from None
     start = 1 if lines and lines[0].startswith("#version") else 0
     merges = [line.split(" ") for line in lines[start:] if line]
     if not all(len(pair) == 2 and pair[0] and pair[1] for pair in merges):  # one pass in C when all is well
         for number, line in enumerate(lines[start:], start=start + 1):
             if line and not (len(parts := line.split(" ")) == 2 and all(parts)):
-                raise ValueError(f"{file}, line {number}: expected two tokens separated by one space, got {line!r}")
+                raise TokenizerError(f"{file}, line {number}: expected two tokens separated by one space, got {line!r}")
     return [(left, right) for left, right in merges]
 
 
@@ -420,16 +419,16 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[tuple[str, st
     data = read_json_object(file)
     model = data.get("model")
     if not isinstance(model, dict) or model.get("type", "BPE") != "BPE":
-        raise ValueError(f"{file}: expected a BPE model under 'model'")
+        raise TokenizerError(f"{file}: expected a BPE model under 'model'")
     vocab = dict(_check_vocab(model.get("vocab"), file, "model.vocab"))
     raw_merges = model.get("merges")
     if not isinstance(raw_merges, list):
-        raise ValueError(f"{file}: model.merges must be a list")
+        raise TokenizerError(f"{file}: model.merges must be a list")
     merges = [_parse_json_merge(entry, file, index) for index, entry in enumerate(raw_merges)]
     added = []
     for entry in data.get("added_tokens") or []:
-        if not (isinstance(entry, dict) and isinstance(entry.get("content"), str) and isinstance(entry.get("id"), int)):
-            raise ValueError(f"{file}: added_tokens entry {entry!r} lacks a string 'content' and an integer 'id'")
+        if not (isinstance(entry, dict) and isinstance(entry.get("content"), str) and _is_id(entry.get("id"))):
+            raise TokenizerError(f"{file}: added_tokens entry {entry!r} lacks a string 'content' and an integer 'id'")
         vocab[entry["content"]] = entry["id"]
         added.append(entry["content"])
     return vocab, merges, added
@@ -438,7 +437,7 @@ def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[tuple[str, st
 def _parse_json_merge(entry: Any, file: Path, index: int) -> tuple[str, str]:
     parts = entry.split(" ") if isinstance(entry, str) else entry
     if not isinstance(parts, list) or len(parts) != 2 or not all(isinstance(p, str) and p for p in parts):
-        raise ValueError(f"{file}: model.merges[{index}] = {entry!r} is not 'a b' or ['a', 'b']")
+        raise TokenizerError(f"{file}: model.merges[{index}] = {entry!r} is not 'a b' or ['a', 'b']")
     return parts[0], parts[1]
 
 
@@ -448,7 +447,7 @@ _NAMED_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 def _read_named_special_tokens(directory: Path, vocab: Mapping[str, int]) -> dict[str, str]:
     """bos/eos/unk/pad token strings from special_tokens_map.json, overridden by tokenizer_config.json."""
     named: dict[str, str] = {}
-    for file in (directory / "special_tokens_map.json", directory / "tokenizer_config.json"):
+    for file in (directory / SPECIAL_TOKENS_MAP, directory / TOKENIZER_CONFIG):
         if not file.is_file():
             continue
         config = read_json_object(file)
@@ -458,8 +457,8 @@ def _read_named_special_tokens(directory: Path, vocab: Mapping[str, int]) -> dic
             if token is None:
                 continue
             if not isinstance(token, str):
-                raise ValueError(f"{file}: {key} must be a string or an object with 'content', got {value!r}")
+                raise TokenizerError(f"{file}: {key} must be a string or an object with 'content', got {value!r}")
             if token not in vocab:
-                raise ValueError(f"{file}: {key} {token!r} is not in the vocabulary")
+                raise TokenizerError(f"{file}: {key} {token!r} is not in the vocabulary")
             named[key] = token
     return named

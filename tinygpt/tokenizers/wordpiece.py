@@ -20,8 +20,9 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from .files import read_json_object
-from .ids import as_id, id_list
+from ..errors import TokenizerError
+from .files import SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, VOCAB_TXT, read_json_object
+from .inputs import as_id, check_text, check_texts, id_list, unencodable_text_error
 
 # Code point ranges that BertNormalizer surrounds with spaces ("Chinese characters"). The reference's table
 # starts the last extension block at U+2B920, not U+2B820 as Google's BERT does; we follow the reference.
@@ -95,7 +96,10 @@ def _is_wide_punctuation(char: str) -> bool:
 
 
 def _cleaned_char(char: str, pad_cjk: bool) -> str:
-    """BertNormalizer's clean_text and handle_chinese_chars steps for one character."""
+    """BertNormalizer's clean_text and handle_chinese_chars steps for one character. A lone surrogate has no
+    UTF-8 form, so the reference cannot be given one: it raises here, where clean_text would drop it."""
+    if unicodedata.category(char) == "Cs":
+        raise UnicodeEncodeError("utf-8", char, 0, 1, "surrogates not allowed")
     if char in ("\x00", "\ufffd") or _is_control(char):
         return ""
     if _is_whitespace(char):
@@ -150,12 +154,12 @@ def _read_vocab_lines(path: Path) -> list[str]:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not valid UTF-8 ({error})") from None
+        raise TokenizerError(f"{path}: not valid UTF-8 ({error})") from None
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
     if not lines:
-        raise ValueError(f"{path} is empty")
+        raise TokenizerError(f"{path} is empty")
     return [line.rstrip(_WHITE_SPACE) for line in lines]
 
 
@@ -165,13 +169,13 @@ def _token_content(value, path: Path, key: str) -> str | None:
         return value
     if isinstance(value, dict) and isinstance(value.get("content"), str):
         return value["content"]
-    raise ValueError(f"{path}: {key!r} must be a string or an object with a 'content' string, got {value!r}")
+    raise TokenizerError(f"{path}: {key!r} must be a string or an object with a 'content' string, got {value!r}")
 
 
 def _optional_bool(config: dict, key: str, default: bool | None, path: Path) -> bool | None:
     value = config.get(key, default)
     if value is not None and not isinstance(value, bool):
-        raise ValueError(f"{path}: {key!r} must be true, false or null, got {value!r}")
+        raise TokenizerError(f"{path}: {key!r} must be true, false or null, got {value!r}")
     return value
 
 
@@ -189,8 +193,8 @@ class WordPieceIncrementalDecoder:
         self._position = 0
 
     def push(self, token_id: int) -> str:
-        """Text for one more token id (int); raises TypeError for a non-integer, ValueError for an id outside
-        the vocabulary."""
+        """Text for one more token id (int); raises TokenizerError for a non-integer or an id outside the
+        vocabulary."""
         token = self._tokenizer._token_at(self._position, token_id)
         self._position += 1
         if self._skip_special_tokens and token_id in self._tokenizer._special_ids:
@@ -234,7 +238,7 @@ class WordPieceTokenizer:
         """``vocab``: the tokens in id order. ``strip_accents=None`` follows ``do_lower_case``, as in BERT.
         Special tokens absent from ``vocab`` get id None and are not matched in text."""
         if not vocab:
-            raise ValueError("WordPiece vocabulary is empty")
+            raise TokenizerError("WordPiece vocabulary is empty")
         self._id_to_token = list(vocab)
         # Like the reference, a token listed twice maps to its last line.
         self._token_to_id = {token: index for index, token in enumerate(self._id_to_token)}
@@ -261,6 +265,7 @@ class WordPieceTokenizer:
         }
         self._special_ids = frozenset(self.special_tokens.values())
         self._special_pattern = self._compile_special_pattern(self.special_tokens)
+        self.files: tuple[Path, ...] = ()  # what from_pretrained read the vocabulary from, for messages
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> WordPieceTokenizer:
@@ -269,48 +274,51 @@ class WordPieceTokenizer:
         directory = Path(path)
         if not directory.is_dir():
             raise FileNotFoundError(f"tokenizer directory not found: {directory}")
-        vocab_path = directory / "vocab.txt"
+        vocab_path = directory / VOCAB_TXT
         if not vocab_path.is_file():
             raise FileNotFoundError(f"{vocab_path} not found: a WordPiece tokenizer needs vocab.txt")
         vocab = _read_vocab_lines(vocab_path)
 
-        config_path = directory / "tokenizer_config.json"
+        config_path = directory / TOKENIZER_CONFIG
         config = read_json_object(config_path) if config_path.is_file() else {}
         tokens = {key: _token_content(config.get(key, default), config_path, key)
                   for key, default in _SPECIAL_TOKEN_DEFAULTS.items()}
-        map_path = directory / "special_tokens_map.json"
+        map_path = directory / SPECIAL_TOKENS_MAP
         if map_path.is_file():
             special_map = read_json_object(map_path)
             tokens.update({key: _token_content(special_map[key], map_path, key)
                            for key in _SPECIAL_TOKEN_DEFAULTS if key in special_map})
-        return cls(
+        tokenizer = cls(
             vocab,
             do_lower_case=_optional_bool(config, "do_lower_case", True, config_path),
             strip_accents=_optional_bool(config, "strip_accents", None, config_path),
             tokenize_chinese_chars=_optional_bool(config, "tokenize_chinese_chars", True, config_path),
             **tokens,
         )
+        tokenizer.files = (vocab_path,)
+        return tokenizer
 
     # ----------------------------------------------------------------------------------------- encoding
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids (list of int) for ``text``; ``add_special_tokens`` wraps them as [CLS] ... [SEP]."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        check_text(text, "encode")
         ids: list[int] = []
-        for segment, is_special in self._split_on_special_tokens(text):
-            if is_special:
-                ids.append(self.special_tokens[segment])
-            else:
-                for word in self._basic_tokenize(segment):
-                    ids.extend(self._word_ids(word))
+        try:
+            for segment, is_special in self._split_on_special_tokens(text):
+                if is_special:
+                    ids.append(self.special_tokens[segment])
+                else:
+                    for word in self._basic_tokenize(segment):
+                        ids.extend(self._word_ids(word))
+        except UnicodeEncodeError:  # from _cleaned_char, on a lone surrogate
+            raise unencodable_text_error(text) from None
         if add_special_tokens:
             ids = [self._required_id("cls_token_id", "[CLS]"), *ids, self._required_id("sep_token_id", "[SEP]")]
         return ids
 
     def encode_batch(self, texts: Iterable[str], add_special_tokens: bool = False) -> list[list[int]]:
-        if isinstance(texts, (str, bytes)):  # would be taken one character (or byte, as an int) at a time
-            raise TypeError(f"encode_batch expects a list of str, got {type(texts).__name__}")
+        check_texts(texts)
         return [self.encode(text, add_special_tokens) for text in texts]
 
     @staticmethod
@@ -376,21 +384,21 @@ class WordPieceTokenizer:
     def _required_id(self, attribute: str, description: str) -> int:
         token_id = getattr(self, attribute)
         if token_id is None:
-            raise ValueError(f"the vocabulary has no {description} token, which this text needs ({attribute})")
+            raise TokenizerError(f"the vocabulary has no {description} token, which this text needs ({attribute})")
         return token_id
 
     # ----------------------------------------------------------------------------------------- decoding
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
-        """Vocabulary strings for ``ids``; ValueError names the position of an id outside [0, vocab_size)."""
+        """Vocabulary strings for ``ids``; TokenizerError names the position of an id outside [0, vocab_size)."""
         return [self._token_at(position, token_id) for position, token_id in enumerate(id_list(ids))]
 
     def _token_at(self, position: int, token_id: int) -> str:
         """The token string of ``token_id``, found at ``position`` of the caller's id sequence."""
         index = as_id(token_id, f"position {position}")
         if not 0 <= index < self.vocab_size:
-            raise ValueError(f"token id {index} at position {position} is outside the vocabulary "
-                             f"(size {self.vocab_size})")
+            raise TokenizerError(f"token id {index} at position {position} is outside the vocabulary "
+                                 f"(size {self.vocab_size})")
         return self._id_to_token[index]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False, spaced: bool = False) -> str:
