@@ -281,6 +281,40 @@ def test_perplexity_progress_off_a_terminal_is_plain_and_brief(small_gpt2_dir, t
     assert re.fullmatch(rf"perplexity: 100%\|#+\| {total}/{total} \[\d\d:\d\d<00:00, +[\d.]+token/s\]\n", draws[-1])
 
 
+def test_perplexity_progress_on_a_terminal_is_redrawn_in_place_then_erased(small_gpt2_dir, tmp_path):
+    import fcntl
+    import select
+    import struct
+    import termios
+
+    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(22))
+    file = tmp_path / "text.txt"
+    file.write_text(text, encoding="utf-8")
+    terminal, stderr_end = os.openpty()
+    fcntl.ioctl(stderr_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows, 100 columns
+    process = subprocess.Popen([*COMMAND, "perplexity", str(file), "--model", str(small_gpt2_dir), "--stride", "32"],
+                               stdout=subprocess.PIPE, stderr=stderr_end, env={**os.environ, **ONE_THREAD})
+    os.close(stderr_end)
+    shown = b""
+    while select.select([terminal], [], [], 120)[0]:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the process has closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    float(stdout)
+    draws = shown.decode("utf-8").split("\r")
+    assert draws[0] == "" and draws[-1] == "" and draws[-2].strip() == ""  # the last draw blanks the line
+    bars = draws[1:-2]
+    assert bars and all(re.fullmatch(r"perplexity: +\d+%\|.*\| \d+/\d+ \[\d\d:\d\d<.*token/s\]", bar) for bar in bars)
+    assert all(len(bar) <= 100 for bar in bars)  # the width of the terminal
+
+
 # -------------------------------------------------------------------------------------------------------- embed
 def test_embed_prints_one_json_vector_per_text(small_gpt2_dir, model):
     texts = ["Hello world", "Ünïcödé façade — 東京"]

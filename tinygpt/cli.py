@@ -60,13 +60,13 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: sys.argv[1:]); returns the exit status."""
     try:
-        args = build_parser().parse_args(argv)
-        if sys.stdout is None:  # started with stdout closed (``>&-``): every command prints its result there
+        if sys.stdout is None:  # started with stdout closed (``>&-``): every command (and --help) prints there
             raise OSError("standard output is closed; tinygpt prints its results there (redirect it to a file, or "
                           "to /dev/null to discard them)")
+        args = build_parser().parse_args(argv)
         args.command(args)
-    except SystemExit as done:  # --help, --version or a usage error: argparse has said what it had to
-        return done.code if isinstance(done.code, int) else 1
+    except SystemExit as done:  # --help, --version or a usage error: argparse has printed it, with its status
+        return done.code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): stop quietly
@@ -82,8 +82,8 @@ def run() -> None:
     """The ``tinygpt`` executable: :func:`main`, then exit at once. Tearing down the interpreter with Numba
     and LLVM loaded takes ~0.5 s that a finished command does not need; output is flushed first.
 
-    A Ctrl-C ends it with status 130 and nothing on stderr at any point: while modules load, the model loads, text
-    is generated (the streamed line is ended first) or output is flushed.
+    From here on, a Ctrl-C ends it with status 130 and nothing on stderr, whatever it interrupts: the import of
+    NumPy and Numba, the model's load, generation (the streamed line is ended first), the final flush.
     """
     signal.signal(signal.SIGINT, _interrupt)
     try:
@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     perplexity = commands.add_parser(
         "perplexity", parents=[compute_options], help="perplexity of a text file under the model",
         description="Print the perplexity of FILE (UTF-8 text) by the sliding-window method of transformers' "
-                    "perplexity guide. Shows progress on stderr when it is a terminal.")
+                    "perplexity guide. Shows its progress on stderr: in place on a terminal, else as a plain "
+                    f"line redrawn at most every {ProgressBar.LOG_INTERVAL:g} s.")
     perplexity.add_argument("file", metavar="FILE", help="UTF-8 text file; - reads stdin")
     perplexity.add_argument("--stride", type=int, metavar="N",
                             help="tokens between window starts (default: half the context, 512 for distilgpt2)")
