@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -18,7 +17,6 @@ import numpy as np
 import pytest
 
 from tinygpt import pipeline
-from tinygpt.cli import ProgressLine
 from tinygpt.model import Model
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
@@ -114,15 +112,83 @@ def test_seed_alone_samples_without_warnings(small_gpt2_dir):
     assert result.stdout == expected[0]["generated_text"] + "\n"
 
 
+def test_generate_calls_the_model_without_the_pipeline(small_gpt2_dir):
+    script = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from tinygpt.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = main(["generate", "Hello", "--model", {str(small_gpt2_dir)!r}, "--max-new-tokens", "2"])
+        print(status, "tinygpt.text_generation" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **ONE_THREAD})
+    assert result.stdout == "0 False\n", result.stderr
+
+
 def test_ctrl_c_exits_quietly_with_130(small_gpt2_dir):
     process = subprocess.Popen([*COMMAND, "generate", PROMPT, "--model", str(small_gpt2_dir), "--greedy",
                                 "--max-new-tokens", "240"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env={**os.environ, **ONE_THREAD})
     assert process.stdout.read(len(PROMPT)) == PROMPT.encode()  # printed once the model is loaded and starts
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
     assert stderr == b""
+    assert stdout.endswith(b"\n")  # the streamed text is a finished line: the shell's prompt starts on its own
+
+
+# Runs the command line with a Ctrl-C arriving at one point: the process sends itself SIGINT there, as a terminal
+# would, and the Python handler then interrupts whatever runs at that moment.
+INTERRUPTED_RUN = textwrap.dedent("""
+    import os, signal, sys
+
+    def interrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+
+    phase, *sys.argv[1:] = sys.argv[1:]
+    if phase == "imports":  # while the command imports NumPy (and then Numba)
+        class InterruptNumPyImport:
+            def find_spec(self, name, path=None, target=None):
+                if name == "numpy":
+                    interrupt()
+                return None
+        sys.meta_path.insert(0, InterruptNumPyImport())
+    elif phase == "load":  # while the model loads (config.json is read first)
+        from tinygpt.config import GPT2Config
+        read = GPT2Config.from_file.__func__
+        GPT2Config.from_file = classmethod(lambda cls, path: (interrupt(), read(cls, path))[1])
+    elif phase == "flush":  # while the output, written in full, is flushed at exit
+        class InterruptedFlush:
+            def __init__(self, stream):
+                self.stream = stream
+            def write(self, text):
+                return self.stream.write(text)
+            def flush(self):
+                interrupt()
+                self.stream.flush()
+        sys.stdout = InterruptedFlush(sys.stdout)
+    from tinygpt.cli import run
+    run()
+""")
+
+
+@pytest.mark.parametrize("phase", ["imports", "load", "flush"])
+def test_ctrl_c_in_every_phase_exits_quietly_with_130(phase, small_gpt2_dir):
+    result = subprocess.run([sys.executable, "-c", INTERRUPTED_RUN, phase, "embed", "first", "second", "--model",
+                             small_gpt2_dir], capture_output=True, timeout=120, env={**os.environ, **ONE_THREAD})
+    assert (result.returncode, result.stderr) == (130, b"")
+    if phase == "flush":  # the command itself had finished: both vectors were printed
+        assert len(result.stdout.splitlines()) == 2
+
+
+def test_closed_stdout_is_a_one_line_error(small_gpt2_dir):
+    # As a shell runs `tinygpt generate ... >&-`: the process starts without a file descriptor 1.
+    result = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *COMMAND, "generate", PROMPT, "--model",
+                             str(small_gpt2_dir), "--max-new-tokens", "3"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, **ONE_THREAD})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["tinygpt: error: standard output is closed; tinygpt prints its results "
+                                          "there (redirect it to a file, or to /dev/null to discard them)"]
 
 
 # ----------------------------------------------------------------------------------------------------- tokenize
@@ -158,6 +224,29 @@ def test_help_and_tokenize_do_not_load_numba(small_gpt2_dir):
     assert result.stdout == "False False\n", result.stderr
 
 
+def test_help_and_version_load_neither_numpy_nor_numba():
+    script = textwrap.dedent("""
+        import contextlib, io, sys
+        from tinygpt.cli import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            statuses = main(["--help"]), main(["generate", "--help"]), main(["--version"])
+        print(statuses, out.getvalue().splitlines()[-1], [name for name in ("numpy", "numba") if name in sys.modules])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    from importlib.metadata import version
+
+    assert result.stdout == f"(0, 0, 0) tinygpt {version('tinygpt')} []\n", result.stderr
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = tinygpt("--version")
+    assert succeeded(result)
+    assert result.stdout == f"tinygpt {version('tinygpt')}\n"
+
+
 # --------------------------------------------------------------------------------------------------- perplexity
 def test_perplexity_equals_the_model_perplexity(small_gpt2_dir, model, tmp_path):
     text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(22))
@@ -173,13 +262,57 @@ def test_perplexity_equals_the_model_perplexity(small_gpt2_dir, model, tmp_path)
     assert float(from_stdin.stdout) == model.perplexity(text, stride=64)
 
 
-def test_progress_line_redraws_in_place():
-    stream = io.StringIO()
-    progress = ProgressLine(stream, "perplexity")
-    progress(256, 1000)
-    progress(1000, 1000)
-    progress.clear()
-    assert stream.getvalue() == "\rperplexity: 256/1000 tokens (25%)\rperplexity: 1000/1000 tokens (100%)\r\033[K"
+def test_perplexity_progress_off_a_terminal_is_plain_and_brief(small_gpt2_dir, tmp_path):
+    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(22))
+    file = tmp_path / "text.txt"
+    file.write_text(text, encoding="utf-8")
+    result = subprocess.run([*COMMAND, "perplexity", str(file), "--model", str(small_gpt2_dir), "--stride", "32"],
+                            capture_output=True, timeout=300, env={**os.environ, **ONE_THREAD})  # stderr: a pipe
+    assert result.returncode == 0, result.stderr
+    # tqdm's plain form: ASCII, drawn when the first window is scored and once more at the end (redraws in
+    # between wait LOG_INTERVAL seconds), the last state left as a line of its own.
+    stderr = result.stderr.decode("ascii")
+    draws = stderr.split("\r")
+    assert draws[0] == "" and 2 <= len(draws) - 1 <= 3, stderr
+    assert "\033" not in stderr and "Traceback" not in stderr
+    first = re.fullmatch(r"perplexity: +\d+%\|[#\d ]+\| 256/(\d+) \[00:00<\?, \?token/s\]", draws[1])  # a window
+    assert first, draws[1]
+    total = first.group(1)
+    assert re.fullmatch(rf"perplexity: 100%\|#+\| {total}/{total} \[\d\d:\d\d<00:00, +[\d.]+token/s\]\n", draws[-1])
+
+
+def test_perplexity_progress_on_a_terminal_is_redrawn_in_place_then_erased(small_gpt2_dir, tmp_path):
+    import fcntl
+    import select
+    import struct
+    import termios
+
+    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(22))
+    file = tmp_path / "text.txt"
+    file.write_text(text, encoding="utf-8")
+    terminal, stderr_end = os.openpty()
+    fcntl.ioctl(stderr_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows, 100 columns
+    process = subprocess.Popen([*COMMAND, "perplexity", str(file), "--model", str(small_gpt2_dir), "--stride", "32"],
+                               stdout=subprocess.PIPE, stderr=stderr_end, env={**os.environ, **ONE_THREAD})
+    os.close(stderr_end)
+    shown = b""
+    while select.select([terminal], [], [], 120)[0]:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the process has closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    float(stdout)
+    draws = shown.decode("utf-8").split("\r")
+    assert draws[0] == "" and draws[-1] == "" and draws[-2].strip() == ""  # the last draw blanks the line
+    bars = draws[1:-2]
+    assert bars and all(re.fullmatch(r"perplexity: +\d+%\|.*\| \d+/\d+ \[\d\d:\d\d<.*token/s\]", bar) for bar in bars)
+    assert all(len(bar) <= 100 for bar in bars)  # the width of the terminal
 
 
 # -------------------------------------------------------------------------------------------------------- embed
@@ -238,6 +371,9 @@ ERRORS = {
     "empty prompt": (["generate", "", "--model", "{model}"], {}, "the prompt is empty"),
     "context overflow": (["generate", PROMPT, "--model", "{model}", "--max-new-tokens", "300"], {},
                          "context of 256 positions"),
+    "max new tokens past the context": (["generate", "hi", "--model", "{model}", "--max-new-tokens", "5000"], {},
+                                        "--max-new-tokens 5000: the prompt has 1 token, so the model's context of "
+                                        "256 positions leaves room for 255 new tokens at most"),
     "bad thread count": (["embed", "x", "--model", "{model}", "--threads", "0"], {}, "--threads"),
     "bad thread variable": (["embed", "x", "--model", "{model}"], {"TINYGPT_NUM_THREADS": "many"},
                             "TINYGPT_NUM_THREADS must be an integer"),

@@ -15,7 +15,8 @@ from checkpoints import (
     load_hf_model,
 )
 
-from tinygpt.generation import set_seed
+from tinygpt.config import ConfigError, GPT2Config
+from tinygpt.generation import set_seed, with_defaults
 from tinygpt.model import Model
 from tinygpt.text_generation import TextGenerationPipeline, pipeline
 
@@ -139,11 +140,42 @@ def test_seed_per_call(generator):
 
 # --------------------------------------------------------------------------------------------- model defaults
 def test_task_specific_params_are_the_defaults(defaults_dir):
+    config = GPT2Config.from_file(defaults_dir / "config.json")
+    assert config.text_generation_defaults == (("do_sample", True), ("max_length", 24))  # "prefix" is no option
+    assert Model.from_pretrained(defaults_dir).generation_defaults == {"do_sample": True, "max_length": 24}
     generator = pipeline("text-generation", defaults_dir)
-    assert generator.defaults == {"do_sample": True, "max_length": 24}  # "prefix" is not a generate option
+    assert generator.defaults == {"do_sample": True, "max_length": 24}
     result = generator(PROMPT, seed=3)
     assert result == [{"generated_text": text} for text in direct_texts(generator.model, PROMPT, do_sample=True,
                                                                          max_length=24, seed=3)]
+
+
+def test_config_json_is_read_once(defaults_dir, monkeypatch):
+    from pathlib import Path
+
+    reads = []
+    for method in ("read_text", "read_bytes"):
+        original = getattr(Path, method)
+        monkeypatch.setattr(Path, method, lambda path, *args, _original=original, **kwargs: (
+            reads.append(path.name), _original(path, *args, **kwargs))[1])
+    assert pipeline("text-generation", defaults_dir).defaults == {"do_sample": True, "max_length": 24}
+    assert reads.count("config.json") == 1
+
+
+def test_with_defaults_merges_a_calls_options_over_the_models():
+    defaults = {"do_sample": True, "max_length": 50, "temperature": 0.7, "top_k": 5}
+    assert with_defaults({}, defaults) == defaults
+    assert with_defaults({"seed": 3, "top_k": 9}, defaults) == {**defaults, "seed": 3, "top_k": 9}
+    # A length the call sets replaces both default lengths; None sets nothing.
+    assert with_defaults({"max_new_tokens": 5}, defaults) == {"do_sample": True, "temperature": 0.7, "top_k": 5,
+                                                              "max_new_tokens": 5}
+    assert with_defaults({"max_new_tokens": None}, defaults) == {**defaults, "max_new_tokens": None}
+    # Decoding greedily, the default sampling options are dropped; the call's own are kept (generate warns).
+    assert with_defaults({"do_sample": False}, defaults) == {"do_sample": False, "max_length": 50}
+    assert with_defaults({"do_sample": False, "top_k": 2}, defaults) == {"do_sample": False, "max_length": 50,
+                                                                         "top_k": 2}
+    assert with_defaults({"temperature": 0.5}, {"max_length": 50, "top_p": 0.9}) == {"max_length": 50,
+                                                                                      "temperature": 0.5}
 
 
 def test_call_options_override_the_defaults(defaults_dir):
@@ -179,8 +211,11 @@ def test_bad_task_specific_params_name_config_json(small_gpt2_dir, tmp_path):
         ("string_do_sample", {"text-generation": {"do_sample": "true"}},
          r"config\.json: task_specific_params\['text-generation'\]: do_sample must be True or False"),
     ]:
+        directory = with_task_params(small_gpt2_dir, tmp_path / name, params)
         with pytest.raises(ValueError, match=message):
-            pipeline("text-generation", with_task_params(small_gpt2_dir, tmp_path / name, params))
+            pipeline("text-generation", directory)
+        with pytest.raises(ConfigError, match=message):  # read with the rest of config.json, when the model loads
+            Model.from_pretrained(directory)
 
 
 def test_a_loaded_model_brings_no_defaults(defaults_dir):

@@ -2,8 +2,10 @@
 
 Start-up time matters (a whole short generation should take about a second), so only the standard library
 is imported here; NumPy, Numba and the model load inside the commands that need them, and ``tinygpt --help``
-imports neither. Every error ends the command with one line on stderr and exit status 1 (2 for bad usage);
-Ctrl-C ends it quietly with status 130.
+imports neither (nor does ``--version``). Every error ends the command with one line on stderr and exit status 1
+(2 for bad usage); Ctrl-C ends it quietly with status 130, whatever it was doing.
+
+The commands call :class:`~tinygpt.model.Model` directly, as ``tinygpt.pipeline`` does beside them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+
+from .errors import InputError, TinyGPTError, TokenizerError
 
 DEFAULT_MODEL = "distilgpt2"
 SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed")  # each of them implies sampling
@@ -27,6 +32,24 @@ EXAMPLES = """examples:
 Run "tinygpt COMMAND --help" for the options of a command."""
 
 
+class _Version(argparse.Action):
+    """``--version``: prints "tinygpt <version>" from the installed package's metadata, read only when asked."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print tinygpt's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("tinygpt")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            number = "(unknown: not installed, so there is no package metadata)"
+        print(f"tinygpt {number}")
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line, like every other error of the command."""
 
@@ -36,9 +59,14 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: sys.argv[1:]); returns the exit status."""
-    args = build_parser().parse_args(argv)
     try:
+        if sys.stdout is None:  # started with stdout closed (``>&-``): every command (and --help) prints there
+            raise OSError("standard output is closed; tinygpt prints its results there (redirect it to a file, or "
+                          "to /dev/null to discard them)")
+        args = build_parser().parse_args(argv)
         args.command(args)
+    except SystemExit as done:  # --help, --version or a usage error: argparse has printed it, with its status
+        return done.code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): stop quietly
@@ -52,20 +80,35 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The ``tinygpt`` executable: :func:`main`, then exit at once. Tearing down the interpreter with Numba
-    and LLVM loaded takes ~0.5 s that a finished command does not need; output is flushed first."""
-    status = main()
+    and LLVM loaded takes ~0.5 s that a finished command does not need; output is flushed first.
+
+    From here on, a Ctrl-C ends it with status 130 and nothing on stderr, whatever it interrupts: the import of
+    NumPy and Numba, the model's load, generation (the streamed line is ended first), the final flush.
+    """
+    signal.signal(signal.SIGINT, _interrupt)
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        status = main()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away: nothing left to tell it
         status = status or 1
     os._exit(status)
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGINT: stop the command with KeyboardInterrupt, once. Later ones are ignored, so that a second Ctrl-C
+    cannot turn the clean-up (ending the streamed line, flushing) into a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _one_line(error: Exception) -> str:
     message = " ".join(str(error).split()) or type(error).__name__
-    # Our own errors are ValueError/OSError/RuntimeError kinds whose message says it all; name anything else.
-    if isinstance(error, (ValueError, OSError, RuntimeError)):
+    # Our own errors (and the ValueError/OSError/RuntimeError kinds) have messages that say it all; name the rest.
+    if isinstance(error, (TinyGPTError, ValueError, OSError, RuntimeError)):
         return message
     return f"{type(error).__name__}: {message}"
 
@@ -99,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``tinygpt`` parser; each subcommand stores its handler in ``args.command``."""
     parser = _Parser(prog="tinygpt", description="Run GPT-2-family models on the CPU with tinygpt.",
                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     model_options = _Parser(add_help=False)
@@ -143,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     perplexity = commands.add_parser(
         "perplexity", parents=[compute_options], help="perplexity of a text file under the model",
         description="Print the perplexity of FILE (UTF-8 text) by the sliding-window method of transformers' "
-                    "perplexity guide. Shows progress on stderr when it is a terminal.")
+                    "perplexity guide. Shows its progress on stderr: in place on a terminal, else as a plain "
+                    f"line redrawn at most every {ProgressBar.LOG_INTERVAL:g} s.")
     perplexity.add_argument("file", metavar="FILE", help="UTF-8 text file; - reads stdin")
     perplexity.add_argument("--stride", type=int, metavar="N",
                             help="tokens between window starts (default: half the context, 512 for distilgpt2)")
@@ -163,18 +208,22 @@ def run_generate(args: argparse.Namespace) -> None:
     prompt = _text_argument(args.prompt)
     options = _generation_options(args)
     _apply_threads(args.threads)
-    from .text_generation import pipeline
+    from .generation import with_defaults
 
-    generator = pipeline("text-generation", args.model, revision=args.revision, dtype=args.dtype)
-    options = generator.generation_options(**options)
+    model = _load_model_with_tokenizer(args, "generate")
+    options = with_defaults(options, model.generation_defaults)
+    ids = _prompt_ids(model, prompt, args.max_new_tokens)
     if options.get("num_return_sequences", 1) > 1:
-        _print_sequences(generator(prompt, **options))
+        sequences = model.generate(ids, **options)
+        _print_sequences([prompt + model.decode(sequence[len(ids):]) for sequence in sequences])
         return
-    pieces = generator.model.stream(generator.encode(prompt), **options)
-    _write(prompt)
-    for piece in pieces:
-        _write(piece)
-    _write("\n")
+    pieces = model.stream(ids, **options)  # checks the options before anything is printed
+    try:
+        _write(prompt)
+        for piece in pieces:
+            _write(piece)
+    finally:  # also after Ctrl-C or an error: the shell's prompt then starts on a line of its own
+        _write("\n")
 
 
 def run_tokenize(args: argparse.Namespace) -> None:
@@ -197,12 +246,12 @@ def run_perplexity(args: argparse.Namespace) -> None:
     text = _read_file(args.file)
     _apply_threads(args.threads)
     model = _load_model_with_tokenizer(args, "perplexity")
-    progress = ProgressLine(sys.stderr, "perplexity") if sys.stderr.isatty() else None
+    progress = ProgressBar(sys.stderr) if sys.stderr is not None else None
     try:
         value = model.perplexity(text, stride=args.stride, progress=progress)
     finally:
         if progress is not None:
-            progress.clear()
+            progress.close()
     print(value)
 
 
@@ -215,23 +264,35 @@ def run_embed(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-class ProgressLine:
-    """A one-line progress indicator, redrawn in place: ``label: done/total tokens (pct%)``.
+class ProgressBar:
+    """perplexity's ``progress(done, total)`` callback, drawn by tqdm: tokens scored, rate and time left.
 
-    Called as ``progress(done, total)``; ``clear()`` erases the line when the work is over.
+    On a terminal the bar is redrawn in place and erased when the work is over. Elsewhere (a pipe, a log file)
+    tqdm's plain form: ASCII, redrawn at most every LOG_INTERVAL seconds so that a long run does not fill the
+    log, and left as the last line. The bar starts at the first call, when the number of tokens is known, so an
+    error before any window is scored is the only line on stderr.
     """
 
-    def __init__(self, stream, label: str):
+    LOG_INTERVAL = 10.0  # seconds
+
+    def __init__(self, stream):
         self._stream = stream
-        self._label = label
+        self._bar = None
 
     def __call__(self, done: int, total: int) -> None:
-        self._stream.write(f"\r{self._label}: {done}/{total} tokens ({100 * done // max(total, 1)}%)")
-        self._stream.flush()
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            return
+        from tqdm import tqdm  # here, not at the top: it would add to every command's start-up time
 
-    def clear(self) -> None:
-        self._stream.write("\r\033[K")  # carriage return, then erase to the end of the line
-        self._stream.flush()
+        terminal = self._stream.isatty()
+        self._bar = tqdm(desc="perplexity", total=total, initial=done, unit="token", file=self._stream,
+                         dynamic_ncols=terminal, ascii=not terminal, leave=not terminal,
+                         mininterval=0.1 if terminal else self.LOG_INTERVAL)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _generation_options(args: argparse.Namespace) -> dict:
@@ -244,9 +305,9 @@ def _generation_options(args: argparse.Namespace) -> dict:
     sampling_flags = [name for name in SAMPLING_FLAGS if name in options]
     if args.greedy and sampling_flags:
         flag = "--" + sampling_flags[0].replace("_", "-")
-        raise ValueError(f"--greedy cannot be combined with {flag}: greedy decoding does not sample")
+        raise InputError(f"--greedy cannot be combined with {flag}: greedy decoding does not sample")
     if args.greedy and options.get("num_return_sequences", 1) > 1:
-        raise ValueError(f"--greedy cannot be combined with --num-return-sequences {args.num_return_sequences}: "
+        raise InputError(f"--greedy cannot be combined with --num-return-sequences {args.num_return_sequences}: "
                          "greedy decoding gives the same sequence every time")
     # Sampling settings, or asking for several different continuations, only make sense when sampling.
     if args.greedy or sampling_flags or options.get("num_return_sequences", 1) > 1:
@@ -261,17 +322,39 @@ def _apply_threads(threads: int | None) -> None:
         try:
             set_num_threads(threads)
         except ValueError as error:
-            raise ValueError(f"--threads: {error}") from None
+            raise InputError(f"--threads: {error}") from None
 
 
 def _load_model_with_tokenizer(args: argparse.Namespace, command: str):
     from .model import Model
+    from .tokenizers import TOKENIZER_FILE_SETS
 
     model = Model.from_pretrained(args.model, revision=args.revision, dtype=args.dtype)
     if model.tokenizer is None:
-        raise ValueError(f"the model directory of {args.model} has no tokenizer files (vocab.json + merges.txt, "
-                         f"tokenizer.json or vocab.txt), which {command} needs to read text")
+        raise TokenizerError(f"the model directory of {args.model} has no tokenizer files ({TOKENIZER_FILE_SETS}), "
+                             f"which {command} needs to read text")
     return model
+
+
+def _prompt_ids(model, prompt: str, max_new_tokens: int | None) -> list[int]:
+    """The prompt's ids, checked against the model's context in the command line's terms (the flag, not the
+    option of ``generate``, which would also call the only prompt "prompt 0")."""
+    ids = model.encode_prompt(prompt)
+    if not ids:
+        raise InputError("the prompt is empty: generation needs at least one token to continue from")
+    n_positions, tokens = model.config.n_positions, _count(len(ids), "token")
+    room = n_positions - len(ids)
+    if room < 1:
+        raise InputError(f"the prompt has {tokens} and fills the model's context of {n_positions} positions: "
+                         "there is no room for a new token")
+    if max_new_tokens is not None and max_new_tokens > room:
+        raise InputError(f"--max-new-tokens {max_new_tokens}: the prompt has {tokens}, so the model's context of "
+                         f"{n_positions} positions leaves room for {_count(room, 'new token')} at most")
+    return ids
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _text_argument(value: str) -> str:
@@ -288,14 +371,14 @@ def _read_file(path: str) -> str:
     except OSError as error:
         raise OSError(f"cannot read {path}: {error.strerror}") from None
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+        raise InputError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
 
 
-def _print_sequences(results: list[dict]) -> None:
-    for number, result in enumerate(results, start=1):
+def _print_sequences(texts: list[str]) -> None:
+    for number, text in enumerate(texts, start=1):
         if number > 1:
             _write("\n")
-        _write(f"--- sequence {number} of {len(results)} ---\n{result['generated_text']}\n")
+        _write(f"--- sequence {number} of {len(texts)} ---\n{text}\n")
 
 
 def _write(text: str) -> None:
@@ -304,4 +387,4 @@ def _write(text: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from .checks import as_integer, count, real
 from .errors import ConfigError
+from .generation import GenerationOptions
 from .jsonfile import read_json_object
 
 # Both names are the tanh approximation of GELU; transformers uses the second for newer checkpoints.
@@ -44,6 +46,9 @@ class GPT2Config:
     scale_attn_by_inverse_layer_idx: bool = False  # ... and by layer index + 1
     bos_token_id: int | None = 50256
     eos_token_id: int | None = 50256
+    # task_specific_params["text-generation"]: generate options the text-generation pipeline and the command
+    # line use when a call does not set them, as (name, value) pairs (distilgpt2: do_sample, max_length 50).
+    text_generation_defaults: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         if self.activation_function not in SUPPORTED_ACTIVATIONS:
@@ -109,6 +114,7 @@ class GPT2Config:
             scale_attn_by_inverse_layer_idx=raw.get("scale_attn_by_inverse_layer_idx", False),
             bos_token_id=raw.get("bos_token_id", cls.bos_token_id),
             eos_token_id=raw.get("eos_token_id", cls.eos_token_id),
+            text_generation_defaults=_text_generation_defaults(raw.get("task_specific_params")),
         )
 
     @classmethod
@@ -130,3 +136,27 @@ def is_integer(value) -> bool:
     """A Python or NumPy integer, and not a bool. Superseded by tinygpt.checks (as_integer, count): still
     imported by model.py and scoring.py until they move to it."""
     return as_integer(value) is not None
+
+
+def _text_generation_defaults(tasks) -> tuple[tuple[str, object], ...]:
+    """The generate options of ``task_specific_params["text-generation"]`` (transformers 4.x pipelines read
+    them; transformers 5 no longer does), as (name, value) pairs.
+
+    Keys that are not generate options (e.g. transformers' ``prefix``) are left out; the others are checked now,
+    so that a bad value is reported as config.json's rather than at some later call.
+    """
+    if not tasks:
+        return ()
+    if not isinstance(tasks, dict):
+        raise ConfigError(f"task_specific_params must be a JSON object (task name -> options), "
+                          f"not a {type(tasks).__name__}")
+    params = tasks.get("text-generation") or {}
+    if not isinstance(params, dict):
+        raise ConfigError("task_specific_params['text-generation'] must be a JSON object (option name -> value)")
+    names = {field.name for field in dataclasses.fields(GenerationOptions)}
+    defaults = {name: value for name, value in params.items() if name in names}
+    try:
+        GenerationOptions(**defaults)
+    except ValueError as error:
+        raise ConfigError(f"task_specific_params['text-generation']: {error}") from None
+    return tuple(defaults.items())

@@ -586,3 +586,21 @@ def _next_token(logits: np.ndarray, row: _Row, options: GenerationOptions) -> in
         raise FloatingPointError(f"the model produced non-finite logits after {len(row.ids)} tokens")
     scores = process_logits(logits, row.ids, options)
     return sample_token(scores, row.rng) if options.do_sample else int(np.argmax(scores))
+
+
+# ------------------------------------------------------------------------------------------------ defaults
+def with_defaults(options: dict, defaults: dict) -> dict:
+    """A call's ``options`` on top of a model's ``defaults`` (``model.generation_defaults``): the keyword
+    arguments to pass to ``generate`` or ``stream``.
+
+    Setting either length (max_length or max_new_tokens) replaces both default lengths, so a default max_length
+    never competes with a max_new_tokens the caller chose. When the result decodes greedily, default sampling
+    options are left out: they would have no effect, and only the caller's own should bring generate's warning
+    about that.
+    """
+    lengths = ("max_length", "max_new_tokens")
+    if any(options.get(name) is not None for name in lengths):
+        defaults = {name: value for name, value in defaults.items() if name not in lengths}
+    if not options.get("do_sample", defaults.get("do_sample", False)):
+        defaults = {name: value for name, value in defaults.items() if name not in SAMPLING_ONLY_OPTIONS}
+    return {**defaults, **options}

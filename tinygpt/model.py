@@ -81,6 +81,9 @@ class Model:
         # How text becomes a prompt and where generation stops by default; both derived from the files and
         # both plain attributes, so a user can override them.
         self.prompt_prefix_ids, self.eos_token_id = prompt_rules(tokenizer, config.eos_token_id, config.vocab_size)
+        # The generate options config.json sets for text generation (task_specific_params): what the pipeline
+        # and the command line use when a call leaves an option unset; generate itself does not apply them.
+        self.generation_defaults = dict(config.text_generation_defaults)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,

@@ -6,27 +6,29 @@ What a call returns follows transformers' TextGenerationPipeline: one string giv
 unless ``return_full_text=False``; the prompt itself is never re-decoded. ``max_length`` counts the prompt's
 tokens too, ``max_new_tokens`` only the generated ones (as in ``generate``).
 
-Defaults: a model loaded from a directory or hub id brings the generation options of its config.json's
-``task_specific_params["text-generation"]`` (distilgpt2: ``{"do_sample": true, "max_length": 50}``), as
-transformers 4.x pipelines did; options passed to a call override them. (transformers 5 no longer reads
-``task_specific_params``.) A :class:`~tinygpt.model.Model` passed in directly brings no defaults.
+Defaults: a model loaded by name (hub id or directory) brings the generation options of its config.json's
+``task_specific_params["text-generation"]`` (``model.generation_defaults``; distilgpt2: ``{"do_sample": true,
+"max_length": 50}``), as transformers 4.x pipelines did; options passed to a call override them. (transformers 5
+no longer reads ``task_specific_params``.) A :class:`~tinygpt.model.Model` passed in directly is used as it is,
+without its defaults, as its own ``generate`` is.
+
+The pipeline only shapes output: the model checks and runs every generation, and the command line sits on the
+model beside it (``tinygpt.cli`` does not import this module).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
-from .generation import SAMPLING_ONLY_OPTIONS, GenerationOptions
-from .hub import resolve_model_dir
+from .errors import InputError
+from .generation import GenerationOptions, with_defaults
 from .model import Model
+from .tokenizers import TOKENIZER_FILE_SETS
 
 SUPPORTED_TASKS = ("text-generation",)
 GENERATION_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(GenerationOptions))
-_LENGTH_OPTIONS = ("max_length", "max_new_tokens")
 
 
 def pipeline(task: str, model: str | os.PathLike | Model, *, revision: str | None = None,
@@ -38,37 +40,14 @@ def pipeline(task: str, model: str | os.PathLike | Model, *, revision: str | Non
     (the default) or "int8" weights, as in :meth:`Model.from_pretrained`.
     """
     if task not in SUPPORTED_TASKS:
-        raise ValueError(f"unsupported task {task!r}; tinygpt's pipeline supports: {', '.join(SUPPORTED_TASKS)}")
+        raise InputError(f"unsupported task {task!r}; tinygpt's pipeline supports: {', '.join(SUPPORTED_TASKS)}")
     if isinstance(model, Model):
         for name, value in (("revision", revision), ("dtype", dtype)):
             if value is not None:
-                raise ValueError(f"{name}={value!r} applies to loading a model, but the model is already loaded")
+                raise InputError(f"{name}={value!r} applies to loading a model, but the model is already loaded")
         return TextGenerationPipeline(model)
-    directory = resolve_model_dir(model, revision)
-    loaded = Model.from_pretrained(directory, dtype=dtype or "float32")
-    return TextGenerationPipeline(loaded, task_defaults(directory / "config.json"))
-
-
-def task_defaults(config_file: Path) -> dict:
-    """The generation options config.json sets for text generation (``task_specific_params``), or {}.
-
-    Keys that are not generation options (e.g. transformers' ``prefix``) are left out; the others are checked
-    now, so that a bad value is reported as config.json's.
-    """
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    tasks = config.get("task_specific_params") or {}
-    if not isinstance(tasks, dict):
-        raise ValueError(f"{config_file}: task_specific_params must be a JSON object (task name -> options), "
-                         f"not a {type(tasks).__name__}")
-    params = tasks.get("text-generation") or {}
-    if not isinstance(params, dict):
-        raise ValueError(f"{config_file}: task_specific_params['text-generation'] must be a JSON object")
-    defaults = {name: value for name, value in params.items() if name in GENERATION_OPTION_NAMES}
-    try:
-        GenerationOptions(**defaults)
-    except ValueError as error:
-        raise ValueError(f"{config_file}: task_specific_params['text-generation']: {error}") from None
-    return defaults
+    loaded = Model.from_pretrained(model, revision=revision, dtype=dtype or "float32")
+    return TextGenerationPipeline(loaded, loaded.generation_defaults)
 
 
 class TextGenerationPipeline:
@@ -82,8 +61,8 @@ class TextGenerationPipeline:
 
     def __init__(self, model: Model, defaults: dict | None = None):
         if model.tokenizer is None:
-            raise ValueError("text generation needs a tokenizer, and this model's directory has no tokenizer files "
-                             "(vocab.json + merges.txt, tokenizer.json or vocab.txt)")
+            raise InputError("text generation needs a tokenizer, and this model's directory has no tokenizer files "
+                             f"({TOKENIZER_FILE_SETS})")
         self.model = model
         self.defaults = dict(defaults or {})
 
@@ -95,9 +74,13 @@ class TextGenerationPipeline:
         pad_token_id). Each dict is ``{"generated_text": str}``: prompt + continuation, or only the
         continuation with ``return_full_text=False``.
         """
+        unknown = sorted(set(options) - GENERATION_OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"unknown generation option(s) {', '.join(unknown)}; "
+                            f"the options are: {', '.join(sorted(GENERATION_OPTION_NAMES))}, return_full_text")
         prompts = [text_inputs] if isinstance(text_inputs, str) else _prompt_list(text_inputs)
         prompt_ids = [self.encode(prompt) for prompt in prompts]
-        resolved = self.generation_options(**options)
+        resolved = with_defaults(options, self.defaults)
         sequences = self.model.generate(prompt_ids, **resolved)
         per_prompt = resolved.get("num_return_sequences", 1)  # generate returns them prompt-major
         results = [
@@ -109,32 +92,11 @@ class TextGenerationPipeline:
         ]
         return results[0] if isinstance(text_inputs, str) else results
 
-    def generation_options(self, **options) -> dict:
-        """``options`` on top of the defaults, checked; the keyword arguments a call passes to ``generate``.
-
-        Setting either length (max_length or max_new_tokens) replaces both default lengths, so a default
-        max_length never competes with a max_new_tokens the caller chose. When the result decodes greedily,
-        default sampling options are left out: they would have no effect, and only the caller's own should
-        bring generate's warning about that.
-        """
-        unknown = sorted(set(options) - GENERATION_OPTION_NAMES)
-        if unknown:
-            raise TypeError(f"unknown generation option(s) {', '.join(unknown)}; "
-                            f"the options are: {', '.join(sorted(GENERATION_OPTION_NAMES))}, return_full_text")
-        defaults = self.defaults
-        if any(options.get(name) is not None for name in _LENGTH_OPTIONS):
-            defaults = {name: value for name, value in defaults.items() if name not in _LENGTH_OPTIONS}
-        if not options.get("do_sample", defaults.get("do_sample", False)):
-            defaults = {name: value for name, value in defaults.items() if name not in SAMPLING_ONLY_OPTIONS}
-        merged = {**defaults, **options}
-        GenerationOptions(**merged)  # raises ValueError naming a bad option now, before any generation
-        return merged
-
     def encode(self, text: str) -> list[int]:
-        """Prompt ids of ``text`` (``model.encode_prompt``); raises ValueError if there is nothing to continue."""
+        """Prompt ids of ``text`` (``model.encode_prompt``); raises InputError if there is nothing to continue."""
         ids = self.model.encode_prompt(text)
         if not ids:
-            raise ValueError("the prompt is empty: generation needs at least one token to continue from")
+            raise InputError("the prompt is empty: generation needs at least one token to continue from")
         return ids
 
     def _text(self, prompt: str, prompt_ids: list[int], sequence: list[int], return_full_text: bool) -> str:
@@ -146,7 +108,7 @@ def _prompt_list(text_inputs) -> list[str]:
     if not isinstance(text_inputs, Sequence) or isinstance(text_inputs, bytes):
         raise TypeError(f"text_inputs must be a string or a list of strings, got {type(text_inputs).__name__}")
     if not text_inputs:
-        raise ValueError("text_inputs is an empty list: give at least one prompt")
+        raise InputError("text_inputs is an empty list: give at least one prompt")
     for index, text in enumerate(text_inputs):
         if not isinstance(text, str):
             raise TypeError(f"prompt {index} must be a string, got {type(text).__name__}")
