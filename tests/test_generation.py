@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from checkpoints import load_hf_model
-from tinygpt.errors import InputError, NonFiniteError
-from tinygpt.generation import GenerationOptions, generate, set_seed, stream
+from tinygpt.errors import InputError
+from tinygpt.generation import generate, set_seed, stream
 from tinygpt.model import Model
 
 
@@ -363,6 +363,9 @@ def test_bad_requests_are_clear_errors(tiny, talker):
     talking_model, _ = talker
     with pytest.raises(ValueError, match="makes 2"):
         generate(talking_model, [[1, 2], [3]], streamer=print)
+    # Refused before its rows (each with a text decoder) are built.
+    with pytest.raises(InputError, match=r"stream\(\) follows one output sequence, but this request makes 100000"):
+        stream(talking_model, [1, 2], do_sample=True, num_return_sequences=10**5)
     with pytest.raises(InputError, match="streamer must be callable with a str, got int"):
         generate(model, [1, 2], streamer=5)
     with pytest.raises(InputError, match=r"prompt 1 must be a flat list of token ids, got shape \[1, 1\]"):

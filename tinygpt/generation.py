@@ -213,9 +213,8 @@ def generate(model, input_ids, *, streamer: Callable[[str], object] | None = Non
     """
     if streamer is not None and not callable(streamer):
         raise InputError(f"streamer must be callable with a str, got {type(streamer).__name__}")
-    rows, request = _prepare(model, input_ids, GenerationOptions(**options), decode_text=streamer is not None)
-    if streamer is not None:
-        _require_one_row(rows, "a streamer")
+    rows, request = _prepare(model, input_ids, GenerationOptions(**options),
+                             text_for=None if streamer is None else "a streamer")
     for batch in _batches_that_fit(rows, request.n_positions):
         for pieces in _decode(model, batch, request):
             if streamer is not None and pieces[0]:
@@ -230,8 +229,7 @@ def stream(model, input_ids, **options) -> Iterator[str]:
     ``tokenizer.decode(continuation, skip_special_tokens=True)``. Options are checked now, the model runs
     as the iterator is consumed.
     """
-    rows, request = _prepare(model, input_ids, GenerationOptions(**options), decode_text=True)
-    _require_one_row(rows, "stream()")
+    rows, request = _prepare(model, input_ids, GenerationOptions(**options), text_for="stream()")
     return _text_of_first_row(model, rows, request)
 
 
@@ -241,14 +239,12 @@ def _text_of_first_row(model, rows: list[_Row], request: _Request) -> Iterator[s
             yield pieces[0]
 
 
-def _require_one_row(rows: list[_Row], what: str) -> None:
-    if len(rows) != 1:
-        raise InputError(f"{what} follows one output sequence, but this request makes {len(rows)} "
-                         "(one prompt and num_return_sequences=1 only)")
+def _prepare(model, input_ids, options: GenerationOptions, text_for: str | None) -> tuple[list[_Row], _Request]:
+    """Check everything against the model and lay out the output rows (with their random streams).
 
-
-def _prepare(model, input_ids, options: GenerationOptions, decode_text: bool) -> tuple[list[_Row], _Request]:
-    """Check everything against the model and lay out the output rows (with their random streams)."""
+    text_for: what follows the decoded text as it comes ("stream()", "a streamer"), if anything: it follows
+    one output sequence.
+    """
     config = model.config
     _warn_of_unused_sampling_options(options)
     prompts = _as_prompts(input_ids, config.vocab_size)
@@ -257,13 +253,18 @@ def _prepare(model, input_ids, options: GenerationOptions, decode_text: bool) ->
               if options.pad_token_id is not None else min(eos_ids, default=0))
     budgets = _new_token_budgets([len(p) for p in prompts], options, config.n_positions)
     stop_strings = options.stop_strings
+    decode_text = text_for is not None
     if (stop_strings or decode_text) and getattr(model, "tokenizer", None) is None:
         need = "stop strings need" if stop_strings else "streaming needs"
         raise InputError(f"{need} the model's tokenizer to decode tokens, and model.tokenizer is None")
 
     n = options.num_return_sequences
+    n_rows = len(prompts) * n
+    if decode_text and n_rows != 1:
+        raise InputError(f"{text_for} follows one output sequence, but this request makes {n_rows} "
+                         "(one prompt and num_return_sequences=1 only)")
     _check_memory(config, prompts, budgets, n)
-    rngs = _row_generators(options.seed, len(prompts) * n) if options.do_sample else [None] * (len(prompts) * n)
+    rngs = _row_generators(options.seed, n_rows) if options.do_sample else [None] * n_rows
     rows = [
         _Row(
             index=index * n + copy,
