@@ -10,7 +10,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from tinygpt import reference
-from tinygpt.model import InputError, Model
+from tinygpt.errors import InputError, NonFiniteError
+from tinygpt.model import Model
 from tinygpt.weights import QuantizedWeight
 
 # Tolerances. Each engine sums in float32, in its own order, through every layer; float32 keeps ~7
@@ -187,18 +188,19 @@ def test_going_past_the_context_is_an_error(tiny):
 def test_bad_cache_padding_is_an_error(tiny):
     """The forward pass hands ``start`` to attention unchecked, so new_cache must refuse what attention would."""
     model, _ = tiny
-    for start in ([2, -1], [0, 8]):
-        with pytest.raises(InputError, match=r"start \(left padding per row\) must be >= 0 and below the "
-                                             rf"capacity \(8\), got \{start}"):
+    for start in ([2, -1], [0, 8], np.array([0, 2**64 - 1], np.uint64)):
+        with pytest.raises(InputError, match=r"start \(left padding per row\) must be 2 integers between 0 and "
+                                             rf"capacity - 1 \(7\), got \{np.asarray(start).tolist()}"):
             model.new_cache(2, capacity=8, start=start)
-    for start, shape in (([0, 0, 0], r"\(3,\)"), ([0.7, 0], r"\(2,\)"), ([[0], [0, 1]], "ragged")):
-        with pytest.raises(InputError, match=rf"start must hold one integer per row \(2\), got .* \(shape {shape}\)"):
+    for start, shape in (([0, 0, 0], r"\[3\]"), ([0.7, 0], r"\[2\]"), ([[0], [0, 1]], "ragged")):
+        with pytest.raises(InputError, match=r"start \(left padding per row\) must be 2 integers between 0 and "
+                                             rf"capacity - 1 \(127\), got .* \(shape {shape}\)"):
             model.new_cache(2, start=start)
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
-    ({"batch_size": 2.0}, "batch_size must be a positive integer, got 2.0"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"batch_size": 2.0}, "batch_size must be an integer >= 1, got 2.0"),
     ({"capacity": 1.9}, r"cache capacity must be an integer between 1 and n_positions \(128\), got 1.9"),
     ({"capacity": 129}, r"cache capacity must be an integer between 1 and n_positions \(128\), got 129"),
 ])
@@ -220,7 +222,7 @@ def test_a_cache_that_does_not_fit_the_model_is_an_error(tiny, tmp_path):
         model.step(None, [[1]])
     cache = model.new_cache()
     cache.n_past = -1
-    with pytest.raises(InputError, match=r"cache.n_past must be an integer in 0..128, got -1"):
+    with pytest.raises(InputError, match=r"cache.n_past must be an integer between 0 and capacity \(128\), got -1"):
         model.step(cache, [[1]])
     cache = model.new_cache()
     cache.start = [0]
@@ -238,7 +240,7 @@ def test_ragged_or_empty_batches_are_errors(tiny):
 
 def test_out_of_vocabulary_id_names_its_position(tiny):
     model, _ = tiny
-    with pytest.raises(InputError, match=r"token id 1000 at position 3 is outside the vocabulary \(size 1000\)"):
+    with pytest.raises(InputError, match=r"token id 1000 at position 3 is outside the vocabulary \(0\.\.999\)"):
         model.logits([1, 2, 3, 1000])
     with pytest.raises(InputError, match="must be integers"):
         model.logits([0.5, 1.0])
@@ -301,3 +303,57 @@ def test_int8_decode_rounds_activations_far_below_the_weights(distilgpt2_shape_d
 
 def rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
+
+
+@pytest.fixture(scope="module")
+def overflowing(small_gpt2_dir, tmp_path_factory):
+    """The small GPT-2 (with its tokenizer) but one finite, huge weight: 3e38 in the first MLP's input
+    projection. It passes the load check (every weight is finite), then the MLP overflows float32."""
+    model_dir = shutil.copytree(small_gpt2_dir, tmp_path_factory.mktemp("overflowing") / "m")
+    tensors = load_file(model_dir / "model.safetensors")
+    tensors["transformer.h.0.mlp.c_fc.weight"][0, 0] = 3e38
+    save_file(tensors, model_dir / "model.safetensors", metadata={"format": "pt"})
+    return Model.from_pretrained(model_dir)
+
+
+def test_nan_or_infinity_in_any_output_is_an_error_naming_where(overflowing):
+    model = overflowing
+    ids = model.tokenizer.encode("The tower is tall.")
+    for output, call, place in [
+        ("the logits", lambda: model.logits(ids), "position 0"),
+        ("the hidden states", lambda: model.hidden_states(ids), "position 0"),
+        ("the logits", lambda: model.logits([ids, ids]), "row 0, position 0"),
+        ("the logits", lambda: model.step(model.new_cache(), [ids]), "row 0"),
+    ]:
+        with pytest.raises(NonFiniteError, match=f"NaN or infinity in {output} at {place}: the computation "
+                                                 r"overflowed float32 \(extreme weights or activations\)"):
+            call()
+    with pytest.raises(NonFiniteError, match="^text 0: NaN or infinity in the hidden states at position 0"):
+        model.embed(["The tower", "is tall"])
+    with pytest.raises(NonFiniteError, match=rf"^the window of tokens 0..{len(ids) - 1}: NaN or infinity in the "
+                                             "logits at position 0"):
+        model.perplexity("The tower is tall.")
+    with pytest.raises(NonFiniteError, match=f"NaN or infinity in the model's logits after {len(ids)} tokens of "
+                                             "output sequence 0"):
+        model.generate(ids, max_new_tokens=3)
+    assert issubclass(NonFiniteError, FloatingPointError)  # what generate raised before, still caught
+
+
+def test_the_kv_cache_must_fit_in_memory(tiny):
+    model, _ = tiny
+    with pytest.raises(InputError, match=r"a KV cache of 1000000000000 x 128 positions would need [\d,.]+ GiB of "
+                                         r"memory, more than this machine's [\d,.]+ GiB: lower batch_size or capacity"):
+        model.new_cache(10**12)
+
+
+def test_numpy_integers_act_as_the_ints_they_hold(tiny):
+    model, _ = tiny
+    ids = random_ids(model.config.vocab_size, 2, 128, seed=3)
+    caches = [model.new_cache(np.uint8(2), capacity=np.uint16(128), start=np.array([1, 0], np.uint8)),
+              model.new_cache(2, capacity=128, start=[1, 0])]
+    for cache in caches:
+        model.step(cache, ids[:, :127])
+    caches[0].n_past = np.int8(127)  # 127 + 1 wraps to -128 in int8 arithmetic
+    np.testing.assert_array_equal(model.step(caches[0], ids[:, 127:]), model.step(caches[1], ids[:, 127:]))
+    with pytest.raises(InputError, match="token position 128 is past the model's context of 128 positions"):
+        model.step(caches[0], ids[:, :1])

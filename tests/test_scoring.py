@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from checkpoints import load_hf_model
+from tinygpt.errors import InputError
 from tinygpt.model import Model
 
 TEXT = (
@@ -96,3 +97,43 @@ def test_embed_names_the_text_it_cannot_take(models):
     with pytest.raises(ValueError, match=rf"text 1 has \d+ tokens, more than the model's context of "
                                          rf"{model.config.n_positions} positions"):
         model.embed(["fine", too_long])
+
+
+def test_perplexity_takes_token_ids_too(models, tiny_model_dir):
+    model, _ = models
+    ids = model.tokenizer.encode(TEXT)
+    expected = model.perplexity(TEXT, stride=100)
+    assert model.perplexity(ids, stride=100) == expected
+    assert model.perplexity(np.array(ids, np.uint16), stride=100) == expected
+    # A model without a tokenizer scores ids, and says so when given text.
+    bare = Model.from_pretrained(tiny_model_dir)
+    tiny_ids = list(range(3, 300))
+    assert bare.perplexity(tiny_ids, stride=50) == pytest.approx(
+        transformers_perplexity(load_hf_model(tiny_model_dir), tiny_ids, max_length=128, stride=50), rel=1e-5)
+    with pytest.raises(InputError, match=r"no tokenizer \(its directory had no tokenizer files\) to score text "
+                                         r"\(pass its token ids instead\)"):
+        bare.perplexity("some text")
+    with pytest.raises(InputError, match=r"token id 1000 at position 2 is outside the vocabulary \(0..999\)"):
+        bare.perplexity([1, 2, 1000])
+    with pytest.raises(InputError, match=r"perplexity scores one sequence: token ids of shape \[T\], got \[1, 3\]"):
+        bare.perplexity([[1, 2, 3]])
+    with pytest.raises(InputError, match="must be integers, got dtype float64"):
+        bare.perplexity([1.0, 2.0])
+
+
+def test_perplexity_lengths_may_be_numpy_integers(models):
+    model, _ = models
+    # An unsigned max_length used to wrap in the window arithmetic and return nan.
+    expected = model.perplexity(TEXT, max_length=64)
+    assert model.perplexity(TEXT, max_length=np.uint64(64)) == expected
+    assert model.perplexity(TEXT, max_length=np.uint64(64), stride=np.uint8(32)) == expected
+
+
+def test_perplexity_checks_progress_before_the_first_window(models, monkeypatch):
+    model, _ = models
+    windows = []
+    logits = model.logits
+    monkeypatch.setattr(model, "logits", lambda ids: windows.append(ids) or logits(ids))
+    with pytest.raises(InputError, match=r"progress must be callable as progress\(done, total\), got int"):
+        model.perplexity(TEXT, progress=5)
+    assert windows == []

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, NonFiniteError
 
 
 def as_integer(value) -> int | None:
@@ -26,18 +27,41 @@ def as_integer(value) -> int | None:
     return int(value)
 
 
-def count(value, name: str, *, minimum: int = 0, maximum: int | None = None, error=InputError) -> int:
-    """``value`` as a Python int, if it is an integer (Python or NumPy, not a bool) in [minimum, maximum]."""
+def count(value, name: str, *, minimum: int = 0, maximum: int | None = None, maximum_name: str | None = None,
+          error=InputError) -> int:
+    """``value`` as a Python int, if it is an integer (Python or NumPy, not a bool) in [minimum, maximum].
+    ``maximum_name`` says where the maximum comes from ("n_positions"), for the message."""
+    span = _range(minimum, maximum, maximum_name)
     number = as_integer(value)
     if number is None:
-        raise error(f"{name} must be an integer{_range(minimum, maximum)}, got {value!r}")
+        raise error(f"{name} must be an integer{span}, got {value!r}")
     if number < minimum or (maximum is not None and number > maximum):
-        raise error(f"{name} must be an integer{_range(minimum, maximum)}, got {number}")
+        raise error(f"{name} must be an integer{span}, got {number}")
     return number
 
 
-def _range(minimum: int, maximum: int | None) -> str:
-    return f" >= {minimum}" if maximum is None else f" between {minimum} and {maximum}"
+def counts(values, name: str, length: int, *, minimum: int = 0, maximum: int, maximum_name: str | None = None,
+           error=InputError) -> np.ndarray:
+    """``values`` ([length] integers of an integer dtype, each in [minimum, maximum]) as int64 [length].
+    Vectorised; 0.7 is not a count, so float arrays are refused rather than truncated."""
+    span = _range(minimum, maximum, maximum_name)
+    try:
+        array = np.asarray(values)
+    except ValueError:  # NumPy: "inhomogeneous shape"
+        array = None
+    if array is None or array.shape != (length,) or array.dtype == np.bool_ or not np.issubdtype(
+            array.dtype, np.integer):
+        shape = "ragged" if array is None else list(array.shape)
+        raise error(f"{name} must be {length} integers{span}, got {values!r} (shape {shape})")
+    if length and (array.min() < minimum or array.max() > maximum):  # before the cast: no uint64 wraps
+        raise error(f"{name} must be {length} integers{span}, got {array.tolist()}")
+    return array.astype(np.int64)
+
+
+def _range(minimum: int, maximum: int | None, maximum_name: str | None = None) -> str:
+    if maximum is None:
+        return f" >= {minimum}"
+    return f" between {minimum} and {maximum if maximum_name is None else f'{maximum_name} ({maximum})'}"
 
 
 def real(value, name: str, valid: Callable[[float], bool], expected: str, *, error=InputError) -> float:
@@ -85,3 +109,47 @@ def token_ids(ids, vocab_size: int, *, name: str = "token ids") -> np.ndarray:
         raise InputError(f"token id {int(array[where])} at position {position} is outside the vocabulary "
                          f"(0..{vocab_size - 1})")
     return array.astype(np.int64, copy=False)
+
+
+def token_id(value, vocab_size: int, name: str) -> int:
+    """``value`` as a Python int, if it is one id of a vocabulary of ``vocab_size`` (an option such as
+    pad_token_id; for a sequence of ids use :func:`token_ids`)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or not 0 <= value < vocab_size:
+        raise InputError(f"{name} {value!r} is not an id of the vocabulary (0..{vocab_size - 1})")
+    return int(value)
+
+
+def finite(values: np.ndarray, what: str, axes: Sequence[str]) -> np.ndarray:
+    """``values`` [*axes, N] if every entry is a finite number; otherwise a NonFiniteError naming ``what`` and
+    the first place (one index per name in ``axes``) that holds a NaN or infinity. Finite weights can still
+    overflow float32 on the way, so outputs are checked, not just the files. One pass in the usual case."""
+    if np.isfinite(values).all():
+        return values
+    where = np.argwhere(~np.isfinite(values))[0][:len(axes)]
+    place = ", ".join(f"{axis} {int(index)}" for axis, index in zip(axes, where))
+    raise NonFiniteError(f"NaN or infinity in {what}{' at ' + place if place else ''}: the computation overflowed "
+                         "float32 (extreme weights or activations)")
+
+
+def fits_in_memory(n_bytes: int, what: str, advice: str) -> None:
+    """Refuse ``what`` when its ``n_bytes`` exceed this machine's physical memory, before anything is
+    allocated: NumPy would fail only after minutes of building the request, or the machine would swap."""
+    total = physical_memory()
+    if total is not None and n_bytes > total:
+        raise InputError(f"{what} would need {_size(n_bytes)} of memory, more than this machine's "
+                         f"{_size(total)}: {advice}")
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM, or None where the system does not say (sysconf is POSIX)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size(n_bytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:,.1f} {unit}"
+    return f"{n_bytes} bytes"

@@ -132,12 +132,6 @@ class GPT2Config:
             raise ConfigError(f"{path}: {err}") from None
 
 
-def is_integer(value) -> bool:
-    """A Python or NumPy integer, and not a bool. Superseded by tinygpt.checks (as_integer, count): still
-    imported by model.py and scoring.py until they move to it."""
-    return as_integer(value) is not None
-
-
 def _text_generation_defaults(tasks) -> tuple[tuple[str, object], ...]:
     """The generate options of ``task_specific_params["text-generation"]`` (transformers 4.x pipelines read
     them; transformers 5 no longer does), as (name, value) pairs.

@@ -9,8 +9,9 @@ unfinished row its last token (finished rows are fed a pad token and their outpu
 output row draws its random numbers from its own stream, child ``i`` of ``SeedSequence(seed)`` for output row
 ``i``, so a row's tokens depend on its prompt, the seed and its row index, never on the other rows.
 
-Next-token choice follows transformers' logits processors, in their order: repetition penalty, then (only when
-sampling) temperature, top-k and top-p; greedy decoding is the argmax after the repetition penalty.
+Next-token choice is :mod:`tinygpt.sampling` (transformers' logits processors). Everything a call is given is
+checked once, in :func:`_prepare`; the decode loop then feeds the model ids it chose itself, through the
+model's internal step, which checks nothing again.
 """
 
 from __future__ import annotations
@@ -27,18 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = [
-    "GenerationOptions",
-    "generate",
-    "stream",
-    "set_seed",
-    "apply_repetition_penalty",
-    "apply_temperature",
-    "top_k_filter",
-    "top_p_filter",
-    "sample_token",
-    "process_logits",
-]
+from . import checks
+from .errors import InputError, NonFiniteError
+from .sampling import process_logits, sample_token
+
+__all__ = ["GenerationOptions", "generate", "stream", "set_seed"]
 
 # transformers generates this many new tokens when neither max_new_tokens nor max_length is given.
 DEFAULT_NEW_TOKENS = 20
@@ -56,149 +50,7 @@ def set_seed(seed: int | None) -> None:
     every process.
     """
     global _default_seed
-    _default_seed = None if seed is None else _check_seed(seed)
-
-
-# ---------------------------------------------------------------------------------------- logits processing
-def apply_repetition_penalty(logits: np.ndarray, previous_ids, penalty: float) -> np.ndarray:
-    """Discourage tokens already in the sequence, like transformers' RepetitionPenaltyLogitsProcessor.
-
-    logits: float [V] or [B, V]; previous_ids: ints [T] or [B, T] (repeats allowed). Each token that occurs
-    has its logit divided by ``penalty`` if positive, multiplied by it if negative. Returns a new array of
-    the same shape and dtype. Where a tiny penalty overflows the dtype, each row comes back shifted by a constant
-    (its maximum at 0) instead: the softmax and argmax of exact arithmetic, not inf or NaN.
-    """
-    logits = np.asarray(logits)
-    ids = np.asarray(previous_ids, dtype=np.int64)
-    scores = np.take_along_axis(logits, ids, axis=-1)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        penalised = np.where(scores < 0, scores * penalty, scores / penalty)
-    # A penalty above 1 can only send negative scores to -inf, which is their limit anyway.
-    if penalty < 1 and _overflowed(scores, penalised):
-        return _penalty_in_float64(logits, ids, penalty)
-    out = logits.copy()
-    np.put_along_axis(out, ids, penalised, axis=-1)
-    return out
-
-
-def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """logits [..., V] / temperature, in the logits' dtype (TemperatureLogitsWarper).
-
-    Where a tiny (or huge) temperature overflows the dtype, each row comes back shifted by a constant (its
-    maximum at 0) instead: the softmax and argmax of exact arithmetic, not inf or NaN.
-    """
-    logits = np.asarray(logits)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        scaled = logits / temperature
-    return _shifted_quotient(logits, temperature, logits.dtype) if _overflowed(logits, scaled) else scaled
-
-
-def _overflowed(before: np.ndarray, after: np.ndarray) -> bool:
-    """Whether float arithmetic on ``before`` lost its range: a finite value became infinite, or NaN appeared."""
-    if np.isfinite(after).all():  # the usual case, in one pass
-        return False
-    return bool(np.isnan(after).any() or (np.isinf(after) & np.isfinite(before)).any())
-
-
-def _shifted_quotient(numerators: np.ndarray, divisor: float, dtype) -> np.ndarray:
-    """(numerators - their row maximum) / divisor, computed in float64 and returned in ``dtype``.
-
-    Softmax and argmax do not change when a row is shifted, and with its maximum at 0 a row can only overflow
-    towards -inf, where the probability is 0 anyway: no inf - inf = NaN, whatever the divisor.
-    """
-    values = np.asarray(numerators, dtype=np.float64)
-    peak = values.max(axis=-1, keepdims=True)
-    with np.errstate(over="ignore"):
-        return ((values - np.where(np.isfinite(peak), peak, 0.0)) / divisor).astype(dtype)
-
-
-def _penalty_in_float64(logits: np.ndarray, ids: np.ndarray, penalty: float) -> np.ndarray:
-    """The repetition penalty's scores, shifted (see :func:`_shifted_quotient`), for a penalty below 1.
-
-    Every penalised score times the penalty is the logit itself (positive), logit * penalty**2 (negative) or,
-    for tokens not in the sequence, logit * penalty; none of these overflow, and dividing them by the penalty
-    gives the penalised scores back.
-    """
-    times_penalty = logits.astype(np.float64) * penalty
-    scores = np.take_along_axis(logits, ids, axis=-1).astype(np.float64)
-    np.put_along_axis(times_penalty, ids, np.where(scores < 0, scores * penalty * penalty, scores), axis=-1)
-    return _shifted_quotient(times_penalty, penalty, logits.dtype)
-
-
-def top_k_filter(logits: np.ndarray, top_k: int, min_tokens_to_keep: int = 1) -> np.ndarray:
-    """Keep the ``top_k`` largest logits of each row, set the rest to -inf (TopKLogitsWarper).
-
-    logits: float [..., V] -> same shape and dtype. Every logit equal to the k-th largest is kept, so ties
-    can keep more than k tokens.
-    """
-    logits = np.asarray(logits)
-    vocab = logits.shape[-1]
-    k = min(max(top_k, min_tokens_to_keep), vocab)
-    kth_largest = np.partition(logits, vocab - k, axis=-1)[..., vocab - k, None]
-    return np.where(logits < kth_largest, -np.inf, logits)
-
-
-def top_p_filter(logits: np.ndarray, top_p: float, min_tokens_to_keep: int = 1) -> np.ndarray:
-    """Nucleus filtering: keep the most likely tokens whose probabilities add up to ``top_p`` (TopPLogitsWarper).
-
-    logits: float [..., V] -> same shape and dtype, filtered tokens set to -inf. As in transformers, tokens are
-    taken by ascending logit and dropped while the cumulative probability stays <= 1 - top_p; the
-    ``min_tokens_to_keep`` largest always stay. Tied logits count in id order (as a stable sort orders them),
-    so at the boundary the lower ids go first. Probabilities are computed in float64.
-    """
-    logits = np.asarray(logits)
-    # Sorting the values is enough (no argsort): the dropped tokens are those below the smallest kept value,
-    # plus the first few ids among the ties at that value.
-    ascending = np.sort(logits, axis=-1).astype(np.float64)
-    weights = np.exp(ascending - ascending[..., -1:])  # the last entry is each row's maximum
-    cumulative = np.cumsum(weights, axis=-1) / weights.sum(axis=-1, keepdims=True)  # never decreases
-    most_dropped = max(logits.shape[-1] - min_tokens_to_keep, 0)
-    n_dropped = np.minimum((cumulative <= 1.0 - top_p).sum(axis=-1, keepdims=True), most_dropped)
-    boundary = np.take_along_axis(ascending, n_dropped, axis=-1)  # the smallest logit kept
-    below = logits < boundary
-    tied = logits == boundary
-    tied_dropped = n_dropped - below.sum(axis=-1, keepdims=True)
-    drop = below | (tied & (np.cumsum(tied, axis=-1) <= tied_dropped))  # the first tied_dropped ties by id
-    return np.where(drop, -np.inf, logits)
-
-
-def sample_token(logits: np.ndarray, rng: np.random.Generator) -> int:
-    """Draw one token id from softmax(logits); -inf logits are never drawn.
-
-    logits: float [V] with at least one finite entry. Uses exactly one ``rng.random()`` draw (inverse CDF).
-    """
-    logits = np.asarray(logits)
-    candidates = np.flatnonzero(logits > -np.inf)
-    if candidates.size == 0:
-        raise ValueError("cannot sample: every logit is -inf")
-    scores = logits[candidates].astype(np.float64)
-    cdf = np.cumsum(np.exp(scores - scores.max()))
-    index = np.searchsorted(cdf, rng.random() * cdf[-1], side="right")
-    return int(candidates[min(index, candidates.size - 1)])
-
-
-def process_logits(logits: np.ndarray, previous_ids, options: GenerationOptions) -> np.ndarray:
-    """The scores transformers' ``generate`` picks the next token from, for these options.
-
-    logits: float [V] after ``previous_ids`` (ints [T], prompt included) -> float [V]. Repetition penalty;
-    then, when sampling, temperature, top-k and top-p (filtered tokens at -inf). Greedy decoding takes the
-    argmax of the result, sampling draws from its softmax.
-    """
-    if options.repetition_penalty != 1.0:
-        logits = apply_repetition_penalty(logits, previous_ids, options.repetition_penalty)
-    if not options.do_sample:
-        return logits
-    if options.temperature != 1.0:
-        logits = apply_temperature(logits, options.temperature)
-    if options.top_k:
-        logits = top_k_filter(logits, options.top_k)
-    if options.top_p < 1.0:
-        # Tokens already at -inf have probability 0, which top-p drops anyway: sort only the survivors.
-        survivors = np.flatnonzero(logits > -np.inf)
-        filtered = np.full_like(logits, -np.inf)
-        filtered[survivors] = top_p_filter(logits[survivors], options.top_p)
-        logits = filtered
-    return logits
+    _default_seed = None if seed is None else checks.count(seed, "seed")
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -237,27 +89,32 @@ class GenerationOptions:
     pad_token_id: int | None = None
 
     def __post_init__(self) -> None:
+        # Numbers are stored as the Python numbers they hold (np.uint8(9) becomes 9, Fraction(1, 3) a float),
+        # so no later arithmetic wraps around or meets a type NumPy cannot take.
+        def store(name: str, value) -> None:
+            object.__setattr__(self, name, value)
+
         for name in ("max_new_tokens", "max_length"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
-        _check_int("num_return_sequences", self.num_return_sequences, minimum=1)
-        if not isinstance(self.do_sample, (bool, np.bool_)):
-            raise ValueError(f"do_sample must be True or False, got {self.do_sample!r}")
+                store(name, checks.count(getattr(self, name), name, minimum=1))
+        # Its bound is the memory the outputs need, checked against the model in _prepare.
+        store("num_return_sequences", checks.count(self.num_return_sequences, "num_return_sequences", minimum=1))
+        store("do_sample", checks.flag(self.do_sample, "do_sample"))
         if self.num_return_sequences > 1 and not self.do_sample:
-            raise ValueError(
+            raise InputError(
                 f"num_return_sequences={self.num_return_sequences} needs do_sample=True: greedy decoding "
                 "would return the same sequence every time"
             )
         if self.do_sample:
             if self.top_k is not None:
-                _check_int("top_k", self.top_k, minimum=0)
-            _check_real("temperature", self.temperature, lambda t: 0 < t < math.inf,
-                        "a positive finite number (for greedy decoding use do_sample=False)")
-            _check_real("top_p", self.top_p, lambda p: 0 <= p <= 1, "a number between 0 and 1")
-        _check_real("repetition_penalty", self.repetition_penalty, lambda r: 0 < r < math.inf,
-                    "a positive finite number (1.0: no penalty)")
+                store("top_k", checks.count(self.top_k, "top_k"))
+            store("temperature", checks.real(self.temperature, "temperature", _positive_finite,
+                                             "a positive finite number (for greedy decoding use do_sample=False)"))
+            store("top_p", checks.real(self.top_p, "top_p", lambda p: 0 <= p <= 1, "a number between 0 and 1"))
+        store("repetition_penalty", checks.real(self.repetition_penalty, "repetition_penalty", _positive_finite,
+                                                "a positive finite number (1.0: no penalty)"))
         if self.seed is not None:
-            _check_seed(self.seed)
+            store("seed", checks.count(self.seed, "seed"))
         if self.eos_token_id is not _FromModel.EOS:
             _listed_eos_ids(self.eos_token_id)
         _stop_strings(self.stop)
@@ -277,19 +134,8 @@ class GenerationOptions:
                 if not np.array_equal(getattr(self, name), defaults[name])]
 
 
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_real(name: str, value, valid: Callable[[float], bool], expected: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not valid(value):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-
-
-def _check_seed(seed) -> int:
-    _check_int("seed", seed, minimum=0)
-    return int(seed)
+def _positive_finite(number: float) -> bool:
+    return 0 < number < math.inf
 
 
 def _is_collection(value) -> bool:
@@ -299,11 +145,11 @@ def _is_collection(value) -> bool:
 
 def _stop_strings(stop) -> tuple[str, ...]:
     if stop is not None and not isinstance(stop, str) and not _is_collection(stop):
-        raise ValueError(f"stop must be a non-empty string or a list of them, got {stop!r}")
+        raise InputError(f"stop must be a non-empty string or a list of them, got {stop!r}")
     strings = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
     bad = [s for s in strings if not isinstance(s, str) or not s]
     if bad:
-        raise ValueError(f"stop must be a non-empty string or a list of them, got {bad[0]!r} in it")
+        raise InputError(f"stop must be a non-empty string or a list of them, got {bad[0]!r} in it")
     return strings
 
 
@@ -333,6 +179,7 @@ class _ContinuationText:
 class _Row:
     """One output sequence: its prompt and the tokens generated so far."""
 
+    index: int  # its place in the output
     ids: list[int]
     budget: int  # how many more tokens it may generate
     rng: np.random.Generator | None
@@ -361,12 +208,13 @@ def generate(model, input_ids, *, streamer: Callable[[str], object] | None = Non
 
     Returns one list of ids per output sequence, prompt included, prompt-major (each prompt's
     num_return_sequences outputs together), unpadded, ending at the first EOS or stop-string token if any.
+    Bad arguments raise :class:`~tinygpt.errors.InputError`; NaN or infinite logits (extreme weights)
+    :class:`~tinygpt.errors.NonFiniteError`.
     """
     if streamer is not None and not callable(streamer):
-        raise TypeError(f"streamer must be callable with a str, got {type(streamer).__name__}")
-    rows, request = _prepare(model, input_ids, GenerationOptions(**options), decode_text=streamer is not None)
-    if streamer is not None:
-        _require_one_row(rows, "a streamer")
+        raise InputError(f"streamer must be callable with a str, got {type(streamer).__name__}")
+    rows, request = _prepare(model, input_ids, GenerationOptions(**options),
+                             text_for=None if streamer is None else "a streamer")
     for batch in _batches_that_fit(rows, request.n_positions):
         for pieces in _decode(model, batch, request):
             if streamer is not None and pieces[0]:
@@ -381,8 +229,7 @@ def stream(model, input_ids, **options) -> Iterator[str]:
     ``tokenizer.decode(continuation, skip_special_tokens=True)``. Options are checked now, the model runs
     as the iterator is consumed.
     """
-    rows, request = _prepare(model, input_ids, GenerationOptions(**options), decode_text=True)
-    _require_one_row(rows, "stream()")
+    rows, request = _prepare(model, input_ids, GenerationOptions(**options), text_for="stream()")
     return _text_of_first_row(model, rows, request)
 
 
@@ -392,30 +239,35 @@ def _text_of_first_row(model, rows: list[_Row], request: _Request) -> Iterator[s
             yield pieces[0]
 
 
-def _require_one_row(rows: list[_Row], what: str) -> None:
-    if len(rows) != 1:
-        raise ValueError(f"{what} follows one output sequence, but this request makes {len(rows)} "
-                         "(one prompt and num_return_sequences=1 only)")
+def _prepare(model, input_ids, options: GenerationOptions, text_for: str | None) -> tuple[list[_Row], _Request]:
+    """Check everything against the model and lay out the output rows (with their random streams).
 
-
-def _prepare(model, input_ids, options: GenerationOptions, decode_text: bool) -> tuple[list[_Row], _Request]:
-    """Check everything against the model and lay out the output rows (with their random streams)."""
+    text_for: what follows the decoded text as it comes ("stream()", "a streamer"), if anything: it follows
+    one output sequence.
+    """
     config = model.config
     _warn_of_unused_sampling_options(options)
     prompts = _as_prompts(input_ids, config.vocab_size)
     eos_ids = _eos_ids(options.eos_token_id, model)
-    pad_id = options.pad_token_id if options.pad_token_id is not None else min(eos_ids, default=0)
-    _check_token_id("pad_token_id", pad_id, config.vocab_size)
+    pad_id = (checks.token_id(options.pad_token_id, config.vocab_size, "pad_token_id")
+              if options.pad_token_id is not None else min(eos_ids, default=0))
     budgets = _new_token_budgets([len(p) for p in prompts], options, config.n_positions)
     stop_strings = options.stop_strings
+    decode_text = text_for is not None
     if (stop_strings or decode_text) and getattr(model, "tokenizer", None) is None:
         need = "stop strings need" if stop_strings else "streaming needs"
-        raise ValueError(f"{need} the model's tokenizer to decode tokens, and model.tokenizer is None")
+        raise InputError(f"{need} the model's tokenizer to decode tokens, and model.tokenizer is None")
 
     n = options.num_return_sequences
-    rngs = _row_generators(options.seed, len(prompts) * n) if options.do_sample else [None] * (len(prompts) * n)
+    n_rows = len(prompts) * n
+    if decode_text and n_rows != 1:
+        raise InputError(f"{text_for} follows one output sequence, but this request makes {n_rows} "
+                         "(one prompt and num_return_sequences=1 only)")
+    _check_memory(config, prompts, budgets, n)
+    rngs = _row_generators(options.seed, n_rows) if options.do_sample else [None] * n_rows
     rows = [
         _Row(
+            index=index * n + copy,
             ids=list(prompt),
             budget=budget,
             rng=rngs[index * n + copy],
@@ -445,52 +297,45 @@ def _warn_of_unused_sampling_options(options: GenerationOptions) -> None:
 
 
 def _as_prompts(input_ids, vocab_size: int) -> list[list[int]]:
-    """One prompt or a batch -> a list of prompts (lists of ints), each checked against the vocabulary."""
+    """One prompt or a batch -> a list of prompts (lists of Python ints), each checked against the vocabulary."""
     if isinstance(input_ids, np.ndarray):
         if input_ids.ndim not in (1, 2):
-            raise ValueError(f"input_ids must be 1-D (one prompt) or 2-D (a batch), got shape {input_ids.shape}")
-        if input_ids.size and not np.issubdtype(input_ids.dtype, np.integer):
-            raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
-        prompts = input_ids.tolist() if input_ids.ndim == 2 else [input_ids.tolist()]
+            raise InputError(f"input_ids must be 1-D (one prompt) or 2-D (a batch), got shape {input_ids.shape}")
+        prompts = list(input_ids) if input_ids.ndim == 2 else [input_ids]
     elif isinstance(input_ids, Sequence) and not isinstance(input_ids, (str, bytes)):
         is_batch = len(input_ids) > 0 and _is_id_sequence(input_ids[0])
-        prompts = [list(p) if _is_id_sequence(p) else p for p in input_ids] if is_batch else [list(input_ids)]
+        prompts = list(input_ids) if is_batch else [input_ids]
     else:
-        raise ValueError(f"input_ids must be a list or array of token ids, got {type(input_ids).__name__}")
+        raise InputError(f"input_ids must be a list or array of token ids, got {type(input_ids).__name__}")
     if not prompts:
-        raise ValueError("input_ids is an empty batch")
-    for index, prompt in enumerate(prompts):
-        _check_prompt(prompt, index, vocab_size)
-    return [[int(t) for t in prompt] for prompt in prompts]
+        raise InputError("input_ids is an empty batch")
+    return [_prompt_ids(prompt, index, vocab_size) for index, prompt in enumerate(prompts)]
 
 
 def _is_id_sequence(value) -> bool:
     return isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes))
 
 
-def _check_prompt(prompt, index: int, vocab_size: int) -> None:
-    if not isinstance(prompt, list):
-        raise ValueError(f"prompt {index} must be a list of token ids, got {type(prompt).__name__}")
-    if not prompt:
-        raise ValueError(f"prompt {index} is empty: generation needs at least one token to start from")
-    for position, token in enumerate(prompt):
-        if isinstance(token, bool) or not isinstance(token, numbers.Integral) or not 0 <= token < vocab_size:
-            raise ValueError(f"prompt {index}, position {position}: token id {token!r} is not an id "
-                             f"of the vocabulary (0..{vocab_size - 1})")
-
-
-def _check_token_id(name: str, token, vocab_size: int) -> None:
-    if isinstance(token, bool) or not isinstance(token, numbers.Integral) or not 0 <= token < vocab_size:
-        raise ValueError(f"{name} {token!r} is not an id of the vocabulary (0..{vocab_size - 1})")
+def _prompt_ids(prompt, index: int, vocab_size: int) -> list[int]:
+    """Prompt ``index`` of a request as a list of ids, checked in one vectorised pass."""
+    if not _is_id_sequence(prompt):
+        raise InputError(f"prompt {index} must be a list of token ids, got {type(prompt).__name__}")
+    if len(prompt) == 0:
+        raise InputError(f"prompt {index} is empty: generation needs at least one token to start from")
+    try:
+        ids = checks.token_ids(prompt, vocab_size)
+    except InputError as error:
+        raise InputError(f"prompt {index}: {error}") from None
+    if ids.ndim != 1:
+        raise InputError(f"prompt {index} must be a flat list of token ids, got shape {list(ids.shape)}")
+    return ids.tolist()
 
 
 def _eos_ids(eos_token_id, model) -> frozenset[int]:
     if eos_token_id is _FromModel.EOS:
         eos_token_id = model.eos_token_id
-    ids = _listed_eos_ids(eos_token_id)
-    for token in ids:
-        _check_token_id("eos_token_id", token, model.config.vocab_size)
-    return frozenset(int(t) for t in ids)
+    vocab_size = model.config.vocab_size
+    return frozenset(checks.token_id(token, vocab_size, "eos_token_id") for token in _listed_eos_ids(eos_token_id))
 
 
 def _listed_eos_ids(eos_token_id) -> tuple:
@@ -502,7 +347,7 @@ def _listed_eos_ids(eos_token_id) -> tuple:
     if isinstance(eos_token_id, np.ndarray) and eos_token_id.ndim == 1:  # ids as NumPy gives them
         return tuple(eos_token_id)
     if not _is_collection(eos_token_id):
-        raise ValueError(f"eos_token_id must be a token id, a list of token ids or None, got {eos_token_id!r}")
+        raise InputError(f"eos_token_id must be a token id, a list of token ids or None, got {eos_token_id!r}")
     return tuple(eos_token_id)
 
 
@@ -517,17 +362,45 @@ def _new_token_budgets(lengths: list[int], options: GenerationOptions, n_positio
         budgets = [options.max_length - length for length in lengths]
     else:
         budgets = [min(DEFAULT_NEW_TOKENS, n_positions - length) for length in lengths]
+    context = f"the model's context of {n_positions} positions (config.n_positions)"
     for index, (length, budget) in enumerate(zip(lengths, budgets)):
+        has = f"prompt {index} has {_plural(length, 'token')}"
         if length >= n_positions:
-            raise ValueError(f"prompt {index} has {length} tokens and fills the model's context of {n_positions} "
-                             "positions (config.n_positions): there is no room for a new token")
+            raise InputError(f"{has} and fills {context}: there is no room for a new token")
         if budget < 1:
-            raise ValueError(f"prompt {index} has {length} tokens but max_length is {options.max_length}: "
-                             "raise max_length or set max_new_tokens")
+            raise InputError(f"{has} but max_length is {options.max_length}: raise max_length or set max_new_tokens")
         if length + budget > n_positions:
-            raise ValueError(f"prompt {index} has {length} tokens; with {budget} new ones the sequence would run "
-                             f"past the model's context of {n_positions} positions (config.n_positions)")
+            # Only a length option can ask for this (the default stops at the context): name the one in force.
+            if options.max_new_tokens is None:
+                raise InputError(f"max_length={options.max_length} is past {context}")
+            raise InputError(f"{has}; with max_new_tokens={options.max_new_tokens} the sequence would run past "
+                             f"{context}: there is room for at most {_plural(n_positions - length, 'new token')}")
     return budgets
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+# A generous estimate of what each output sequence keeps besides its ids: its random stream and bookkeeping.
+_BYTES_PER_OUTPUT_ROW = 2048
+
+
+def _check_memory(config, prompts: list[list[int]], budgets: list[int], n_per_prompt: int) -> None:
+    """Refuse a request whose memory the machine does not have, before building any of it (a huge
+    num_return_sequences would otherwise spend minutes making random streams, then fail in NumPy)."""
+    n_rows = len(prompts) * n_per_prompt
+    longest, largest_budget = max(map(len, prompts)), max(budgets)
+    positions = _cache_positions(longest, largest_budget)
+    running_at_once = n_rows if positions <= config.n_positions else 1  # as _batches_that_fit runs them
+    # Each running row: keys and values of every layer in float32 (Model.new_cache), and its float32 logits.
+    per_running_row = 2 * config.n_layer * config.n_embd * positions * 4 + config.vocab_size * 4
+    per_output_row = _BYTES_PER_OUTPUT_ROW + 8 * (longest + largest_budget)  # a list slot per id
+    checks.fits_in_memory(
+        running_at_once * per_running_row + n_rows * per_output_row,
+        f"{_plural(n_rows, 'output sequence')} ({_plural(len(prompts), 'prompt')} x num_return_sequences="
+        f"{n_per_prompt}) of up to {longest + largest_budget} tokens",
+        "lower num_return_sequences, the number of prompts or max_new_tokens")
 
 
 def _row_generators(seed: int | None, count: int) -> list[np.random.Generator]:
@@ -542,30 +415,33 @@ def _batches_that_fit(rows: list[_Row], n_positions: int) -> list[list[_Row]]:
     In a batch every row occupies the longest prompt's positions plus the largest budget in the cache. Rows
     do not depend on each other, so running them separately gives the same outputs.
     """
-    longest = max(len(row.ids) for row in rows)
-    if _cache_positions(longest, rows) <= n_positions:
+    if _cache_positions(max(len(row.ids) for row in rows), max(row.budget for row in rows)) <= n_positions:
         return [rows]
     return [[row] for row in rows]
 
 
-def _cache_positions(longest_prompt: int, rows: list[_Row]) -> int:
+def _cache_positions(longest_prompt: int, largest_budget: int) -> int:
     """Positions a batch fills: the padded prompts, then one per step but the last (its token is not fed)."""
-    return longest_prompt + max(row.budget for row in rows) - 1
+    return longest_prompt + largest_budget - 1
 
 
 def _decode(model, rows: list[_Row], request: _Request) -> Iterator[list[str]]:
-    """Run ``rows`` to the end together; after each step yield the text each row produced ("" if none)."""
+    """Run ``rows`` to the end together; after each step yield the text each row produced ("" if none).
+
+    Every id fed is a checked prompt id or one chosen here, so the model's internal step runs (no checks).
+    """
     longest = max(len(row.ids) for row in rows)
     padding = [longest - len(row.ids) for row in rows]
     prompt_batch = np.array([[request.pad_id] * pad + row.ids for row, pad in zip(rows, padding)], np.int64)
-    cache = model.new_cache(len(rows), capacity=_cache_positions(longest, rows), start=padding)
-    logits = model.step(cache, prompt_batch)  # [B, V]
+    capacity = _cache_positions(longest, max(row.budget for row in rows))
+    cache = model.new_cache(len(rows), capacity=capacity, start=padding)
+    logits = model._step(cache, prompt_batch)  # [B, V]
     while True:
         yield [_advance(row, logits[index], request) if not row.done else "" for index, row in enumerate(rows)]
         if all(row.done for row in rows):
             return
         last = [[request.pad_id if row.done else row.ids[-1]] for row in rows]
-        logits = model.step(cache, np.array(last, np.int64))
+        logits = model._step(cache, np.array(last, np.int64))
 
 
 def _advance(row: _Row, logits: np.ndarray, request: _Request) -> str:
@@ -583,7 +459,9 @@ def _advance(row: _Row, logits: np.ndarray, request: _Request) -> str:
 def _next_token(logits: np.ndarray, row: _Row, options: GenerationOptions) -> int:
     """logits: float32 [V] from the model -> the chosen token id."""
     if not np.isfinite(logits).all():
-        raise FloatingPointError(f"the model produced non-finite logits after {len(row.ids)} tokens")
+        raise NonFiniteError(f"NaN or infinity in the model's logits after {_plural(len(row.ids), 'token')} of "
+                             f"output sequence {row.index}: the computation overflowed float32 (extreme weights "
+                             "or activations)")
     scores = process_logits(logits, row.ids, options)
     return sample_token(scores, row.rng) if options.do_sample else int(np.argmax(scores))
 

@@ -8,14 +8,16 @@ tokens. ``tinygpt.reference`` is the same computation without any of this machin
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import generation, scoring
-from .config import GPT2Config, is_integer
+from . import checks, generation, scoring
+from .config import GPT2Config
+from .errors import InputError, NonFiniteError
 # The forward pass calls the kernels' unchecked entry points: every array it hands them is valid by
 # construction (weights checked against the config at load, activations and cache allocated here), and
 # the argument checks of the public kernels would cost ~0.2 ms per decoded token. ``_forward`` applies the
@@ -26,7 +28,6 @@ from .kernels.matmul import linear_unchecked as linear
 from .kernels.norm import layer_norm_unchecked as layer_norm
 from .kernels.quantized import linear_nt_int8_unchecked as linear_nt_int8
 from .kernels.threads import apply_num_threads
-from .errors import InputError
 from .tokenizers import load_model_tokenizer, prompt_rules
 from .weights import QuantizedWeight, load_weights
 
@@ -71,7 +72,10 @@ class Model:
     """A GPT-2-family language model ready to run.
 
     Build one with :meth:`from_pretrained`. ``logits`` and ``hidden_states`` run whole sequences;
-    ``new_cache`` + ``step`` are the incremental interface generation uses.
+    ``new_cache`` + ``step`` are the incremental interface. The public methods check their arguments (an
+    :class:`~tinygpt.errors.InputError` names the problem) and their outputs (NaN or infinity, which finite but
+    extreme weights can produce, is a :class:`~tinygpt.errors.NonFiniteError`); generation, which feeds ids it
+    chose itself, runs the unchecked ``_step``.
     """
 
     def __init__(self, config: GPT2Config, weights: dict[str, np.ndarray], tokenizer=None):
@@ -121,12 +125,18 @@ class Model:
         return self._run_whole(input_ids, output="hidden")
 
     def _run_whole(self, input_ids, output: str) -> np.ndarray:
-        ids = self._check_ids(input_ids)
+        ids = checks.token_ids(input_ids, self.config.vocab_size)
+        if ids.shape[-1] > self.config.n_positions:
+            raise InputError(
+                f"{ids.shape[-1]} tokens exceed the model's context of {self.config.n_positions} positions"
+            )
         batched = ids.ndim == 2
         ids2d = ids if batched else ids[None, :]
         cache = self.new_cache(ids2d.shape[0], capacity=ids2d.shape[1])
         result = self._forward(cache, ids2d, all_positions=True, output=output)
-        return result if batched else result[0]
+        result = result if batched else result[0]
+        what = "the logits" if output == "logits" else "the hidden states"
+        return checks.finite(result, what, ("row", "position") if batched else ("position",))
 
     # ---- incremental interface ---------------------------------------------------------------------
 
@@ -136,17 +146,14 @@ class Model:
         start: [batch_size] ints, the number of left-padding positions of each row (default 0).
         """
         cfg = self.config
-        capacity = cfg.n_positions if capacity is None else capacity
-        if not is_integer(batch_size) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not is_integer(capacity) or not 1 <= capacity <= cfg.n_positions:
-            raise InputError(f"cache capacity must be an integer between 1 and n_positions ({cfg.n_positions}), "
-                             f"got {capacity!r}")
+        batch_size = checks.count(batch_size, "batch_size", minimum=1)
+        capacity = cfg.n_positions if capacity is None else checks.count(
+            capacity, "cache capacity", minimum=1, maximum=cfg.n_positions, maximum_name="n_positions")
         shape = (cfg.n_layer, batch_size, cfg.n_head, capacity, cfg.head_dim)
-        start = np.zeros(batch_size, np.int64) if start is None else _padding_per_row(start, batch_size)
-        if start.min() < 0 or start.max() >= capacity:
-            raise InputError(f"start (left padding per row) must be >= 0 and below the capacity ({capacity}), "
-                             f"got {start.tolist()}")
+        checks.fits_in_memory(2 * math.prod(shape) * 4, f"a KV cache of {batch_size} x {capacity} positions",
+                              "lower batch_size or capacity")
+        start = np.zeros(batch_size, np.int64) if start is None else checks.counts(
+            start, "start (left padding per row)", batch_size, maximum=capacity - 1, maximum_name="capacity - 1")
         return KVCache(np.zeros(shape, np.float32), np.zeros(shape, np.float32), start)
 
     def step(self, cache: KVCache, input_ids, *, all_positions: bool = False) -> np.ndarray:
@@ -156,9 +163,15 @@ class Model:
         Returns float32 [B, vocab] for the last new token (or [B, T, vocab] with all_positions).
         """
         self._check_cache(cache)
-        ids = self._check_ids(input_ids)
+        ids = checks.token_ids(input_ids, self.config.vocab_size)
         if ids.ndim != 2 or ids.shape[0] != cache.batch_size:
             raise InputError(f"step expects ids of shape [{cache.batch_size}, T], got {list(ids.shape)}")
+        all_positions = checks.flag(all_positions, "all_positions")
+        logits = self._step(cache, ids, all_positions=all_positions)
+        return checks.finite(logits, "the logits", ("row", "position") if all_positions else ("row",))
+
+    def _step(self, cache: KVCache, ids: np.ndarray, *, all_positions: bool = False) -> np.ndarray:
+        """:meth:`step` for callers whose cache and ids are valid by construction (generation): no checks."""
         return self._forward(cache, ids, all_positions=all_positions, output="logits")
 
     def _check_cache(self, cache) -> None:
@@ -178,18 +191,18 @@ class Model:
                 and 0 <= start.min() and start.max() < cache.capacity):
             raise InputError(f"cache.start must be int64 [{cache.batch_size}] in 0..{cache.capacity - 1}, "
                              f"got {start!r}")
-        if not is_integer(cache.n_past) or not 0 <= cache.n_past <= cache.capacity:
-            raise InputError(f"cache.n_past must be an integer in 0..{cache.capacity}, got {cache.n_past!r}")
+        # As a Python int: NumPy integer arithmetic on positions could wrap.
+        cache.n_past = checks.count(cache.n_past, "cache.n_past", maximum=cache.capacity, maximum_name="capacity")
 
     # ---- text ------------------------------------------------------------------------------------------
 
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of ``text`` as a generation prompt: ``prompt_prefix_ids`` (e.g. [CLS]) + the text's ids."""
-        return [*self.prompt_prefix_ids, *self._require_tokenizer().encode(text)]
+        return [*self.prompt_prefix_ids, *self._require_tokenizer("encode text").encode(text)]
 
     def decode(self, ids) -> str:
         """Text of generated ids, without special tokens ([CLS], [PAD], <|endoftext|>, ...)."""
-        return self._require_tokenizer().decode(ids, skip_special_tokens=True)
+        return self._require_tokenizer("decode ids").decode(ids, skip_special_tokens=True)
 
     # ---- generation and scoring (tinygpt.generation / tinygpt.scoring do the work) -----------------
 
@@ -201,36 +214,41 @@ class Model:
         """Yield the continuation's text as it is produced; see :func:`tinygpt.generation.stream`."""
         return generation.stream(self, input_ids, **options)
 
-    def perplexity(self, text: str, *, stride: int | None = None, max_length: int | None = None,
+    def perplexity(self, text, *, stride: int | None = None, max_length: int | None = None,
                    progress=None) -> float:
-        """Perplexity of ``text`` by transformers' sliding-window method (windows of ``max_length``, default
-        n_positions, every ``stride`` tokens, default half a window); see :func:`tinygpt.scoring.perplexity`."""
-        return scoring.perplexity(self, self._require_tokenizer().encode(text), stride=stride,
-                                  max_length=max_length, progress=progress)
+        """Perplexity of ``text`` (a str, or its token ids: a list or 1-D array of ints) by transformers'
+        sliding-window method (windows of ``max_length``, default n_positions, every ``stride`` tokens, default
+        half a window); see :func:`tinygpt.scoring.perplexity`."""
+        if isinstance(text, str):
+            text = self._require_tokenizer("score text (pass its token ids instead)").encode(text)
+        return scoring.perplexity(self, text, stride=stride, max_length=max_length, progress=progress)
 
     def embed(self, texts: str | list[str]) -> np.ndarray:
         """Mean-pooled final hidden states: float32 [n_embd] for one text, [N, n_embd] for a list."""
         if isinstance(texts, str):
-            return scoring.mean_pooled(self, self._text_ids(texts, 0))
+            return self._embedding(texts, 0)
         if isinstance(texts, (bytes, bytearray)):
             raise TypeError(f"embed takes a str or a list of str, got {type(texts).__name__}")
         texts = list(texts)
         if not texts:
-            raise ValueError("embed needs at least one text, got an empty list")
-        return np.stack([scoring.mean_pooled(self, self._text_ids(text, i)) for i, text in enumerate(texts)])
+            raise InputError("embed needs at least one text, got an empty list")
+        return np.stack([self._embedding(text, i) for i, text in enumerate(texts)])
 
-    def _text_ids(self, text: str, index: int) -> list[int]:
-        ids = self._require_tokenizer().encode(text)
+    def _embedding(self, text: str, index: int) -> np.ndarray:  # -> [n_embd]
+        ids = self._require_tokenizer("embed text").encode(text)
         if not ids:
-            raise ValueError(f"text {index} ({text!r}) has no tokens to embed")
+            raise InputError(f"text {index} ({text!r}) has no tokens to embed")
         if len(ids) > self.config.n_positions:
-            raise ValueError(f"text {index} has {len(ids)} tokens, more than the model's context of "
+            raise InputError(f"text {index} has {len(ids)} tokens, more than the model's context of "
                              f"{self.config.n_positions} positions")
-        return ids
+        try:
+            return checks.finite(scoring.mean_pooled(self, ids), "the embedding", ())
+        except NonFiniteError as error:
+            raise NonFiniteError(f"text {index}: {error}") from None
 
-    def _require_tokenizer(self):
+    def _require_tokenizer(self, to: str):
         if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer (its directory had no tokenizer files); pass token ids")
+            raise InputError(f"this model has no tokenizer (its directory had no tokenizer files) to {to}")
         return self.tokenizer
 
     # ---- the forward pass ---------------------------------------------------------------------------
@@ -275,37 +293,3 @@ class Model:
         out = x if output == "hidden" else lm_head(x, w["lm_head.weight"])
         return out.reshape(B, T, -1) if all_positions else out
 
-    def _check_ids(self, input_ids) -> np.ndarray:
-        try:
-            ids = np.asarray(input_ids)
-        except ValueError:  # NumPy: "inhomogeneous shape"
-            raise InputError("token ids must be a [T] or [B, T] sequence whose rows all have the same length "
-                             "(generate takes prompts of different lengths)") from None
-        if ids.ndim not in (1, 2) or 0 in ids.shape:
-            raise InputError(f"token ids must be a non-empty [T] or [B, T] sequence, got shape {list(ids.shape)}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise InputError(f"token ids must be integers, got dtype {ids.dtype}")
-        if ids.min() < 0 or ids.max() >= self.config.vocab_size:  # two reductions: this runs every step
-            where = tuple(int(i) for i in np.argwhere((ids < 0) | (ids >= self.config.vocab_size))[0])
-            raise InputError(
-                f"token id {int(ids[where])} at position {where if ids.ndim == 2 else where[0]} is outside "
-                f"the vocabulary (size {self.config.vocab_size})"
-            )
-        if ids.shape[-1] > self.config.n_positions:
-            raise InputError(
-                f"{ids.shape[-1]} tokens exceed the model's context of {self.config.n_positions} positions"
-            )
-        return ids.astype(np.int64, copy=False)
-
-
-def _padding_per_row(start, batch_size: int) -> np.ndarray:
-    """``start`` as int64 [batch_size]: whole numbers only (0.7 rows of padding is a mistake, not 0)."""
-    try:
-        values = np.asarray(start)
-    except ValueError:
-        values = None
-    if values is None or values.shape != (batch_size,) or not (
-            np.issubdtype(values.dtype, np.integer) and values.dtype != np.bool_):
-        shape = "ragged" if values is None else values.shape
-        raise InputError(f"start must hold one integer per row ({batch_size}), got {start!r} (shape {shape})")
-    return values.astype(np.int64)

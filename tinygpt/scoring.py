@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .config import is_integer
+from . import checks
+from .errors import InputError, NonFiniteError
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:  # [..., V] -> [..., V]
@@ -24,24 +26,30 @@ def perplexity(model, ids: Sequence[int], *, stride: int | None = None, max_leng
     does (it subtracts the label shift per window), so the result equals that computation.
     ``progress(done, total)`` is called after each window with token counts.
     """
-    ids = np.asarray(ids, dtype=np.int64)
-    n_positions = model.config.n_positions
-    max_length = n_positions if max_length is None else max_length
+    ids = checks.token_ids(ids, model.config.vocab_size)
+    if ids.ndim != 1:
+        raise InputError(f"perplexity scores one sequence: token ids of shape [T], got {list(ids.shape)}")
     if len(ids) < 2:
-        raise ValueError(f"perplexity needs at least 2 tokens, got {len(ids)}")
-    # A window must hold a token and its successor; windows longer than the context cannot run.
-    if not is_integer(max_length) or not 2 <= max_length <= n_positions:
-        raise ValueError(f"max_length must be an integer between 2 and n_positions ({n_positions}), "
-                         f"got {max_length!r}")
-    stride = max(max_length // 2, 1) if stride is None else stride
-    if not is_integer(stride) or not 1 <= stride <= max_length:
-        raise ValueError(f"stride must be an integer between 1 and max_length ({max_length}), got {stride!r}")
+        raise InputError(f"perplexity needs at least 2 tokens, got {len(ids)}")
+    n_positions = model.config.n_positions
+    # A window must hold a token and its successor; windows longer than the context cannot run. Python ints:
+    # NumPy unsigned ones would wrap in the window arithmetic below.
+    max_length = n_positions if max_length is None else checks.count(
+        max_length, "max_length", minimum=2, maximum=n_positions, maximum_name="n_positions")
+    stride = max(max_length // 2, 1) if stride is None else checks.count(
+        stride, "stride", minimum=1, maximum=max_length, maximum_name="max_length")
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be callable as progress(done, total), got {type(progress).__name__}")
     nll_sum, n_scored, previous_end = 0.0, 0, 0
     for begin in range(0, len(ids), stride):
         end = min(begin + max_length, len(ids))
         window = ids[begin:end]
         n_new = end - previous_end  # tokens this window scores
-        log_probs = log_softmax(model.logits(window)[:-1].astype(np.float64))  # [W-1, V]
+        try:
+            logits = model.logits(window)
+        except NonFiniteError as error:
+            raise NonFiniteError(f"the window of tokens {begin}..{end - 1}: {error}") from None
+        log_probs = log_softmax(logits[:-1].astype(np.float64))  # [W-1, V]
         predicted = np.arange(len(window) - 1)
         token_nll = -log_probs[predicted, window[1:]]  # loss of predicting token i+1 from position i
         first = max(len(window) - 1 - n_new, 0)  # the first window has no prediction for its first token
@@ -54,7 +62,11 @@ def perplexity(model, ids: Sequence[int], *, stride: int | None = None, max_leng
             progress(end, len(ids))
         if end == len(ids):
             break
-    return float(np.exp(nll_sum / n_scored))
+    mean_nll = nll_sum / n_scored
+    if mean_nll > math.log(np.finfo(np.float64).max):
+        # Finite logits, but so extreme that a token's probability is below any float's.
+        raise NonFiniteError(f"perplexity overflows a float: the mean loss is {mean_nll:.4g} nats per token")
+    return float(np.exp(mean_nll))
 
 
 def mean_pooled(model, ids: Sequence[int]) -> np.ndarray:  # [T] ids -> [C]
