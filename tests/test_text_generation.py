@@ -141,7 +141,7 @@ def test_seed_per_call(generator):
 # --------------------------------------------------------------------------------------------- model defaults
 def test_task_specific_params_are_the_defaults(defaults_dir):
     config = GPT2Config.from_file(defaults_dir / "config.json")
-    assert config.text_generation_defaults == (("do_sample", True), ("max_length", 24))  # "prefix" is no option
+    assert dict(config.text_generation_params) == {"do_sample": True, "max_length": 24, "prefix": "x"}
     assert Model.from_pretrained(defaults_dir).generation_defaults == {"do_sample": True, "max_length": 24}
     generator = pipeline("text-generation", defaults_dir)
     assert generator.defaults == {"do_sample": True, "max_length": 24}

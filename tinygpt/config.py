@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -10,7 +9,6 @@ from pathlib import Path
 
 from .checks import as_integer, count, real
 from .errors import ConfigError
-from .generation import GenerationOptions
 from .jsonfile import read_json_object
 
 # Both names are the tanh approximation of GELU; transformers uses the second for newer checkpoints.
@@ -46,9 +44,10 @@ class GPT2Config:
     scale_attn_by_inverse_layer_idx: bool = False  # ... and by layer index + 1
     bos_token_id: int | None = 50256
     eos_token_id: int | None = 50256
-    # task_specific_params["text-generation"]: generate options the text-generation pipeline and the command
-    # line use when a call does not set them, as (name, value) pairs (distilgpt2: do_sample, max_length 50).
-    text_generation_defaults: tuple[tuple[str, object], ...] = ()
+    # task_specific_params["text-generation"] as (name, value) pairs, as written: the generate options the
+    # pipeline and the command line use when a call does not set them (distilgpt2: do_sample, max_length 50).
+    # tinygpt.generation.task_defaults picks and checks the options among them.
+    text_generation_params: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         if self.activation_function not in SUPPORTED_ACTIVATIONS:
@@ -114,7 +113,7 @@ class GPT2Config:
             scale_attn_by_inverse_layer_idx=raw.get("scale_attn_by_inverse_layer_idx", False),
             bos_token_id=raw.get("bos_token_id", cls.bos_token_id),
             eos_token_id=raw.get("eos_token_id", cls.eos_token_id),
-            text_generation_defaults=_text_generation_defaults(raw.get("task_specific_params")),
+            text_generation_params=_text_generation_params(raw.get("task_specific_params")),
         )
 
     @classmethod
@@ -132,13 +131,9 @@ class GPT2Config:
             raise ConfigError(f"{path}: {err}") from None
 
 
-def _text_generation_defaults(tasks) -> tuple[tuple[str, object], ...]:
-    """The generate options of ``task_specific_params["text-generation"]`` (transformers 4.x pipelines read
-    them; transformers 5 no longer does), as (name, value) pairs.
-
-    Keys that are not generate options (e.g. transformers' ``prefix``) are left out; the others are checked now,
-    so that a bad value is reported as config.json's rather than at some later call.
-    """
+def _text_generation_params(tasks) -> tuple[tuple[str, object], ...]:
+    """``task_specific_params["text-generation"]`` as (name, value) pairs (transformers 4.x pipelines read it;
+    transformers 5 no longer does), once both are checked to be JSON objects."""
     if not tasks:
         return ()
     if not isinstance(tasks, dict):
@@ -147,10 +142,4 @@ def _text_generation_defaults(tasks) -> tuple[tuple[str, object], ...]:
     params = tasks.get("text-generation") or {}
     if not isinstance(params, dict):
         raise ConfigError("task_specific_params['text-generation'] must be a JSON object (option name -> value)")
-    names = {field.name for field in dataclasses.fields(GenerationOptions)}
-    defaults = {name: value for name, value in params.items() if name in names}
-    try:
-        GenerationOptions(**defaults)
-    except ValueError as error:
-        raise ConfigError(f"task_specific_params['text-generation']: {error}") from None
-    return tuple(defaults.items())
+    return tuple(params.items())

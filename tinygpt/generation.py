@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import checks
-from .errors import InputError, NonFiniteError
+from .errors import ConfigError, InputError, NonFiniteError
 from .sampling import process_logits, sample_token
 
 __all__ = ["GenerationOptions", "generate", "stream", "set_seed"]
@@ -482,3 +482,16 @@ def with_defaults(options: dict, defaults: dict) -> dict:
     if not options.get("do_sample", defaults.get("do_sample", False)):
         defaults = {name: value for name, value in defaults.items() if name not in SAMPLING_ONLY_OPTIONS}
     return {**defaults, **options}
+
+
+def task_defaults(params) -> dict:
+    """The generate options among config.json's ``task_specific_params["text-generation"]`` pairs
+    (``GPT2Config.text_generation_params``), checked now so that a bad value is reported as config.json's
+    rather than at some later call. Keys that are not generate options (transformers' ``prefix``) are left out."""
+    names = {field.name for field in dataclasses.fields(GenerationOptions)}
+    defaults = {name: value for name, value in params if name in names}
+    try:
+        GenerationOptions(**defaults)
+    except InputError as error:
+        raise ConfigError(f"config.json: task_specific_params['text-generation']: {error}") from None
+    return defaults

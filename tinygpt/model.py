@@ -87,7 +87,7 @@ class Model:
         self.prompt_prefix_ids, self.eos_token_id = prompt_rules(tokenizer, config.eos_token_id, config.vocab_size)
         # The generate options config.json sets for text generation (task_specific_params): what the pipeline
         # and the command line use when a call leaves an option unset; generate itself does not apply them.
-        self.generation_defaults = dict(config.text_generation_defaults)
+        self.generation_defaults = generation.task_defaults(config.text_generation_params)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
