@@ -16,16 +16,13 @@ import numpy as np
 
 from . import generation, scoring
 from .config import GPT2Config, is_integer
-# The forward pass calls the kernels' unchecked entry points: every array it hands them is valid by
-# construction (weights checked against the config at load, activations and cache allocated here), and
-# the argument checks of the public kernels would cost ~0.2 ms per decoded token. ``_forward`` applies the
-# thread count once for all of them.
-from .kernels.attention import attention_unchecked as attention
-from .kernels.matmul import linear_nt_unchecked as linear_nt
-from .kernels.matmul import linear_unchecked as linear
-from .kernels.norm import layer_norm_unchecked as layer_norm
-from .kernels.quantized import linear_nt_int8_unchecked as linear_nt_int8
-from .kernels.threads import apply_num_threads
+# The kernels check no arguments, and the forward pass skips their checks (kernels.checks): every array it
+# hands them is valid by construction (weights checked against the config at load, activations and cache
+# allocated here).
+from .kernels.attention import attention
+from .kernels.matmul import linear, linear_nt
+from .kernels.norm import layer_norm
+from .kernels.quantized import linear_nt_int8
 from .tokenizers import Tokenizer
 from .weights import QuantizedWeight, load_weights
 
@@ -271,7 +268,6 @@ class Model:
             )
         if n_past + T > cache.capacity:
             raise InputError(f"token position {n_past + T - 1} is past the cache's {cache.capacity} positions")
-        apply_num_threads()
         H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
         filled = n_past + T  # cache positions filled once every layer has run (T may shrink below)
         # Left-padded rows count their positions from their first real token, as transformers does.
