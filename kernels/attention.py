@@ -1,7 +1,5 @@
 """Causal multi-head attention of new queries over a key/value cache (with left padding)."""
 
-import math
-
 import numpy as np
 from numba import prange
 

@@ -29,7 +29,6 @@ from .checks import check_gemm
 from .jit import jit, jit_step
 from .threads import apply_num_threads, get_num_threads, max_threads
 from .tiles import FAST as _FAST
-from .tiles import KC as _KC
 from .tiles import NC as _NC
 from .tiles import dot_2rows, dot_row, panel_gemm, panel_product, split_k, stream_rows
 

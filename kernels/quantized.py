@@ -182,7 +182,9 @@ def quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- x @ (q * scale[:, None]).T + b -----------------------------------------------------------------------
 
 
-@jit(fastmath=_FAST)
+# _output_value and _finish_output are inlined (Numba IR) into the decode kernels' loops, which call them once
+# per output: as calls, they made those products slower (benchmarks/quantized_matmul.py's docstring).
+@jit(fastmath=_FAST, inline="always")
 def _output_value(total, step, x, i, q, scale, j):
     """x[i] . q[j] * scale[j], from ``total``, the exact integer dot product of x[i]'s int16 steps with q[j]:
     scaled by step * scale[j] and rounded once. A row of x holding NaN or infinity (step NaN) cannot be
@@ -192,7 +194,7 @@ def _output_value(total, step, x, i, q, scale, j):
     return np.float32(np.float64(total) * (step * scale[j]))
 
 
-@jit(fastmath=_FAST)
+@jit(fastmath=_FAST, inline="always")
 def _finish_output(value, b, out, i, j, accumulate):
     """out[i, j] = [out[i, j] +] value + b[j] (no bias when b is None)."""
     if b is not None:
