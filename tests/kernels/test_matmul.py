@@ -13,7 +13,7 @@ linear, linear_nt = checked(matmul.linear), checked(matmul.linear_nt)
 # M covers the streaming path (1, 3, 17, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with ragged 3-row
 # tiles and row blocks; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two
 # 768-deep k-blocks of the GEMM, and K not a multiple of 4 exercises the streaming kernel's remainder; at
-# M = 1, K = 803 gives each thread's slab 8 lanes of 50 rows and one or two rows left over.
+# M = 1, K = 803 gives each thread's slab 8 streams of 50 rows and one or two rows left over.
 SHAPES = [
     (1, 1, 1),
     (1, 17, 5),
@@ -113,8 +113,9 @@ def test_empty_depth_gives_bias(gemm):
 
 @pytest.mark.parametrize("k, n", [(803, 33), (130, 65), (9, 7)])
 def test_one_row_products_on_a_single_thread(k, n):
-    """Decode products split their weight rows into one slab per thread, and each slab into lanes: with a
-    single thread, one slab holds every row, and the lanes and leftover rows must still cover them all."""
+    """Decode products split their weight rows into one slab per thread, and each slab into streams of rows:
+    with a single thread, one slab holds every row, and the streams and leftover rows must still cover them
+    all."""
     from tinygpt.kernels import threads
 
     rng = np.random.default_rng(k + n)
