@@ -9,22 +9,37 @@ prints the time per step (decode) or per prefill of every kernel and what is lef
 kernels, the embedding lookup, KV-cache writes. Decode is bound by the weight bytes it reads, so its rows also show
 weight GB/s: compare them with the read bandwidth benchmarks/matmul.py prints. The timers add about a
 microsecond per call. Numbers from a shared machine are noisy; compare rows within a run.
+
+After the decode breakdown it prints what a decode step's kernel calls would pay for argument checks: the
+calls of one step are recorded, then each is checked again (``kernels.checks``, what a caller with arrays it
+did not build runs before a kernel), best of several timed loops. The forward pass skips those checks; every
+kernel does apply the thread count (``threads.apply_num_threads``), whose cost per call is printed too.
+
+Measurements behind the kernels' design, from paired runs on the 2-core AMD EPYC (Zen 3, AVX2) the kernels
+were tuned on: set ``inline="always"`` aside on the named function and rerun to see them on another CPU.
+* ``intdot.int_dots`` inlined (Numba IR): as a call, each cost ~30 ns, and a one-token int8 decode of
+  distilgpt2's shape ran 3-5 % slower, a batch of 8 ~10 % slower.
+* ``tiles.dot_3x4`` inlined: as a call, an int8 512-token prefill took 1.5-3.5 % longer.
+* ``attention._pass_weights`` inlined: as a call, attention over 512 tokens took ~4.5 % longer.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import timeit
 from collections import defaultdict
 
 import tinygpt  # noqa: F401  (first, so it can configure the BLAS thread pool before NumPy loads)
 import engine  # the benchmark next to this file: its model
 import numpy as np
 from tinygpt import model as model_module
-from tinygpt.kernels.threads import get_num_threads, set_num_threads
+from tinygpt.kernels import checks
+from tinygpt.kernels.threads import apply_num_threads, get_num_threads, set_num_threads
 from tinygpt.weights import QuantizedWeight
 
 PROMPT_TOKENS, PREFILL_TOKENS = 32, 512
+KERNELS = ("linear", "linear_nt", "linear_nt_int8", "layer_norm", "attention")  # what tinygpt.model calls
 
 
 class KernelTimer:
@@ -88,6 +103,45 @@ def print_breakdown(title: str, timer: KernelTimer, total: float, per: int, unit
     print(f"  {'rest (Python, other)':22s} {rest / per * 1e3:8.3f} ms  {100 * rest / total:5.1f} %")
 
 
+def recorded_calls(step) -> list[tuple[str, tuple, dict]]:
+    """The kernel calls ``step()`` makes through tinygpt.model, as (kernel name, args, keyword args)."""
+    calls = []
+    originals = {name: getattr(model_module, name) for name in KERNELS}
+
+    def recording(name, kernel):
+        def call(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            return kernel(*args, **kwargs)
+
+        return call
+
+    for name, kernel in originals.items():
+        setattr(model_module, name, recording(name, kernel))
+    try:
+        step()
+    finally:
+        for name, kernel in originals.items():
+            setattr(model_module, name, kernel)
+    return calls
+
+
+def print_call_overhead(calls: list[tuple[str, tuple, dict]], step_seconds: float) -> None:
+    """What checking the arguments of these calls would cost (the forward pass skips it), and what applying
+    the thread count in each costs (every kernel does)."""
+
+    def check_all():
+        for name, args, kwargs in calls:
+            getattr(checks, name)(*args, **kwargs)
+
+    loops = 50
+    checks_s = min(timeit.repeat(check_all, number=loops, repeat=7)) / loops
+    apply_s = min(timeit.repeat(apply_num_threads, number=100_000, repeat=7)) / 100_000
+    print(f"  {len(calls)} kernel calls per step. Their argument checks (kernels.checks), which the forward pass "
+          f"skips: {checks_s / len(calls) * 1e6:.2f} us per call, {checks_s * 1e3:.3f} ms per step "
+          f"({100 * checks_s / step_seconds:.1f} % of the step). Applying the thread count, which every kernel "
+          f"does: {apply_s * 1e6:.2f} us per call, {apply_s * len(calls) * 1e3:.4f} ms per step.")
+
+
 def profile(dtype: str, tokens: int, batch: int) -> None:
     model = model_module.Model.from_pretrained(engine.build_model(), dtype=dtype)
     rng = np.random.default_rng(0)
@@ -99,10 +153,11 @@ def profile(dtype: str, tokens: int, batch: int) -> None:
     try:
         # Warm-up: load every kernel, page the weights in.
         model.step(model.new_cache(capacity=PREFILL_TOKENS), long_prompt)
-        cache = model.new_cache(batch, capacity=PROMPT_TOKENS + tokens + 4)
+        cache = model.new_cache(batch, capacity=PROMPT_TOKENS + tokens + 5)
         model.step(cache, prompt)
         for _ in range(4):
             model.step(cache, next_ids)
+        calls = recorded_calls(lambda: model.step(cache, next_ids))
         timer.reset()
         start = time.perf_counter()
         for _ in range(tokens):
@@ -110,6 +165,7 @@ def profile(dtype: str, tokens: int, batch: int) -> None:
         decode_total = time.perf_counter() - start
         print_breakdown(f"{dtype} decode, batch {batch} ({batch * tokens / decode_total:.1f} tok/s)", timer,
                         decode_total, tokens, "step", rates=True)
+        print_call_overhead(calls, decode_total / tokens)
 
         best_total, best_seconds, best_bytes = float("inf"), {}, {}
         for _ in range(3):

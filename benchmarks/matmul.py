@@ -11,6 +11,25 @@ does not. "ours" is always our own Numba kernel (``gemm="numba"``), although the
 M > SMALL_M rows to np.matmul by default (see tinygpt/kernels/matmul.py): this table is the gap that
 decision rests on. Timings on a shared machine are noisy: compare the two engines within a run, not across
 runs.
+
+Measurements behind the float32 kernels' design (tinygpt/kernels/matmul.py, tiles.py, activations.py), from
+paired runs on the 2-core AMD EPYC (Zen 3, AVX2 + FMA, 2 threads) the kernels were tuned on; this table
+shows the first two on any CPU, the others need the named constant or loop changed and this benchmark rerun:
+* Decode products (M = 1, 8) of both engines ran at DRAM bandwidth. At M = 512 our GEMM reached 0.7-0.8x
+  OpenBLAS's speed (126 vs 179 GFLOP/s), hence BLAS for products of more than SMALL_M rows.
+* SMALL_M = 48: the M up to which streaming w (tiles.stream_rows) beat the GEMM, which packs w first.
+* A 512-token prefill with BLAS for the large products was ~1.3x slower than all-Numba while both thread
+  pools kept their idle threads spinning, and 1.1-1.4x faster once tinygpt/__init__.py shortened that
+  (GOMP_SPINCOUNT, OPENBLAS_THREAD_TIMEOUT; benchmarks/engine.py times whole prefills).
+* _pack_transposed in strips of 8 columns: 3x faster than writing whole panel rows.
+* _gemv_nt reading the two halves of each thread's slab side by side: the LM head read 10-14 % faster than
+  as one stream per thread, and than with the two halves' rows taken in turn.
+* tiles._stream_into_one_row, 8 rows of w per pass from 8 distant runs: 4-11 % faster than 4 per pass;
+  8 neighbouring rows per pass instead read 768-wide rows ~8 % slower (3072 x 768 weights).
+* GELU: math.exp / np.tanh compile to scalar libm calls (15-50 ns each); activations.exp_f64 vectorises to
+  ~3 ns per GELU. GELU computed inside a loop over a 2-D array ran scalar, at twice the cost of the product
+  it finished; gelu_in_place over whole rows vectorises.
+* attention._transposed copying 8 rows at a time: 4x faster than a scalar copy writing whole columns.
 """
 
 import argparse

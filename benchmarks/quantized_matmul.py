@@ -10,6 +10,30 @@ the last-level cache, so small-M timings see DRAM bandwidth as a real decode ste
 parallel read bandwidth is printed first for scale, and the time to quantize the LM head last. The engines
 take turns within each repeat; still, timings on a shared machine are noisy: compare engines within a
 run, not across runs.
+
+Measurements behind the int8 kernels' design (tinygpt/kernels/quantized.py, intdot.py), from paired runs on
+the 2-core AMD EPYC (Zen 3, AVX2, 2 threads) the kernels were tuned on; the M = 1 and M = 8 rows of this
+table show the products on any CPU, the rest need the named constant or loop changed and this rerun:
+* Widening each int8 weight to float32 before a float multiply-add left the one-token products
+  compute-bound at ~28 GB/s of weights; integer multiply-adds (intdot) with the weights prefetched and four
+  rows read side by side reached 40-48 GB/s on distilgpt2's larger products, against 25-34 GB/s with one
+  stream per core.
+* WEIGHT_STREAMS: 2 streams per thread took 14-27 % less time on the LM head than 1, and 4 streams 6-10 %
+  less than 2 on every shape (22-34 -> 31-40 GB/s).
+* WEIGHTS_PER_PASS = 32: 64 per pass, one prefetch per cache line, made one-token decode 3-4 % slower.
+* PREFETCH_AHEAD_BYTES = 1536: 30 -> 34 GB/s from DRAM on the LM head, against no software prefetch.
+* One dot product per output over [outputs, inputs] weights, with one stream per thread, ran a layer's
+  four one-token products ~1.2x faster than streaming [inputs, outputs] rows into partial sums.
+* INT16_ROWS = 16: the integer path was faster up to 24-32 rows on distilgpt2's shapes.
+* A 4x3 tile of integer dot products ran no faster than the float32 GEMM at M = 512 on Zen 3, whose one
+  vpmaddwd per cycle does as many multiply-adds as its two float32 FMAs.
+* int16_row's peak found on the bit patterns (an integer max): a float max that keeps NaN, which does not
+  vectorise, was 3x slower on a 3072-wide row.
+* quantize_columns quantizing in tiles: a float32 transposed copy made first took more than half of an
+  int8 model load.
+* The decode kernels' per-output steps (quantized._output_value, _finish_output) inlined: as calls, they
+  made the products slower, M = 1 by 1.1-1.5x and M = 8 by ~1.9x (paired runs, 1 thread, on a 2-core AMD
+  EPYC Zen 4 with AVX-512); inlined, the kernels ran as fast as with the steps written out in each loop.
 """
 
 import argparse
@@ -100,7 +124,9 @@ def main() -> None:
     if args.threads is not None:
         set_num_threads(args.threads)
     print(f"threads: {get_num_threads()} (np.matmul uses its BLAS's own pool)")
-    print(f"parallel read bandwidth: {read_bandwidth(args.repeats):.1f} GB/s")
+    one_stream, four_streams = read_bandwidth(args.repeats)
+    print(f"parallel read bandwidth: {one_stream:.1f} GB/s reading one stream per thread, {four_streams:.1f} GB/s "
+          "reading four")
     engine = f"{'ms':>8s} {'GFLOP/s':>6s} {'GB/s':>5s}"
     columns = f"{'int8 (ours)':^20s} | {'float32 (ours)':^20s} | {'np.matmul float32':^20s}"
     print(f"{'':27s} | {columns} | f32 / int8 time")

@@ -1,21 +1,22 @@
 """Integer dot products of int16 activations with int8 weights: the inner loop of the int8 decode kernels.
 
 Widening every int8 weight to float32 before its multiply-add (vpmovsxbd, vcvtdq2ps, vfmadd on AVX2) left
-the int8 one-token products compute-bound at ~28 GB/s of weights. Multiplying integers takes a third of the
-instructions: activations rounded to int16 (``int16_row``), weights sign-extended to int16, and each pair of
-adjacent products summed into an int32 lane, one instruction for 16 weights (vpmaddwd on AVX2). With the
-weights prefetched ahead, and four rows of them read side by side (``int_dot_lanes``), distilgpt2's larger
-one-token products read weights at 40-48 GB/s here, against 25-34 GB/s with one stream per core. Numba has
-no vector types, and LLVM's vectoriser turns the scalar form of this loop into 8-lane (xmm) code, so
-``_dots_of_rows`` emits the loop in LLVM IR on 16-lane vectors: plain IR (sign-extend, multiply, add the
-even and odd lanes) that the x86 backend fuses into vpmaddwd and other targets lower to their own
-instructions.
+the int8 one-token products compute-bound. Multiplying integers takes a third of the instructions:
+activations rounded to int16 (``int16_row``), weights sign-extended to int16, and each pair of adjacent
+products summed into one int32 element, one instruction for VECTOR_WIDTH weights (vpmaddwd on AVX2,
+vpdpwssd with AVX-512 VNNI). Weights are prefetched ahead, and decode reads WEIGHT_STREAMS rows of them side
+by side: one sequential stream per core left the products short of what memory delivers. Numba has no
+vector types, and LLVM's vectoriser turns the scalar form of this loop into 128-bit (xmm) code, so
+:func:`int_dots` emits the loop in LLVM IR on VECTOR_WIDTH-element vectors: plain IR (sign-extend,
+multiply, add the even and odd elements) that the x86 backend fuses into its multiply-add instruction and
+other targets lower to their own. ``benchmarks/quantized_matmul.py`` measures the kernels built on it, and
+its docstring records the measurements behind these choices.
 
-Exactness. |x q| <= 32767 * 127 and each int32 lane adds two products per madd, so a lane stays below
-2**31 for at most 258 madds: the IR loop takes at most BLOCK = 4096 weights per call (128 madds into each
-of its two accumulators per row) and returns the sums in int64. The integer dot product is exact; the only
-rounding of the whole product is that of the activations to int16, at most half a step of max|x| / 32767
-each.
+Exactness. |x q| <= 32767 * 127 and each int32 element adds two products per multiply-add, so it stays below
+2**31 for at most 258 multiply-adds: the IR loop takes at most WEIGHTS_PER_BLOCK = 4096 weights per call
+(128 multiply-adds into each of its two accumulators per row) and returns the sums in int64. The integer dot
+product is exact; the only rounding of the whole product is that of the activations to int16, at most half a
+step of max|x| / 32767 each.
 """
 
 import numpy as np
@@ -27,35 +28,67 @@ from numba.extending import intrinsic
 from .jit import jit
 
 INT16_MAX = 32767  # activations are rounded to [-32767, 32767] steps of max|x| / 32767
-CHUNK = 32  # weights per pass of the IR loop: two 16-lane madds into two accumulators (hides their latency);
-# one prefetch per pass. (64 per pass, one prefetch per cache line, measured 3-4 % slower one-token decode.)
-PREFETCH_AHEAD = 1536  # bytes of weights requested this far ahead (measured: 30 -> 34 GB/s from DRAM on the
-# LM head; the hardware prefetcher alone falls behind when every 768 bytes end a dot product)
-BLOCK = 4096  # weights per call at most: keeps every int32 lane exact (see the module docstring)
+VECTOR_WIDTH = 16  # weights per vector multiply-add: 16 int16 products summed in pairs into 8 int32 elements
+WEIGHTS_PER_PASS = 32  # per pass of the IR loop: two vectors into two accumulators (hides their latency), one
+# prefetch (one per cache line, 64 weights per pass, was slower)
+PREFETCH_AHEAD_BYTES = 1536  # weights requested this far ahead: the hardware prefetcher alone falls behind
+# when every 768 bytes end a dot product
+WEIGHTS_PER_BLOCK = 4096  # per IR loop at most: keeps every int32 sum exact (see the module docstring)
+X_ROWS_PER_PASS = 4  # batched decode: rows of x per pass over a row of weights (8 accumulators of AVX2's 16)
+WEIGHT_STREAMS = 4  # decode: rows of weights read side by side as sequential streams (8 accumulators too)
 
 _I16, _I32, _I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-_LANES = 16
-_EVEN = ir.Constant(ir.VectorType(_I32, _LANES // 2), list(range(0, _LANES, 2)))
-_ODD = ir.Constant(ir.VectorType(_I32, _LANES // 2), list(range(1, _LANES, 2)))
+_EVEN = ir.Constant(ir.VectorType(_I32, VECTOR_WIDTH // 2), list(range(0, VECTOR_WIDTH, 2)))
+_ODD = ir.Constant(ir.VectorType(_I32, VECTOR_WIDTH // 2), list(range(1, VECTOR_WIDTH, 2)))
 
 
-def _dots_of_rows(rows, weight_rows=1):
-    """An intrinsic ``dots(x, first, q, row, stride, k0, n)``: the tuple of int64 dot products
-    x[first + r, k0:k0+n] . q[row + w * stride, k0:k0+n] for w < ``weight_rows``, r < ``rows`` (in that
-    order: w outer), for x int16 [M, K] and q int8 [N, K], both C-contiguous; n a multiple of CHUNK with
-    0 <= n <= BLOCK, and every row named must exist (not checked). Each 16 weights of q are loaded and widened
-    once for all ``rows`` rows of x; each row of x once for all ``weight_rows`` rows of q, which are read
-    side by side as that many sequential streams."""
+def int_dots(x_rows, weight_rows):
+    """``dots(x_int, first, q, row, stride, totals)``: totals[w * x_rows + r] = x_int[first + r] . q[row + w *
+    stride] exactly (int64) for r < ``x_rows``, w < ``weight_rows``, x_int int16 [M, K] and q int8 [N, K], both
+    C-contiguous (the rows must exist: not checked). Each VECTOR_WIDTH weights of q are loaded and widened
+    once for all ``x_rows`` rows of x; each row of x once for all ``weight_rows`` rows of q, which are read
+    side by side as that many sequential streams. The IR loop takes blocks of at most WEIGHTS_PER_BLOCK
+    weights (exact int32 sums), then the tail past the last WEIGHTS_PER_PASS one weight at a time.
+
+    Inlined into the kernels' loops (Numba IR inlining), which call it once per row of weights or two: as a
+    call, its overhead shows in the decode products' time."""
+    block_dots = _block_dots(x_rows, weight_rows)
+
+    @jit(inline="always")
+    def dots(x_int, first, q, row, stride, totals):
+        depth = q.shape[1]
+        totals[:] = 0
+        k0 = 0
+        vector_end = depth - depth % WEIGHTS_PER_PASS
+        while k0 < vector_end:
+            n = min(WEIGHTS_PER_BLOCK, vector_end - k0)
+            sums = block_dots(x_int, first, q, row, stride, k0, n)
+            for i in range(x_rows * weight_rows):
+                totals[i] += sums[i]
+            k0 += n
+        for k in range(k0, depth):
+            for w in range(weight_rows):
+                weight = np.int64(q[row + w * stride, k])
+                for r in range(x_rows):
+                    totals[w * x_rows + r] += np.int64(x_int[first + r, k]) * weight
+
+    return dots
+
+
+def _block_dots(x_rows, weight_rows):
+    """The IR loop of :func:`int_dots`, an intrinsic ``block(x, first, q, row, stride, k0, n)``: the tuple of
+    int64 sums x[first + r, k0:k0+n] . q[row + w * stride, k0:k0+n] (w outer, r inner), n a multiple of
+    WEIGHTS_PER_PASS with 0 <= n <= WEIGHTS_PER_BLOCK."""
 
     @intrinsic
-    def dots(typingctx, x, first, q, row, stride, k0, n):
+    def block(typingctx, x, first, q, row, stride, k0, n):
         if not (
             isinstance(x, types.Array) and x.dtype == types.int16 and x.ndim == 2 and x.layout == "C"
             and isinstance(q, types.Array) and q.dtype == types.int8 and q.ndim == 2 and q.layout == "C"
             and all(isinstance(t, types.Integer) for t in (first, row, stride, k0, n))
         ):
             return None
-        return types.UniTuple(types.int64, rows * weight_rows)(x, first, q, row, stride, k0, n), _codegen
+        return types.UniTuple(types.int64, x_rows * weight_rows)(x, first, q, row, stride, k0, n), _codegen
 
     def _codegen(context, builder, sig, args):
         x_type, q_type = sig.args[0], sig.args[2]
@@ -64,7 +97,7 @@ def _dots_of_rows(rows, weight_rows=1):
         q_array = context.make_array(q_type)(context, builder, args[2])
         x_starts = [
             cgutils.get_item_pointer(context, builder, x_type, x_array, [builder.add(first, _i64(r)), k0])
-            for r in range(rows)
+            for r in range(x_rows)
         ]
         q_starts = [
             cgutils.get_item_pointer(
@@ -72,11 +105,11 @@ def _dots_of_rows(rows, weight_rows=1):
             )
             for w in range(weight_rows)
         ]
-        x_vector = ir.VectorType(_I16, _LANES).as_pointer()
-        q_vector = ir.VectorType(ir.IntType(8), _LANES).as_pointer()
-        wide = ir.VectorType(_I32, _LANES)
-        lanes = ir.VectorType(_I32, _LANES // 2)
-        zero = ir.Constant(lanes, None)
+        x_vector = ir.VectorType(_I16, VECTOR_WIDTH).as_pointer()
+        q_vector = ir.VectorType(ir.IntType(8), VECTOR_WIDTH).as_pointer()
+        products_type = ir.VectorType(_I32, VECTOR_WIDTH)
+        sums_type = ir.VectorType(_I32, VECTOR_WIDTH // 2)  # an accumulator: one int32 per pair of products
+        zero = ir.Constant(sums_type, None)
         prefetch = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [q_starts[0].type, _I32, _I32, _I32]), "llvm.prefetch.p0i8"
         )
@@ -87,72 +120,70 @@ def _dots_of_rows(rows, weight_rows=1):
 
         builder.position_at_end(loop)
         k = builder.phi(_I64)
-        parts = CHUNK // _LANES
-        pairs_of_rows = [(w, r) for w in range(weight_rows) for r in range(rows)]
-        sums = {pair: [builder.phi(lanes) for _ in range(parts)] for pair in pairs_of_rows}
+        vectors_per_pass = WEIGHTS_PER_PASS // VECTOR_WIDTH
+        pairs_of_rows = [(w, r) for w in range(weight_rows) for r in range(x_rows)]
+        sums = {pair: [builder.phi(sums_type) for _ in range(vectors_per_pass)] for pair in pairs_of_rows}
         for q_start in q_starts:
-            ahead = builder.gep(q_start, [builder.add(k, _i64(PREFETCH_AHEAD))])
+            ahead = builder.gep(q_start, [builder.add(k, _i64(PREFETCH_AHEAD_BYTES))])
             read, keep, data = ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)
             builder.call(prefetch, [ahead, read, keep, data])
-        updated = {pair: [None] * parts for pair in pairs_of_rows}
-        for part in range(parts):
-            at = builder.add(k, _i64(part * _LANES))
+        updated = {pair: [None] * vectors_per_pass for pair in pairs_of_rows}
+        for part in range(vectors_per_pass):
+            at = builder.add(k, _i64(part * VECTOR_WIDTH))
             xs = [
-                builder.sext(builder.load(builder.bitcast(builder.gep(x_starts[r], [at]), x_vector), align=2), wide)
-                for r in range(rows)
+                builder.sext(builder.load(builder.bitcast(builder.gep(x_starts[r], [at]), x_vector), align=2),
+                             products_type)
+                for r in range(x_rows)
             ]
             for w, q_start in enumerate(q_starts):
                 weights = builder.load(builder.bitcast(builder.gep(q_start, [at]), q_vector), align=1)
-                weights = builder.sext(weights, wide)
-                for r in range(rows):
+                weights = builder.sext(weights, products_type)
+                for r in range(x_rows):
                     products = builder.mul(xs[r], weights)
                     pairs = builder.add(
-                        builder.shuffle_vector(products, ir.Constant(wide, None), _EVEN),
-                        builder.shuffle_vector(products, ir.Constant(wide, None), _ODD),
+                        builder.shuffle_vector(products, ir.Constant(products_type, None), _EVEN),
+                        builder.shuffle_vector(products, ir.Constant(products_type, None), _ODD),
                     )
                     updated[w, r][part] = builder.add(sums[w, r][part], pairs)
-        k_next = builder.add(k, _i64(CHUNK))
+        k_next = builder.add(k, _i64(WEIGHTS_PER_PASS))
         k.add_incoming(_i64(0), entry)
         k.add_incoming(k_next, loop)
         for pair in pairs_of_rows:
-            for part in range(parts):
+            for part in range(vectors_per_pass):
                 sums[pair][part].add_incoming(zero, entry)
                 sums[pair][part].add_incoming(updated[pair][part], loop)
         builder.cbranch(builder.icmp_signed("<", k_next, n), loop, done)
 
         builder.position_at_end(done)
-        finals = {pair: [builder.phi(lanes) for _ in range(parts)] for pair in pairs_of_rows}
-        wide64 = ir.VectorType(_I64, _LANES // 2)
+        finals = {pair: [builder.phi(sums_type) for _ in range(vectors_per_pass)] for pair in pairs_of_rows}
+        sums64_type = ir.VectorType(_I64, VECTOR_WIDTH // 2)
         reduce_add = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_I64, [wide64]), "llvm.vector.reduce.add.v8i64"
+            builder.module, ir.FunctionType(_I64, [sums64_type]), "llvm.vector.reduce.add.v8i64"
         )
         results = []
         for pair in pairs_of_rows:
-            total = ir.Constant(wide64, None)
-            for part in range(parts):
+            total = ir.Constant(sums64_type, None)
+            for part in range(vectors_per_pass):
                 finals[pair][part].add_incoming(zero, entry)
                 finals[pair][part].add_incoming(updated[pair][part], loop)
-                total = builder.add(total, builder.sext(finals[pair][part], wide64))  # lanes summed in int64
+                total = builder.add(total, builder.sext(finals[pair][part], sums64_type))  # summed in int64
             results.append(builder.call(reduce_add, [total]))
         return context.make_tuple(builder, sig.return_type, results)
 
-    return dots
+    return block
 
 
 def _i64(value):
     return ir.Constant(_I64, value)
 
 
+# The three shapes the int8 kernels take, all built by int_dots(x_rows, weight_rows):
+dot_one_row = int_dots(1, 1)  # one row of x . one row of q
+dot_x_rows = int_dots(X_ROWS_PER_PASS, 1)  # X_ROWS_PER_PASS rows of x . one row of q, read once for all of them
+dot_weight_streams = int_dots(1, WEIGHT_STREAMS)  # one row of x . WEIGHT_STREAMS rows of q, read side by side
+
 _ABS_MASK = np.int32(0x7FFFFFFF)  # a float32's bits without its sign
 _INFINITY_BITS = np.int32(0x7F800000)  # bits of float32 infinity; NaNs lie above
-
-GROUP = 4  # rows of x per pass over a row of weights in ``int_dots``: 8 accumulators of AVX2's 16 registers
-# Rows of weights read side by side by ``int_dot_lanes`` (8 accumulators too). One sequential stream per
-# thread left a one-token product short of what memory delivers: on distilgpt2's shapes, 2 streams took
-# 14-27 % less time on the LM head than 1, and 4 streams 6-10 % less than 2 on every shape, from 22-34 to
-# 31-40 GB/s (paired runs on this machine).
-LANES = 4
-_dot_1 = _dots_of_rows(1)
 
 
 @jit()
@@ -161,7 +192,7 @@ def int16_row(x_row, xq_row):
     A NaN or infinity in x_row returns NaN and leaves xq_row unspecified: the caller must not use it."""
     # The largest |x| found on the bit patterns: with the sign bit cleared, a float32's bits order like its
     # magnitude, and infinity and NaN order above every finite value. An integer max vectorises; a float
-    # max that must keep NaN does not (3x slower on a 3072-wide row).
+    # max that must keep NaN does not.
     magnitude_bits = np.int32(0)
     for bits in x_row.view(np.int32):
         magnitude_bits = max(magnitude_bits, bits & _ABS_MASK)
@@ -175,58 +206,3 @@ def int16_row(x_row, xq_row):
     for k in range(x_row.size):
         xq_row[k] = np.int16(min(max(np.rint(np.float64(x_row[k]) * inverse), -INT16_MAX), INT16_MAX))
     return np.float64(peak) / INT16_MAX
-
-
-# int_dot, int_dots and int_dot_lanes are inlined into the kernels' loops (Numba IR inlining). As calls, each
-# cost ~30 ns: a one-token decode of distilgpt2's shape ran 3-5 % slower and a batch of 8 ~10 % (paired runs
-# on this machine).
-@jit(inline="always")
-def int_dot(x_int, q, row):
-    """The exact integer dot product x_int[0] . q[row] (int64) for x_int int16 [1, K], q int8 [N, K]."""
-    depth = q.shape[1]
-    total = np.int64(0)
-    k0 = 0
-    vector_end = depth - depth % CHUNK
-    while k0 < vector_end:
-        n = min(BLOCK, vector_end - k0)
-        total += _dot_1(x_int, 0, q, row, 0, k0, n)[0]
-        k0 += n
-    for k in range(k0, depth):
-        total += np.int64(x_int[0, k]) * np.int64(q[row, k])
-    return total
-
-
-def _blocked_dots(rows, weight_rows):
-    """``dots(x_int, first, q, row, stride, totals)``: totals[w * rows + r] = x_int[first + r] . q[row + w *
-    stride] exactly (int64) for r < ``rows``, w < ``weight_rows``, x_int int16 [M, K] and q int8 [N, K] (the
-    rows must exist), in IR loops of at most BLOCK weights (exact int32 lanes), then the tail past the last
-    CHUNK one weight at a time."""
-    block_dots = _dots_of_rows(rows, weight_rows)
-
-    @jit(inline="always")
-    def dots(x_int, first, q, row, stride, totals):
-        depth = q.shape[1]
-        totals[:] = 0
-        k0 = 0
-        vector_end = depth - depth % CHUNK
-        while k0 < vector_end:
-            n = min(BLOCK, vector_end - k0)
-            sums = block_dots(x_int, first, q, row, stride, k0, n)
-            for i in range(rows * weight_rows):
-                totals[i] += sums[i]
-            k0 += n
-        for k in range(k0, depth):
-            for w in range(weight_rows):
-                weight = np.int64(q[row + w * stride, k])
-                for r in range(rows):
-                    totals[w * rows + r] += np.int64(x_int[first + r, k]) * weight
-
-    return dots
-
-
-# GROUP rows of x_int (first .. first+GROUP-1) against one row of q, which is read once: int_dots(x_int, first,
-# q, row, 0, totals).
-int_dots = _blocked_dots(GROUP, 1)
-# One row of x_int against LANES distant rows of q (row + w * stride), read side by side, each as its own
-# stream: int_dot_lanes(x_int, 0, q, row, stride, totals).
-int_dot_lanes = _blocked_dots(1, LANES)

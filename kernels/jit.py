@@ -8,12 +8,15 @@ run instead (correct, only slower to start), and one warning says how to get the
 For whoever edits the kernels: Numba checks a cached kernel against its own source file only. A kernel that
 calls a function from another file (quantized.py calling intdot.py, say) keeps its cached copy of the old
 callee after that file changes; delete the caches (``find . -name '*.nb[ic]' -delete``) after such an edit.
-An installed package is replaced whole, so users never meet this.
+The same holds for a kernel built by a factory in another file (``tiles.panel_gemm``): its cache sits with
+the factory's file and does not see edits to the step it was built around. An installed package is replaced
+whole, so users never meet this.
 """
 
 import warnings
 
 from numba import njit
+from numba.extending import register_jitable
 
 _warned = False
 
@@ -33,3 +36,12 @@ def jit(**options):
             return njit(**options)(function)
 
     return decorate
+
+
+def jit_step(**options):
+    """A function compiled into each kernel that calls it, never on its own (``register_jitable``): for the
+    steps a kernel factory closes over (``tiles.panel_gemm``'s packing step). Numba's disk cache keys a
+    closure by a hash of what it closes over: a plain function hashes by its name, the same in every process,
+    while a ``jit`` dispatcher pickles differently in each, so a kernel closing over one would be compiled
+    again on every run."""
+    return register_jitable(**options)

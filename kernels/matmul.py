@@ -7,42 +7,32 @@ The kernel is chosen by the number of rows M of x:
   of x (``tiles.stream_rows``); a second pass sums the per-thread partials and applies bias, accumulate, GELU.
 * ``linear``, M > SMALL_M (prefill): compute-bound. By default (see ``gemm_kernel``) np.matmul, i.e.
   NumPy's BLAS, then one pass for bias/accumulate/GELU. Our own GEMM stays available (``gemm="numba"``)
-  and is used when the thread count is lowered: a blocked GEMM on a 3x4 register tile of dot products
-  (``tiles.dot_3x4``: LLVM vectorises its k loop into 12 vector accumulators, ymm registers on AVX2). Each
-  task transposes a 64-column panel of w into a K-contiguous buffer that stays in L2 while the rows of
-  x stream past it, then applies bias/accumulate/GELU to its panel.
+  and is used when the thread count is lowered: ``tiles.panel_gemm``, whose tasks each transpose a 64-column
+  panel of w into a K-contiguous buffer that stays in L2 while the rows of x stream past it through a 3x4
+  register tile of dot products (``tiles.dot_3x4``), then apply bias/accumulate/GELU to their panel.
 * ``linear_nt``: rows of w are already K-contiguous. M = 1 takes one dot product per row of w
   (``_gemv_nt``, two rows at a time from the two halves of each thread's slab); larger M the GEMM (BLAS
-  or ours, as above; ours reads w in place).
+  or ours, as above; ours reads w in place when K fits one k-block).
 
-All products accumulate in float32. On the 2-core test machine the decode kernels run at DRAM bandwidth,
-like np.matmul. For M = 512 our GEMM reaches ~0.7-0.8x OpenBLAS's speed (126 vs 179 GFLOP/s, 2 threads),
-so the engine hands large products to BLAS. Two thread pools then take turns on the same cores, which only
-pays because ``tinygpt/__init__.py`` shortens how long each pool's idle threads spin (GOMP_SPINCOUNT,
-OPENBLAS_THREAD_TIMEOUT): with spinning threads in the way, a 512-token prefill was ~1.3x *slower* with
-BLAS than all-Numba; with them shortened, ~1.1-1.4x faster.
-``benchmarks/matmul.py`` prints both GEMMs side by side.
+All products accumulate in float32. The decode kernels run at the memory's bandwidth, like np.matmul; for
+large M, OpenBLAS's GEMM is faster than ours, so the engine hands it those products. Two thread pools then
+take turns on the same cores, which only pays because ``tinygpt/__init__.py`` shortens how long each pool's
+idle threads spin. ``benchmarks/matmul.py`` prints both GEMMs side by side, and its docstring records the
+measurements behind these choices.
 """
 
 import numpy as np
 from numba import prange
 
 from .activations import gelu_in_place
-from .jit import jit
-from .threads import (
-    apply_num_threads,
-    check_f32,
-    check_shape,
-    get_num_threads,
-    max_threads,
-    output_array,
-)
+from .checks import check_gemm
+from .jit import jit, jit_step
+from .threads import apply_num_threads, get_num_threads, max_threads
 from .tiles import FAST as _FAST
-from .tiles import KC as _KC
 from .tiles import NC as _NC
-from .tiles import dot_2rows, dot_row, panel_product, split_k, stream_rows
+from .tiles import dot_2rows, dot_row, panel_gemm, panel_product, split_k, stream_rows
 
-SMALL_M = 48  # up to here streaming w beats the GEMM, which must first transpose-pack it (measured crossover)
+SMALL_M = 48  # up to here streaming w beats the GEMM, which must first transpose-pack it (the measured crossover)
 
 
 # --- small M: stream the weights once ---------------------------------------------------------------------
@@ -85,13 +75,13 @@ def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
         _finish_columns(partials, b, out, j0, min(n, j0 + columns_per_task), accumulate, gelu)
 
 
-# --- large M: blocked GEMM on the 3x4 tile of tiles.py ----------------------------------------------
+# --- large M: the blocked GEMM of tiles.py ------------------------------------------------------------
 
 
-@jit(fastmath=_FAST)
+@jit_step(fastmath=_FAST)
 def _pack_transposed(w, k0, k1, j0, width, panel):
-    """panel[c, k - k0] = w[k, j0 + c]: a K-contiguous copy of a column panel of w [K, N].
-    Strips of 8 columns keep the 8 written panel rows in L1 (3x faster than whole-panel rows)."""
+    """panel[c, k - k0] = w[k, j0 + c]: a K-contiguous copy of a column panel of w [K, N]. Strips of 8
+    columns keep the 8 panel rows being written in L1 (whole-panel rows would not stay there)."""
     for c0 in range(0, width, 8):
         strip = min(8, width - c0)
         for k in range(k0, k1):
@@ -100,7 +90,7 @@ def _pack_transposed(w, k0, k1, j0, width, panel):
                 panel[c0 + c, k - k0] = row[c]
 
 
-@jit(fastmath=_FAST)
+@jit_step(fastmath=_FAST)
 def _pack_rows(w, k0, k1, j0, width, panel):
     """panel[c, k - k0] = w[j0 + c, k]: a k-block of rows of w [N, K]."""
     for c in range(width):
@@ -108,34 +98,26 @@ def _pack_rows(w, k0, k1, j0, width, panel):
             panel[c, k - k0] = w[j0 + c, k]
 
 
+_linear_gemm = panel_gemm(_pack_transposed)  # out = [out +] x @ w + b, then GELU if asked, for w [K, N]
+_gemm_nt = panel_gemm(_pack_rows)  # out = x @ w.T for w [N, K] deeper than one k-block
+
+
 @jit(parallel=True, fastmath=_FAST)
-def _linear_gemm(x_blocks, depth, w, b, out, accumulate, gelu):
-    """out = [out +] x @ w + b, then GELU if asked; x given as split_k blocks; one column panel per task."""
-    rows = out.shape[0]
-    n = w.shape[1]
+def _gemm_nt_in_place(x_block, depth, w, out):
+    """out = x @ w.T for w [N, K] with K <= KC, x_block the one split_k block of x: one panel of rows of w
+    per task, read in place (its rows are already K-contiguous, and one k-block needs no copy to stay in L2)."""
+    n = w.shape[0]
     for p in prange((n + _NC - 1) // _NC):
         j0 = p * _NC
         width = min(_NC, n - j0)
-        for i in range(rows):
-            for c in range(width):
-                out[i, j0 + c] = b[j0 + c] + out[i, j0 + c] if accumulate else b[j0 + c]
-        panel = np.empty((_NC, _KC), np.float32)
-        for kb in range(x_blocks.shape[0]):
-            k0 = kb * _KC
-            k1 = min(depth, k0 + _KC)
-            _pack_transposed(w, k0, k1, j0, width, panel)
-            panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
-        if gelu:
-            for i in range(rows):
-                gelu_in_place(out[i, j0 : j0 + width])
+        out[:, j0 : j0 + width] = 0.0
+        panel_product(x_block, depth, w, j0, out, j0, width)
 
 
 @jit(parallel=True, fastmath=_FAST)
 def _gemv_nt(x_row, w, out_row, slabs):
     """out_row = w @ x_row for w [N, K]: one dot product per row of w. Each thread takes one contiguous slab
-    of rows and reads its two halves side by side, two sequential streams: the LM head read 10-14 % faster
-    than as one stream per thread (rows in memory order), and than with the two halves' rows taken in turn,
-    one dot product at a time."""
+    of rows and reads its two halves side by side: two sequential streams per thread read faster than one."""
     n = w.shape[0]
     per_slab = (n + slabs - 1) // slabs
     for t in prange(slabs):
@@ -146,26 +128,6 @@ def _gemv_nt(x_row, w, out_row, slabs):
             out_row[j], out_row[j + half] = dot_2rows(x_row, w[j], w[j + half])
         if (j1 - j0) % 2:
             out_row[j1 - 1] = dot_row(x_row, w[j1 - 1])
-
-
-@jit(parallel=True, fastmath=_FAST)
-def _gemm_nt(x_blocks, depth, w, out):
-    """out = x @ w.T for w [N, K], x given as split_k blocks; one panel of rows of w per task.
-    A single k-block reads w in place; deeper products copy each k-block of the panel first."""
-    n = w.shape[0]
-    for p in prange((n + _NC - 1) // _NC):
-        j0 = p * _NC
-        width = min(_NC, n - j0)
-        out[:, j0 : j0 + width] = 0.0
-        if x_blocks.shape[0] == 1:
-            panel_product(x_blocks[0], depth, w, j0, out, j0, width)
-            continue
-        panel = np.empty((_NC, _KC), np.float32)
-        for kb in range(x_blocks.shape[0]):
-            k0 = kb * _KC
-            k1 = min(depth, k0 + _KC)
-            _pack_rows(w, k0, k1, j0, width, panel)
-            panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
 
 
 @jit(parallel=True, fastmath=_FAST)
@@ -180,7 +142,7 @@ def _add_bias(product, b, out, accumulate, gelu):
             gelu_in_place(out[i])
 
 
-# --- public wrappers --------------------------------------------------------------------------------------
+# --- the kernels -----------------------------------------------------------------------------------------
 
 
 def linear(
@@ -198,47 +160,17 @@ def linear(
     x [M, K], w [K, N], b [N]: float32, C-contiguous (w may be a np.memmap view). out [M, N] float32:
     ``out = x @ w + b``; ``gelu=True``: ``out = gelu_new(x @ w + b)``; ``accumulate=True``:
     ``out += x @ w + b`` (out must then be given). gelu and accumulate together are an error.
-    out=None allocates. ``gemm`` picks the kernel for M > SMALL_M (see :func:`gemm_kernel`). Returns out."""
-    check_f32("x", x, 2)
-    check_f32("w", w, 2)
-    check_f32("b", b, 1)
-    rows, depth = x.shape
-    if w.shape[0] != depth:
-        raise ValueError(f"w must have shape ({depth}, N) to match x {x.shape}, got {w.shape}")
-    n = w.shape[1]
-    check_shape("b", b, (n,))
-    _check_gemm(gemm)
-    if gelu and accumulate:
-        raise ValueError("gelu and accumulate cannot be combined")
-    if accumulate and out is None:
-        raise ValueError("accumulate=True needs out (the array to add into)")
-    out = output_array(out, (rows, n), {"x": x, "w": w, "b": b})
-    apply_num_threads()
-    return linear_unchecked(x, w, b, out, accumulate=accumulate, gelu=gelu, gemm=gemm)
+    out=None allocates. ``gemm`` picks the kernel for M > SMALL_M (see :func:`gemm_kernel`). Returns out.
 
-
-def linear_unchecked(
-    x: np.ndarray,
-    w: np.ndarray,
-    b: np.ndarray,
-    out: np.ndarray | None = None,
-    *,
-    accumulate: bool = False,
-    gelu: bool = False,
-    gemm: str = "auto",
-) -> np.ndarray:
-    """:func:`linear` without its argument checks, for a caller whose arrays are valid by construction
-    (tinygpt's forward pass: weights checked at load, activations it allocated itself) and which has called
-    ``threads.apply_num_threads()`` in this Python thread. The checks and that call cost ~5 microseconds,
-    0.2 ms of a decode step's 44 kernel calls; arrays that break linear's contract here give wrong results
-    or crash."""
+    Checks none of this: a caller passing arrays it did not build calls ``checks.linear`` first."""
+    slabs = apply_num_threads()
     rows, n = x.shape[0], w.shape[1]
     if out is None:
         out = np.empty((rows, n), np.float32)
     if out.size == 0:
         return out
     if rows <= SMALL_M:
-        _linear_small_m(x, w, b, out, accumulate, gelu, get_num_threads())
+        _linear_small_m(x, w, b, out, accumulate, gelu, slabs)
     elif gemm_kernel(gemm) == "numba":
         _linear_gemm(split_k(x), x.shape[1], w, b, out, accumulate, gelu)
     else:
@@ -252,30 +184,23 @@ def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None, *, ge
 
     x [M, K], w [N, K]: float32, C-contiguous (w may be a np.memmap view). out [M, N] float32 =
     ``x @ w.T``; None allocates. ``gemm`` picks the kernel for M > SMALL_M (see :func:`gemm_kernel`).
-    Returns out."""
-    check_f32("x", x, 2)
-    check_f32("w", w, 2)
+    Returns out.
+
+    Checks none of this: a caller passing arrays it did not build calls ``checks.linear_nt`` first."""
+    slabs = apply_num_threads()
     rows, depth = x.shape
-    if w.shape[1] != depth:
-        raise ValueError(f"w must have shape (N, {depth}) to match x {x.shape}, got {w.shape}")
-    _check_gemm(gemm)
-    out = output_array(out, (rows, w.shape[0]), {"x": x, "w": w})
-    apply_num_threads()
-    return linear_nt_unchecked(x, w, out, gemm=gemm)
-
-
-def linear_nt_unchecked(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None, *,
-                        gemm: str = "auto") -> np.ndarray:
-    """:func:`linear_nt` without its argument checks (see :func:`linear_unchecked`)."""
-    rows = x.shape[0]
     if out is None:
         out = np.empty((rows, w.shape[0]), np.float32)
     if out.size == 0:
         return out
     if rows == 1:
-        _gemv_nt(x[0], w, out[0], get_num_threads())
+        _gemv_nt(x[0], w, out[0], slabs)
     elif rows <= SMALL_M or gemm_kernel(gemm) == "numba":
-        _gemm_nt(split_k(x), x.shape[1], w, out)
+        x_blocks = split_k(x)
+        if x_blocks.shape[0] == 1:
+            _gemm_nt_in_place(x_blocks[0], depth, w, out)
+        else:
+            _gemm_nt(x_blocks, depth, w, None, out, False, False)
     else:
         np.matmul(x, w.T, out=out)
     return out
@@ -286,13 +211,8 @@ def gemm_kernel(choice: str = "auto") -> str:
     (np.matmul, i.e. NumPy's BLAS). "auto" takes BLAS when our kernels run on every available core, which
     is BLAS's own default; with fewer threads it takes ours, so that a thread limit set with
     ``set_num_threads`` holds for whole forward passes (NumPy's BLAS pool cannot be resized at run time)."""
-    _check_gemm(choice)
+    check_gemm(choice)
     if choice == "auto":
         return "blas" if get_num_threads() == max_threads() else "numba"
     return choice
 
-
-def _check_gemm(choice: object) -> None:
-    """Checked on every call, whatever M: a wrong name must not pass just because this M needs no GEMM."""
-    if choice not in ("auto", "numba", "blas"):
-        raise ValueError(f'gemm must be "auto", "numba" or "blas", got {choice!r}')

@@ -10,28 +10,26 @@ copy of a weight.
 
 Every int8 weight is stored with its outputs as rows, including GPT-2's Conv1D layers, whose files hold
 ``[inputs, outputs]``: ``quantize_columns`` transposes them while quantizing, in cache-sized tiles (a
-float32 transposed copy made first took more than half of an int8 load). Decode then takes
-one dot product per output, each thread reading its slab of q as LANES sequential streams side by side,
-with the scale, bias and residual add applied as each result is made and GELU over the slab, in one
-parallel pass. On the test machine, with one stream per thread, that ran a layer's four one-token
-products ~1.2x faster than streaming ``[inputs, outputs]`` rows into partial sums, which needs a second
-pass to add them up.
+float32 transposed copy made first would cost more than the quantizing). Decode then takes one dot product
+per output, each thread reading its slab of q as WEIGHT_STREAMS sequential streams side by side, with the
+scale, bias and residual add applied as each result is made and GELU over the slab, in one parallel pass:
+no second pass to add up partial sums, as streaming ``[inputs, outputs]`` rows would need.
 
 * M = 1 (decode): x is rounded to int16 steps of max|x| / 32767 (``intdot.int16_row``), then one exact
-  integer dot product per row of q (``intdot.int_dot_lanes``: vpmaddwd on AVX2, 16 weights per instruction),
-  ``(sum_k x_int[k] q[j, k]) * step * scale[j] + b[j]``. Widening each weight to float32 instead left these
-  products compute-bound at ~28 GB/s; the rounding moves x by at most half a step, 1/65534 of its largest
-  element, where the weights' own rounding is 1/254 of theirs (on a distilgpt2-shaped model: logits move by
-  at most 6.4e-3 against the weights' 1.47, see tests/test_model.py).
-* 1 < M <= INT16_ROWS (batched decode): the same integer products, each row of q read once for GROUP rows
-  of x at a time (``intdot.int_dots``); every row of x has its own step.
-* M > INT16_ROWS (prompts): the float32 GEMM of ``tiles`` (3x4 micro-kernel, x in k-blocks); its
-  packing step, which copies a 64-row panel of the weight into a K-contiguous buffer anyway, dequantizes
-  the int8 panel (``q * scale``) into it, and the panel (192 KB) serves every row of x. (A 4x3 tile of
-  integer dot products, built like ``intdot``'s, ran no faster at M = 512 on Zen 3, whose single vpmaddwd
-  per cycle does as many multiply-adds as its two float32 FMAs.)
+  integer dot product per row of q (``intdot.dot_weight_streams``: vpmaddwd on AVX2, 16 weights per
+  instruction), ``(sum_k x_int[k] q[j, k]) * step * scale[j] + b[j]``. Widening each weight to float32
+  instead leaves these products compute-bound; the rounding moves x by at most half a step, 1/65534 of its
+  largest element, where the weights' own rounding is 1/254 of theirs (tests/test_model.py bounds what it
+  does to the logits).
+* 1 < M <= INT16_ROWS (batched decode): the same integer products, each row of q read once for
+  X_ROWS_PER_PASS rows of x at a time (``intdot.dot_x_rows``); every row of x has its own step.
+* M > INT16_ROWS (prompts): ``tiles.panel_gemm``, the float32 GEMM, whose packing step here dequantizes
+  a 64-row panel of q (``q * scale``) into the K-contiguous buffer it fills anyway; the panel serves every
+  row of x. (Integer tiles would not pay there: on a CPU with one vpmaddwd per cycle, that does as many
+  multiply-adds as its two float32 FMAs.)
 
-Measured against the float32 kernels on distilgpt2's shapes by ``benchmarks/quantized_matmul.py``.
+Measured against the float32 kernels on distilgpt2's shapes by ``benchmarks/quantized_matmul.py``, whose
+docstring records the measurements behind these choices.
 """
 
 import math
@@ -40,17 +38,16 @@ import numpy as np
 from numba import prange
 
 from .activations import gelu_in_place
-from .intdot import GROUP, LANES, int16_row, int_dot, int_dot_lanes, int_dots
-from .jit import jit
-from .threads import apply_num_threads, check_f32, check_shape, get_num_threads, output_array
+from .intdot import WEIGHT_STREAMS, X_ROWS_PER_PASS, dot_one_row, dot_weight_streams, dot_x_rows, int16_row
+from .jit import jit, jit_step
+from .threads import apply_num_threads
 from .tiles import FAST as _FAST
-from .tiles import KC as _KC
 from .tiles import NC as _NC
-from .tiles import dot_row, panel_product, split_k
+from .tiles import dot_row, panel_gemm, split_k
 
 # Products of up to INT16_ROWS rows of x (decode, batched decode) round x to int16 and multiply integers; more
-# rows (prompts) run the float32 GEMM on dequantized panels. The integer path measured faster up to 24-32 rows
-# on distilgpt2's shapes; 16 leaves a margin on machines where the crossover comes sooner.
+# rows (prompts) run the float32 GEMM on dequantized panels. 16 lies below the measured crossover on
+# distilgpt2's shapes, with a margin for machines where it comes sooner.
 INT16_ROWS = 16
 _QMAX = 127  # symmetric range [-127, 127]: -128 is never produced, so -q never overflows
 
@@ -155,8 +152,9 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     w: float32 [N, K], C-contiguous. Returns q int8 [N, K] and scale float32 [N] with
     ``scale[i] = max|w[i, :]| / 127`` (1 for an all-zero row) and ``q = round(w / scale[:, None])`` clipped
-    to [-127, 127]."""
-    check_f32("w", w, 2)
+    to [-127, 127]. A NaN or infinite weight raises ValueError naming its row.
+
+    Checks no argument: a caller passing an array it did not build calls ``checks.quantize_rows`` first."""
     apply_num_threads()
     scale = _scales_from_peaks(_row_peaks(w), "row")
     q = np.empty(w.shape, np.int8)
@@ -171,8 +169,9 @@ def quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     w: float32 [K, N], C-contiguous. Returns q int8 [N, K] and scale float32 [N] with
     ``scale[j] = max|w[:, j]| / 127`` (1 for an all-zero column) and ``q[j, k] = round(w[k, j] / scale[j])``
-    clipped to [-127, 127]."""
-    check_f32("w", w, 2)
+    clipped to [-127, 127]. A NaN or infinite weight raises ValueError naming its column.
+
+    Checks no argument: a caller passing an array it did not build calls ``checks.quantize_columns`` first."""
     apply_num_threads()
     scale = _scales_from_peaks(_column_peaks(w), "column")
     q = np.empty(w.shape[::-1], np.int8)
@@ -183,9 +182,87 @@ def quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- x @ (q * scale[:, None]).T + b -----------------------------------------------------------------------
 
 
-@jit(fastmath=_FAST)
-def _pack_dequantized_rows(q, scale, k0, k1, j0, width, panel):
-    """panel[c, k - k0] = q[j0 + c, k] * scale[j0 + c]: a dequantized k-block of rows of q [N, K]."""
+# _output_value and _finish_output are inlined (Numba IR) into the decode kernels' loops, which call them once
+# per output: as calls, they made those products slower (benchmarks/quantized_matmul.py's docstring).
+@jit(fastmath=_FAST, inline="always")
+def _output_value(total, step, x, i, q, scale, j):
+    """x[i] . q[j] * scale[j], from ``total``, the exact integer dot product of x[i]'s int16 steps with q[j]:
+    scaled by step * scale[j] and rounded once. A row of x holding NaN or infinity (step NaN) cannot be
+    rounded to integers: it takes a float32 dot product, so the NaN/inf reaches the output as in float32."""
+    if math.isnan(step):
+        return dot_row(x[i], q[j]) * scale[j]
+    return np.float32(np.float64(total) * (step * scale[j]))
+
+
+@jit(fastmath=_FAST, inline="always")
+def _finish_output(value, b, out, i, j, accumulate):
+    """out[i, j] = [out[i, j] +] value + b[j] (no bias when b is None)."""
+    if b is not None:
+        value += b[j]
+    out[i, j] = value + out[i, j] if accumulate else value
+
+
+@jit(parallel=True, fastmath=_FAST)
+def _gemv_nt_int8(x, q, scale, b, out, accumulate, gelu, slabs):
+    """out = [out +] x @ (q * scale[:, None]).T + b, GELU if asked, for one row of x and q [N, K]: one dot
+    product per row of q. Each of the ``slabs`` tasks (one per thread) takes a contiguous slab of rows, cut
+    into WEIGHT_STREAMS runs of consecutive rows read side by side (``dot_weight_streams``), then GELU over
+    its slab's outputs. x is first rounded to int16 steps (``int16_row``)."""
+    n = q.shape[0]
+    x_int = np.empty((1, x.shape[1]), np.int16)
+    step = int16_row(x[0], x_int[0])
+    finite = not math.isnan(step)
+    per_slab = (n + slabs - 1) // slabs
+    for t in prange(slabs):
+        j0 = min(n, t * per_slab)
+        j1 = min(n, j0 + per_slab)
+        per_stream = (j1 - j0) // WEIGHT_STREAMS  # rows per stream; the remainder rows come last, one at a time
+        totals = np.empty(WEIGHT_STREAMS, np.int64)
+        for j in range(j0, j0 + per_stream):
+            if finite:
+                dot_weight_streams(x_int, 0, q, j, per_stream, totals)
+            for w in range(WEIGHT_STREAMS):
+                row = j + w * per_stream
+                _finish_output(_output_value(totals[w], step, x, 0, q, scale, row), b, out, 0, row, accumulate)
+        for row in range(j0 + WEIGHT_STREAMS * per_stream, j1):
+            if finite:
+                dot_one_row(x_int, 0, q, row, 0, totals)
+            _finish_output(_output_value(totals[0], step, x, 0, q, scale, row), b, out, 0, row, accumulate)
+        if gelu:
+            gelu_in_place(out[0, j0:j1])
+
+
+@jit(parallel=True, fastmath=_FAST)
+def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
+    """``_gemv_nt_int8`` for a few rows of x (batched decode): every row rounded to int16 steps, then each
+    row of q, read once, dotted exactly with X_ROWS_PER_PASS rows at a time (``dot_x_rows``)."""
+    rows, depth = x.shape
+    n = q.shape[0]
+    padded_rows = (rows + X_ROWS_PER_PASS - 1) // X_ROWS_PER_PASS * X_ROWS_PER_PASS
+    x_int = np.zeros((padded_rows, depth), np.int16)  # zero rows pad the last pass
+    steps = np.empty(rows)
+    for i in range(rows):
+        steps[i] = int16_row(x[i], x_int[i])
+    for p in prange((n + _NC - 1) // _NC):
+        j0 = p * _NC
+        j1 = min(n, j0 + _NC)
+        totals = np.empty(X_ROWS_PER_PASS, np.int64)
+        for j in range(j0, j1):
+            for first in range(0, rows, X_ROWS_PER_PASS):
+                dot_x_rows(x_int, first, q, j, 0, totals)
+                for i in range(first, min(rows, first + X_ROWS_PER_PASS)):
+                    value = _output_value(totals[i - first], steps[i], x, i, q, scale, j)
+                    _finish_output(value, b, out, i, j, accumulate)
+        if gelu:
+            for i in range(rows):
+                gelu_in_place(out[i, j0:j1])
+
+
+@jit_step(fastmath=_FAST)
+def _pack_dequantized_rows(weights, k0, k1, j0, width, panel):
+    """panel[c, k - k0] = q[j0 + c, k] * scale[j0 + c] for weights = (q, scale), q [N, K]: a dequantized
+    k-block of rows of q."""
+    q, scale = weights
     for c in range(width):
         s = scale[j0 + c]
         src = q[j0 + c, k0:k1]
@@ -194,122 +271,10 @@ def _pack_dequantized_rows(q, scale, k0, k1, j0, width, panel):
             dst[k] = np.float32(src[k]) * s
 
 
-@jit(fastmath=_FAST)
-def _finish_output(value, b, j, out_row, accumulate):
-    """out_row[j] = [out_row[j] +] value + b[j] (no bias when b is None)."""
-    if b is not None:
-        value += b[j]
-    out_row[j] = value + out_row[j] if accumulate else value
+_gemm_nt_int8 = panel_gemm(_pack_dequantized_rows)  # out = [out +] x @ (q * scale[:, None]).T + b, GELU if asked
 
 
-@jit(parallel=True, fastmath=_FAST)
-def _gemv_nt_int8(x_row, q, scale, b, out_row, accumulate, gelu, slabs):
-    """out_row = [out_row +] (q @ x_row) * scale + b, GELU if asked, for q [N, K]: one dot product per row
-    of q. Each of the ``slabs`` tasks (one per thread) takes a contiguous slab of rows, cut into LANES lanes
-    of consecutive rows read side by side (``int_dot_lanes``), then GELU over its slab's outputs.
-
-    x_row is first rounded to int16 steps (``int16_row``); each output is then an exact integer dot product
-    times step * scale[j], rounded once. A row holding NaN or infinity cannot be rounded to integers: it
-    takes float32 dot products instead, so the NaN/inf reaches the outputs as it would in float32."""
-    n = q.shape[0]
-    x_int = np.empty((1, x_row.size), np.int16)
-    step = int16_row(x_row, x_int[0])
-    finite = not math.isnan(step)
-    per_slab = (n + slabs - 1) // slabs
-    for t in prange(slabs):
-        j0 = min(n, t * per_slab)
-        j1 = min(n, j0 + per_slab)
-        lane = (j1 - j0) // LANES  # rows per lane; the remainder rows come last, one at a time
-        totals = np.empty(LANES, np.int64)
-        for j in range(j0, j0 + lane):
-            if finite:
-                int_dot_lanes(x_int, 0, q, j, lane, totals)
-            for w in range(LANES):
-                row = j + w * lane
-                if finite:
-                    value = np.float32(np.float64(totals[w]) * (step * scale[row]))
-                else:
-                    value = dot_row(x_row, q[row]) * scale[row]
-                _finish_output(value, b, row, out_row, accumulate)
-        for row in range(j0 + LANES * lane, j1):
-            if finite:
-                value = np.float32(np.float64(int_dot(x_int, q, row)) * (step * scale[row]))
-            else:
-                value = dot_row(x_row, q[row]) * scale[row]
-            _finish_output(value, b, row, out_row, accumulate)
-        if gelu:
-            gelu_in_place(out_row[j0:j1])
-
-
-@jit(parallel=True, fastmath=_FAST)
-def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
-    """``_gemv_nt_int8`` for a few rows of x (batched decode): every row rounded to int16 steps, then each
-    row of q, read once, dotted exactly with GROUP rows at a time (``int_dots``). Rows holding NaN or
-    infinity take float32 dot products."""
-    rows, depth = x.shape
-    n = q.shape[0]
-    x_int = np.zeros(((rows + GROUP - 1) // GROUP * GROUP, depth), np.int16)  # zero rows pad the last group
-    steps = np.empty(rows)
-    for i in range(rows):
-        steps[i] = int16_row(x[i], x_int[i])
-    for p in prange((n + _NC - 1) // _NC):
-        j0 = p * _NC
-        j1 = min(n, j0 + _NC)
-        totals = np.empty(GROUP, np.int64)
-        for j in range(j0, j1):
-            for first in range(0, rows, GROUP):
-                int_dots(x_int, first, q, j, 0, totals)
-                for i in range(first, min(rows, first + GROUP)):
-                    if math.isnan(steps[i]):
-                        value = dot_row(x[i], q[j]) * scale[j]
-                    else:
-                        value = np.float32(np.float64(totals[i - first]) * (steps[i] * scale[j]))
-                    if b is not None:
-                        value += b[j]
-                    out[i, j] = value + out[i, j] if accumulate else value
-        if gelu:
-            for i in range(rows):
-                gelu_in_place(out[i, j0:j1])
-
-
-@jit(parallel=True, fastmath=_FAST)
-def _gemm_nt_int8(x_blocks, depth, q, scale, b, out, accumulate, gelu):
-    """out = [out +] x @ (q * scale[:, None]).T + b, GELU if asked, for q [N, K], x given as split_k blocks;
-    one panel of rows of q per task, dequantized a k-block at a time."""
-    rows = out.shape[0]
-    n = q.shape[0]
-    for p in prange((n + _NC - 1) // _NC):
-        j0 = p * _NC
-        width = min(_NC, n - j0)
-        for i in range(rows):
-            for c in range(width):
-                start = out[i, j0 + c] if accumulate else np.float32(0.0)
-                out[i, j0 + c] = start + b[j0 + c] if b is not None else start
-        panel = np.empty((_NC, _KC), np.float32)
-        for kb in range(x_blocks.shape[0]):
-            k0 = kb * _KC
-            k1 = min(depth, k0 + _KC)
-            _pack_dequantized_rows(q, scale, k0, k1, j0, width, panel)
-            panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
-        if gelu:
-            for i in range(rows):
-                gelu_in_place(out[i, j0 : j0 + width])
-
-
-# --- public wrappers --------------------------------------------------------------------------------------
-
-
-def _check_int8(name: str, a: object) -> np.ndarray:
-    """Return ``a`` if it is a 2-D C-contiguous int8 ndarray, else raise ValueError."""
-    if not isinstance(a, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.int8:
-        raise ValueError(f"{name} must be int8 (from quantize_rows), got {a.dtype}")
-    if a.ndim != 2:
-        raise ValueError(f"{name} must have 2 dimensions, got shape {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
-    return a
+# --- the kernel -------------------------------------------------------------------------------------------
 
 
 def linear_nt_int8(
@@ -329,50 +294,19 @@ def linear_nt_int8(
     ``accumulate=True``: ``out += ...`` (out must then be given). gelu and accumulate together are an
     error. out=None allocates. Returns out. For M <= INT16_ROWS each row of x is first rounded to int16
     steps of max|row| / 32767 (the product is then exact up to that rounding and the final float32 one);
-    more rows compute in float32."""
-    check_f32("x", x, 2)
-    _check_int8("q", q)
-    rows, depth = x.shape
-    if q.shape[1] != depth:
-        raise ValueError(f"q must have shape (N, {depth}) to match x {x.shape}, got {q.shape}")
-    n = q.shape[0]
-    check_f32("scale", scale, 1)
-    check_shape("scale", scale, (n,))
-    inputs = {"x": x, "q": q, "scale": scale}
-    if b is not None:
-        check_f32("b", b, 1)
-        check_shape("b", b, (n,))
-        inputs["b"] = b
-    if gelu and accumulate:
-        raise ValueError("gelu and accumulate cannot be combined")
-    if accumulate and out is None:
-        raise ValueError("accumulate=True needs out (the array to add into)")
-    out = output_array(out, (rows, n), inputs)
-    apply_num_threads()
-    return linear_nt_int8_unchecked(x, q, scale, b, out, accumulate=accumulate, gelu=gelu)
+    more rows compute in float32.
 
-
-def linear_nt_int8_unchecked(
-    x: np.ndarray,
-    q: np.ndarray,
-    scale: np.ndarray,
-    b: np.ndarray | None = None,
-    out: np.ndarray | None = None,
-    *,
-    accumulate: bool = False,
-    gelu: bool = False,
-) -> np.ndarray:
-    """:func:`linear_nt_int8` without its argument checks, for a caller whose arrays are valid by
-    construction (see ``matmul.linear_unchecked``)."""
+    Checks none of this: a caller passing arrays it did not build calls ``checks.linear_nt_int8`` first."""
+    slabs = apply_num_threads()
     rows = x.shape[0]
     if out is None:
         out = np.empty((rows, q.shape[0]), np.float32)
     if out.size == 0:
         return out
     if rows == 1:
-        _gemv_nt_int8(x[0], q, scale, b, out[0], accumulate, gelu, get_num_threads())
+        _gemv_nt_int8(x, q, scale, b, out, accumulate, gelu, slabs)
     elif rows <= INT16_ROWS:
         _few_rows_int8(x, q, scale, b, out, accumulate, gelu)
     else:
-        _gemm_nt_int8(split_k(x), x.shape[1], q, scale, b, out, accumulate, gelu)
+        _gemm_nt_int8(split_k(x), x.shape[1], (q, scale), b, out, accumulate, gelu)
     return out

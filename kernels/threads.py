@@ -1,15 +1,15 @@
-"""Thread count of the Numba kernels, and the checks every kernel wrapper runs before launching one.
+"""Thread count of the Numba kernels: one process-wide setting, applied by every kernel call.
 
 Numba's own ``numba.set_num_threads`` is *thread-local*: a new Python thread starts at the pool default
-(``NUMBA_NUM_THREADS``, fixed when Numba is imported). So our setting lives here, process-wide, and each
-kernel wrapper calls :func:`apply_num_threads` right before launching, which copies it into the calling
-thread's Numba setting when they differ (a check of 1-2 microseconds; the ``*_unchecked`` kernels leave
-it to their caller: the model applies it once per forward pass). Kernels therefore honour
-:func:`set_num_threads` in every Python thread that calls them. Calling ``numba.set_num_threads`` directly
-has no lasting effect on our kernels: the next kernel call in that thread restores our count.
+(``NUMBA_NUM_THREADS``, fixed when Numba is imported). So our setting lives here, process-wide, and every
+kernel function starts with :func:`apply_num_threads`, which returns the count and copies it into the calling
+Python thread's Numba setting when that thread last applied a different one (it remembers what it applied in
+a ``threading.local``: Numba's own getter costs ten times as much). Kernels therefore honour
+:func:`set_num_threads` in every Python thread that calls them. Set the count here, not with
+``numba.set_num_threads``: a direct call is not seen, and holds in its thread until our setting changes.
 
 Default count: the ``TINYGPT_NUM_THREADS`` environment variable if set, else :func:`available_cores`
-(capped by Numba's pool size).
+(capped by Numba's pool size, ``NUMBA_NUM_THREADS``, which is checked here before Numba reads it).
 
 Concurrent kernel calls from several Python threads need a thread-safe Numba threading layer (omp or tbb;
 workqueue aborts the process). Unless the user chose one with ``NUMBA_THREADING_LAYER``, we ask Numba for a
@@ -17,11 +17,29 @@ thread-safe layer here, so a machine without one fails at the first kernel call,
 what to install, instead of crashing later under concurrency.
 """
 
-import operator
 import os
+import threading
 
-import numba
-import numpy as np
+
+def _check_numba_pool_size() -> None:
+    """Numba refuses ``NUMBA_NUM_THREADS`` below 1 at import with a message that does not name the variable;
+    say which variable and what it must be instead. (Runs before ``import numba``: ``kernels/__init__.py``
+    imports this module first.)"""
+    value = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    try:
+        count = int(value)
+    except ValueError:
+        return  # unset, or not an integer: Numba warns naming the variable and keeps its default
+    if count < 1:
+        raise ValueError(f"NUMBA_NUM_THREADS must be a thread count of at least 1 (it sizes Numba's thread "
+                         f"pool), got {value!r}: unset it or set it to a positive number")
+
+
+_check_numba_pool_size()
+
+import operator  # noqa: E402  (below: the check above must run before Numba is imported)
+
+import numba  # noqa: E402
 
 ENV_VAR = "TINYGPT_NUM_THREADS"
 
@@ -29,6 +47,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
 
 _num_threads: int | None = None  # resolved lazily so a bad environment variable fails at first use, not import
+_applied = threading.local()  # .count: what this Python thread last passed to numba.set_num_threads
 
 
 def available_cores() -> int:
@@ -57,19 +76,22 @@ def get_num_threads() -> int:
     return _num_threads
 
 
-def apply_num_threads() -> None:
-    """Make the calling Python thread launch Numba kernels with our thread count."""
-    n = get_num_threads()
-    if _numba_thread_count() != n:
-        numba.set_num_threads(n)
+def apply_num_threads() -> int:
+    """Our thread count, made the calling Python thread's Numba setting if it is not already: every kernel
+    function calls this before launching, and kernels that give each thread a slab of work take the count."""
+    n = _num_threads if _num_threads is not None else get_num_threads()
+    if getattr(_applied, "count", None) != n:
+        _set_numba_count(n)
+        _applied.count = n
+    return n
 
 
-def _numba_thread_count() -> int:
-    """``numba.get_num_threads()``. Its first call starts Numba's thread pool, which fails where neither
+def _set_numba_count(n: int) -> None:
+    """``numba.set_num_threads(n)``. Its first call starts Numba's thread pool, which fails where neither
     thread-safe threading layer can be loaded (no libgomp, no TBB: a slim container image, say); that
     failure is reported as what to install rather than as Numba's traceback."""
     try:
-        return numba.get_num_threads()
+        numba.set_num_threads(n)
     except ValueError as error:
         if "threading layer" not in str(error):
             raise
@@ -104,40 +126,3 @@ def _validated_count(n: object, name: str) -> int:
             f"{name} must be between 1 and {limit} (available cores, capped by NUMBA_NUM_THREADS), got {count}"
         )
     return count
-
-
-# --- argument checks shared by the kernel wrappers -------------------------------------------------------
-
-
-def check_f32(name: str, a: object, ndim: int | None = None) -> np.ndarray:
-    """Return ``a`` if it is a C-contiguous float32 ndarray (with ``ndim`` dims if given), else raise ValueError."""
-    if not isinstance(a, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.float32:
-        raise ValueError(f"{name} must be float32, got {a.dtype}")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
-    return a
-
-
-def check_shape(name: str, a: np.ndarray, shape: tuple[int, ...]) -> None:
-    """Raise ValueError unless ``a.shape == shape``."""
-    if a.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
-
-
-def output_array(out: object, shape: tuple[int, ...], inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """A fresh float32 array of ``shape`` if ``out`` is None, else ``out`` after checking it is a writable
-    C-contiguous float32 array of that shape that overlaps none of ``inputs`` (name -> array)."""
-    if out is None:
-        return np.empty(shape, np.float32)
-    check_f32("out", out)
-    check_shape("out", out, shape)
-    if not out.flags.writeable:
-        raise ValueError("out must be writable")
-    for name, a in inputs.items():
-        if np.may_share_memory(out, a):
-            raise ValueError(f"out must not overlap {name}")
-    return out

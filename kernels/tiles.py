@@ -3,14 +3,16 @@
 A product ``a @ b.T`` of two K-contiguous operands is computed as a grid of 3x4 tiles of dot products
 (``dot_3x4``): LLVM vectorises the k loop into 12 vector accumulators (ymm on AVX2), and each tile reads
 3 rows of ``a`` and 4 rows of ``b``. ``panel_product`` walks a panel of ``b`` (its rows stay in L1/L2) over
-every row of ``a``; callers pack their weights into such panels. ``split_k`` cuts x into k-blocks.
-``stream_rows`` is the other regime, a few rows of x and float32 weights: it reads each weight once, in place.
-``dot_row`` is one row's dot product, float32 or int8; ``dot_2rows`` two float32 rows' at once.
+every row of ``a``; ``panel_gemm`` builds the GEMM kernels around it, one per way of packing the weights into
+such panels. ``split_k`` cuts x into k-blocks. ``stream_rows`` is the other regime, a few rows of x and
+float32 weights: it reads each weight once, in place. ``dot_row`` is one row's dot product, float32 or int8;
+``dot_2rows`` two float32 rows' at once.
 """
 
 import numpy as np
 from numba import prange
 
+from .activations import gelu_in_place
 from .jit import jit
 
 FAST = {"reassoc", "contract"}  # lets LLVM vectorise float reductions and fuse multiply-adds; keeps NaN/inf
@@ -20,6 +22,7 @@ KC = 768  # k-block: 3 rows of x plus 4 rows of w (21 KB) stay in L1 during one 
 MC = 66  # row block, a multiple of MR: 66 x 768 floats of x (200 KB) stay in L2 while a panel sweeps them
 NC = 64  # panel width: the packed 64 x 768 panel of w (192 KB) shares L2 with the row block
 STREAM_CHUNK = 512  # stream_rows: columns per pass (4 weight rows x 512 floats = 8 KB of L1)
+ONE_ROW_STREAMS = 8  # stream_rows with one row of x: rows of w read side by side, 8 multiply-adds per sum
 
 
 # Both operands are handed to the tile as 2-D arrays whose k index starts at 0 (x split into k-blocks, w
@@ -27,8 +30,8 @@ STREAM_CHUNK = 512  # stream_rows: columns per pass (4 weight rows x 512 floats 
 # non-negative indices and vectorises without gathers or per-element wraparound checks.
 
 
-# Inlined (Numba IR) into the GEMM loops, which call it once per tile: as a call, an int8 512-token prefill of
-# distilgpt2's shape took 1.5-3.5 % longer (paired runs).
+# Inlined (Numba IR) into the GEMM loops, which call it once per tile: a call per tile costs more than its
+# loads (benchmarks/kernel_times.py's docstring has the measurement).
 @jit(fastmath=FAST, inline="always")
 def dot_3x4(a, r0, r1, r2, b, c0, c1, c2, c3, kc):
     """The 12 dot products a[r, :kc] . b[c, :kc] for r in (r0, r1, r2), c in (c0..c3), row-major."""
@@ -105,33 +108,74 @@ def split_k(x):
 
 
 @jit(fastmath=FAST)
+def start_panel(out, j0, width, b, accumulate):
+    """out[:, j0:j0+width] = [out +] b (0 without a bias): what a panel's products are then added to."""
+    for i in range(out.shape[0]):
+        for c in range(width):
+            j = j0 + c
+            if b is None:
+                out[i, j] = out[i, j] if accumulate else np.float32(0.0)
+            else:
+                out[i, j] = b[j] + out[i, j] if accumulate else b[j]
+
+
+def panel_gemm(pack):
+    """A blocked GEMM kernel ``gemm(x_blocks, depth, weights, b, out, accumulate, gelu)``: out [M, N] =
+    [out +] x @ W.T + b (no bias when b is None), then GELU if asked, for x given as ``split_k`` blocks of
+    its ``depth`` columns. One task per panel of NC outputs: each k-block of the panel's rows of W is packed
+    into a K-contiguous [NC, KC] buffer (192 KB, stays in L2) that every row of x then streams past.
+
+    ``pack(weights, k0, k1, j0, width, panel)`` writes panel[c, k - k0] = W[j0 + c, k] for c < width, k0 <= k
+    < k1, from the weights as they are stored: a ``jit_step`` function (see ``jit.jit_step``)."""
+
+    @jit(parallel=True, fastmath=FAST)
+    def gemm(x_blocks, depth, weights, b, out, accumulate, gelu):
+        rows, n = out.shape
+        for p in prange((n + NC - 1) // NC):
+            j0 = p * NC
+            width = min(NC, n - j0)
+            start_panel(out, j0, width, b, accumulate)
+            panel = np.empty((NC, KC), np.float32)
+            for kb in range(x_blocks.shape[0]):
+                k0 = kb * KC
+                k1 = min(depth, k0 + KC)
+                pack(weights, k0, k1, j0, width, panel)
+                panel_product(x_blocks[kb], k1 - k0, panel, 0, out, j0, width)
+            if gelu:
+                for i in range(rows):
+                    gelu_in_place(out[i, j0 : j0 + width])
+
+    return gemm
+
+
+@jit(fastmath=FAST)
 def _stream_into_one_row(x_row, w, k0, k1, acc_row):
     """acc_row = x_row[k0:k1] @ w[k0:k1, :] (acc_row overwritten).
 
-    The rows k0..k1 are cut into 8 lanes of consecutive rows, and each pass over the sums takes the next
-    row of every lane: 8 multiply-adds per element of the sums (with neighbouring rows, 8 per pass read
-    4-11 % faster than 4), read as 8 sequential streams that each run through a whole lane. Taking 8
-    *neighbouring* rows instead read 768-wide rows ~8 % slower (3072 x 768 weights; likely because each
-    pass then makes 8 short runs through memory, which restart the hardware prefetcher)."""
+    The rows k0..k1 are cut into ONE_ROW_STREAMS runs of consecutive rows, and each pass over the sums takes
+    the next row of every run: 8 multiply-adds per element of the sums, read as 8 sequential streams that
+    each run through a whole run of rows. (8 *neighbouring* rows per pass would make 8 short runs through
+    memory per pass, which restart the hardware prefetcher.)"""
     n = acc_row.size
     acc_row[:] = 0.0
-    lane = (k1 - k0) // 8  # rows per lane; the remainder rows come last, one at a time
-    for r in range(lane):
+    per_stream = (k1 - k0) // ONE_ROW_STREAMS  # rows per stream; the remainder rows come last, one at a time
+    for r in range(per_stream):
         k = k0 + r
         for j0 in range(0, n, STREAM_CHUNK):
             j1 = min(n, j0 + STREAM_CHUNK)
-            w0, w1 = w[k, j0:j1], w[k + lane, j0:j1]
-            w2, w3 = w[k + 2 * lane, j0:j1], w[k + 3 * lane, j0:j1]
-            w4, w5 = w[k + 4 * lane, j0:j1], w[k + 5 * lane, j0:j1]
-            w6, w7 = w[k + 6 * lane, j0:j1], w[k + 7 * lane, j0:j1]
-            a0, a1, a2, a3 = x_row[k], x_row[k + lane], x_row[k + 2 * lane], x_row[k + 3 * lane]
-            a4, a5, a6, a7 = x_row[k + 4 * lane], x_row[k + 5 * lane], x_row[k + 6 * lane], x_row[k + 7 * lane]
+            w0, w1 = w[k, j0:j1], w[k + per_stream, j0:j1]
+            w2, w3 = w[k + 2 * per_stream, j0:j1], w[k + 3 * per_stream, j0:j1]
+            w4, w5 = w[k + 4 * per_stream, j0:j1], w[k + 5 * per_stream, j0:j1]
+            w6, w7 = w[k + 6 * per_stream, j0:j1], w[k + 7 * per_stream, j0:j1]
+            a0, a1, a2, a3 = x_row[k], x_row[k + per_stream], x_row[k + 2 * per_stream], x_row[k + 3 * per_stream]
+            a4, a5 = x_row[k + 4 * per_stream], x_row[k + 5 * per_stream]
+            a6, a7 = x_row[k + 6 * per_stream], x_row[k + 7 * per_stream]
             sums = acc_row[j0:j1]
             for j in range(j1 - j0):
                 sums[j] += ((a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])) + (
                     (a4 * w4[j] + a5 * w5[j]) + (a6 * w6[j] + a7 * w7[j])
                 )
-    for k in range(k0 + 8 * lane, k1):
+    for k in range(k0 + ONE_ROW_STREAMS * per_stream, k1):
         a = x_row[k]
         for j in range(n):
             acc_row[j] += a * w[k, j]

@@ -18,16 +18,13 @@ import numpy as np
 from . import checks, generation, scoring
 from .config import GPT2Config
 from .errors import InputError, NonFiniteError
-# The forward pass calls the kernels' unchecked entry points: every array it hands them is valid by
-# construction (weights checked against the config at load, activations and cache allocated here), and
-# the argument checks of the public kernels would cost ~0.2 ms per decoded token. ``_forward`` applies the
-# thread count once for all of them.
-from .kernels.attention import attention_unchecked as attention
-from .kernels.matmul import linear_nt_unchecked as linear_nt
-from .kernels.matmul import linear_unchecked as linear
-from .kernels.norm import layer_norm_unchecked as layer_norm
-from .kernels.quantized import linear_nt_int8_unchecked as linear_nt_int8
-from .kernels.threads import apply_num_threads
+# The kernels check no arguments (their contracts are in kernels.checks): every array the forward pass hands
+# them is valid by construction (weights checked against the config at load, activations and cache allocated
+# here), and the public methods below check what a caller gives them once.
+from .kernels.attention import attention
+from .kernels.matmul import linear, linear_nt
+from .kernels.norm import layer_norm
+from .kernels.quantized import linear_nt_int8
 from .tokenizers import load_model_tokenizer, prompt_rules
 from .weights import QuantizedWeight, load_weights
 
@@ -167,6 +164,12 @@ class Model:
         if ids.ndim != 2 or ids.shape[0] != cache.batch_size:
             raise InputError(f"step expects ids of shape [{cache.batch_size}, T], got {list(ids.shape)}")
         all_positions = checks.flag(all_positions, "all_positions")
+        last = cache.n_past + ids.shape[1] - 1  # the position of the last new token
+        if last >= self.config.n_positions:
+            raise InputError(f"token position {last} is past the model's context of {self.config.n_positions} "
+                             "positions")
+        if last >= cache.capacity:
+            raise InputError(f"token position {last} is past the cache's {cache.capacity} positions")
         logits = self._step(cache, ids, all_positions=all_positions)
         return checks.finite(logits, "the logits", ("row", "position") if all_positions else ("row",))
 
@@ -257,13 +260,6 @@ class Model:
         cfg, w = self.config, self.weights
         B, T = ids.shape
         n_past = cache.n_past
-        if n_past + T > cfg.n_positions:
-            raise InputError(
-                f"token position {n_past + T - 1} is past the model's context of {cfg.n_positions} positions"
-            )
-        if n_past + T > cache.capacity:
-            raise InputError(f"token position {n_past + T - 1} is past the cache's {cache.capacity} positions")
-        apply_num_threads()
         H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
         filled = n_past + T  # cache positions filled once every layer has run (T may shrink below)
         # Left-padded rows count their positions from their first real token, as transformers does.

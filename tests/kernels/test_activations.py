@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from tinygpt.kernels.activations import exp_f64, gelu_in_place, gelu_new
+from checked import checked
+from tinygpt.kernels import activations, checks
+from tinygpt.kernels.activations import exp_f64, gelu_in_place
+
+gelu_new = checked(activations.gelu_new)
 
 
 def gelu64(x: np.ndarray) -> np.ndarray:
@@ -109,10 +113,10 @@ def test_exp_f64_accuracy():
 )
 def test_rejects_bad_arguments(x, out, match):
     with pytest.raises(ValueError, match=match):
-        gelu_new(x, out)
+        checks.gelu_new(x, out)
 
 
 def test_out_partially_overlapping_x_is_rejected():
     x = np.zeros(8, np.float32)
     with pytest.raises(ValueError, match="out must not overlap x"):
-        gelu_new(x[:4], out=x[2:6])
+        checks.gelu_new(x[:4], out=x[2:6])

@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from tinygpt.kernels.attention import attention
+from checked import checked
+from tinygpt.kernels import checks
+from tinygpt.kernels.attention import attention as attention_kernel
+
+attention = checked(attention_kernel)
 
 U = 2.0**-24  # float32 unit roundoff
 
@@ -115,13 +119,27 @@ def valid_args():
         (dict(n_past=6), "k_cache holds 8 positions, fewer than n_past"),
         (dict(n_past=-1), "n_past must be a non-negative integer"),
         (dict(n_past=1.0), "n_past must be a non-negative integer"),
+        (dict(n_past=True), "n_past must be a non-negative integer"),
+        (dict(n_past=np.uint8(254)), r"k_cache holds 8 positions, fewer than n_past \+ T = 257"),  # no uint8 wrap
         (dict(kv_start=np.zeros(2, np.int32)), "kv_start must be an int64"),
         (dict(kv_start=np.zeros(3, np.int64)), r"kv_start must be a contiguous array of shape \(2,\)"),
         (dict(kv_start=np.array([0, -1], np.int64)), "kv_start must be >= 0"),
         (dict(scale=float("inf")), "scale must be finite"),
+        (dict(scale=10**400), "scale must be finite"),
+        (dict(scale="0.5"), "scale must be finite"),
         (dict(out=np.zeros((2, 3, 4, 5), np.float32)), r"out must have shape \(2, 3, 20\)"),
     ],
 )
 def test_rejects_bad_arguments(changes, match):
     with pytest.raises(ValueError, match=match):
-        attention(**{**valid_args(), **changes})
+        checks.attention(**{**valid_args(), **changes})
+
+
+def test_numpy_integer_n_past_acts_as_the_int_it_holds():
+    """Unsigned NumPy ints too: in Numba, uint64 mixed with int64 index arithmetic would turn into float64."""
+    rng = np.random.default_rng(9)
+    kv_start = np.array([0, 3], np.int64)
+    q, k_cache, v_cache = make_inputs(rng, 2, 1, 2, 4, 8, 5, kv_start)
+    want = attention(q, k_cache, v_cache, 5, kv_start, 0.5)
+    for n_past in (np.uint8(5), np.uint64(5), np.int32(5)):
+        assert np.array_equal(attention(q, k_cache, v_cache, n_past, kv_start, 0.5), want)

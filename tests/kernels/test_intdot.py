@@ -1,64 +1,72 @@
 """The integer dot products behind the int8 decode kernels: exact against NumPy int64, at the extremes of
-int16 x int8 and past the block length that keeps int32 lanes from overflowing; and the int16 rounding of
+int16 x int8 and past the block length that keeps int32 sums from overflowing; and the int16 rounding of
 activations."""
+
+import re
 
 import numpy as np
 import pytest
-from tinygpt.kernels.intdot import BLOCK, CHUNK, GROUP, INT16_MAX, LANES, int16_row, int_dot, int_dot_lanes, int_dots
-from tinygpt.kernels.quantized import linear_nt_int8
+from checked import checked
+from target import is_x86_64, target_assembly, target_has_avx2
+from tinygpt.kernels import quantized
+from tinygpt.kernels.intdot import (
+    INT16_MAX,
+    WEIGHT_STREAMS,
+    WEIGHTS_PER_BLOCK,
+    WEIGHTS_PER_PASS,
+    X_ROWS_PER_PASS,
+    dot_one_row,
+    dot_weight_streams,
+    dot_x_rows,
+    int16_row,
+    int_dots,
+)
 
-# Lengths around the vector chunk and the block: tails only, one chunk, a chunk plus a tail, a full block,
+linear_nt_int8 = checked(quantized.linear_nt_int8)
+
+# Lengths around a pass of the IR loop and the block: tails only, one pass, a pass plus a tail, a full block,
 # a block plus a tail, several blocks with a ragged end.
-DEPTHS = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 768, BLOCK, BLOCK + 7, 2 * BLOCK + 3 * CHUNK + 5]
+DEPTHS = [0, 1, WEIGHTS_PER_PASS - 1, WEIGHTS_PER_PASS, WEIGHTS_PER_PASS + 1, 768, WEIGHTS_PER_BLOCK,
+          WEIGHTS_PER_BLOCK + 7, 2 * WEIGHTS_PER_BLOCK + 3 * WEIGHTS_PER_PASS + 5]
+# (x_rows, weight_rows, the function the kernels use): the three the int8 kernels take, and one more shape
+# from the same factory.
+SHAPES = [(1, 1, dot_one_row), (X_ROWS_PER_PASS, 1, dot_x_rows), (1, WEIGHT_STREAMS, dot_weight_streams),
+          (2, 3, None)]
 
 
+@pytest.mark.parametrize("x_rows, weight_rows, dots", SHAPES)
 @pytest.mark.parametrize("depth", DEPTHS)
-def test_int_dot_is_exact(depth):
-    rng = np.random.default_rng(depth)
-    x = rng.integers(-INT16_MAX, INT16_MAX + 1, depth).astype(np.int16)
-    q = rng.integers(-127, 128, (3, depth)).astype(np.int8)
-    for row in range(3):
-        assert int_dot(x[None], q, row) == int(x.astype(np.int64) @ q[row].astype(np.int64))
+def test_int_dots_are_exact(depth, x_rows, weight_rows, dots):
+    """totals[w * x_rows + r] = x[first + r] . q[row + w * stride], against NumPy int64, for rows of weights
+    next to each other, apart, and one row taken again (stride 0)."""
+    dots = dots or int_dots(x_rows, weight_rows)
+    rng = np.random.default_rng(depth + 10 * x_rows + weight_rows)
+    x = rng.integers(-INT16_MAX, INT16_MAX + 1, (x_rows + 3, depth)).astype(np.int16)
+    q = rng.integers(-127, 128, (3 * weight_rows + 2, depth)).astype(np.int8)
+    totals = np.empty(x_rows * weight_rows, np.int64)
+    for first, row, stride in ((0, 0, 1), (3, 2, 3), (1, 1, 0)):
+        dots(x, first, q, row, stride, totals)
+        weights = q[row + stride * np.arange(weight_rows)].astype(np.int64)  # [weight_rows, K]
+        want = weights @ x[first:first + x_rows].astype(np.int64).T  # [weight_rows, x_rows]
+        np.testing.assert_array_equal(totals, want.reshape(-1))
 
 
-@pytest.mark.parametrize("depth", DEPTHS)
-def test_int_dots_of_a_group_of_rows_are_exact(depth):
-    rng = np.random.default_rng(depth + 1)
-    x = rng.integers(-INT16_MAX, INT16_MAX + 1, (GROUP + 3, depth)).astype(np.int16)
-    q = rng.integers(-127, 128, (2, depth)).astype(np.int8)
-    totals = np.empty(GROUP, np.int64)
-    for first in (0, 3):
-        for row in range(2):
-            int_dots(x, first, q, row, 0, totals)
-            want = x[first:first + GROUP].astype(np.int64) @ q[row].astype(np.int64)
-            np.testing.assert_array_equal(totals, want)
-
-
-@pytest.mark.parametrize("depth", DEPTHS)
-def test_int_dot_lanes_of_distant_rows_are_exact(depth):
-    rng = np.random.default_rng(depth + 2)
-    x = rng.integers(-INT16_MAX, INT16_MAX + 1, (1, depth)).astype(np.int16)
-    q = rng.integers(-127, 128, (3 * LANES + 2, depth)).astype(np.int8)
-    totals = np.empty(LANES, np.int64)
-    for row, stride in ((0, 1), (2, 3), (1, 0)):
-        int_dot_lanes(x, 0, q, row, stride, totals)
-        want = q[row + stride * np.arange(LANES)].astype(np.int64) @ x[0].astype(np.int64)
-        np.testing.assert_array_equal(totals, want)
-
-
-@pytest.mark.parametrize("depth", [BLOCK, 3 * BLOCK + CHUNK + 1])
-def test_int_dot_does_not_overflow_at_the_extremes(depth):
-    """Every product at its largest magnitude: a whole block summed in one int32 lane would wrap around."""
+@pytest.mark.parametrize("depth", [WEIGHTS_PER_BLOCK, 3 * WEIGHTS_PER_BLOCK + WEIGHTS_PER_PASS + 1])
+def test_int_dots_do_not_overflow_at_the_extremes(depth):
+    """Every product at its largest magnitude: a whole block summed in one int32 element would wrap around."""
     x = np.full(depth, INT16_MAX, np.int16)
     q = np.stack([np.full(depth, 127, np.int8), np.full(depth, -127, np.int8)])
-    assert int_dot(x[None], q, 0) == depth * INT16_MAX * 127
-    assert int_dot(x[None], q, 1) == -depth * INT16_MAX * 127
-    totals = np.empty(GROUP, np.int64)
-    int_dots(np.tile(x, (GROUP, 1)), 0, q, 1, 0, totals)
+    one = np.empty(1, np.int64)
+    dot_one_row(x[None], 0, q, 0, 0, one)
+    assert one[0] == depth * INT16_MAX * 127
+    dot_one_row(x[None], 0, q, 1, 0, one)
+    assert one[0] == -depth * INT16_MAX * 127
+    totals = np.empty(X_ROWS_PER_PASS, np.int64)
+    dot_x_rows(np.tile(x, (X_ROWS_PER_PASS, 1)), 0, q, 1, 0, totals)
     np.testing.assert_array_equal(totals, -depth * INT16_MAX * 127)
-    lanes = np.empty(LANES, np.int64)
-    int_dot_lanes(x[None], 0, np.tile(q, (LANES, 1)), 0, 1, lanes)  # rows 127, -127, 127, ...
-    np.testing.assert_array_equal(lanes, depth * INT16_MAX * 127 * (-1) ** np.arange(LANES))
+    streams = np.empty(WEIGHT_STREAMS, np.int64)
+    dot_weight_streams(x[None], 0, np.tile(q, (WEIGHT_STREAMS, 1)), 0, 1, streams)  # rows 127, -127, 127, ...
+    np.testing.assert_array_equal(streams, depth * INT16_MAX * 127 * (-1) ** np.arange(WEIGHT_STREAMS))
 
 
 def test_int16_row_rounds_to_steps_of_the_peak():
@@ -117,31 +125,53 @@ def test_decode_product_of_tiny_and_huge_activations(peak):
     assert np.all(np.abs(got - want) <= bound + np.finfo(np.float32).smallest_subnormal)
 
 
-@pytest.mark.parametrize("streams", [1, LANES])
-def test_x86_with_avx2_gets_the_16_lane_multiply_add(streams):
-    """The IR loop (one row of weights, or LANES side by side) is plain LLVM vector code that the x86 backend
-    should fuse into vpmaddwd on 256-bit registers; if a Numba/LLVM upgrade stopped that, the int8 decode
-    would silently lose its speed."""
-    import platform
+# The vector integer multiply-add instructions LLVM may choose for the IR loop's multiply, add-pairs, add: AVX2's
+# vpmaddwd (then vpaddd), or AVX-512 VNNI's vpdpwssd, which does all three.
+MULTIPLY_ADD = re.compile(r"^\s*(vpmaddwd|vpdpwssd)\s[^\n]*%[yz]mm", re.MULTILINE)
 
-    import llvmlite.binding as llvm
+
+@pytest.mark.skipif(not is_x86_64(), reason="checks x86-64 instruction selection")
+def test_target_probe_agrees_with_what_numba_compiles():
+    """target_has_avx2 asks LLVM with the CPU and features Numba compiles for; if Numba stopped passing them
+    as it does today, the probe would answer for another CPU. So: Numba's own code for a sum of integers
+    uses 256- or 512-bit integer adds exactly when the probe finds AVX2."""
     from numba import njit
 
-    if platform.machine() not in ("x86_64", "AMD64") or not llvm.get_host_cpu_features().get("avx2", False):
-        pytest.skip("vpmaddwd on ymm registers needs an x86-64 CPU with AVX2")
+    @njit
+    def total(a):
+        s = np.int32(0)
+        for i in range(a.size):  # LLVM vectorises this sum with the widest integer adds the target has
+            s += a[i]
+        return s
+
+    assert total(np.ones(100, np.int32)) == 100
+    ours = next(iter(total.inspect_asm().values()))
+    wide_integer_adds = re.search(r"vpadd[dq]\s[^\n]*%[yz]mm", ours) is not None  # 256 or 512 bits
+    assert wide_integer_adds == target_has_avx2(), target_assembly.__doc__
+
+
+@pytest.mark.parametrize("weight_rows", [1, WEIGHT_STREAMS])
+def test_integer_loop_compiles_to_a_vector_integer_multiply_add(weight_rows):
+    """The IR loop (one row of weights, or WEIGHT_STREAMS side by side) is plain LLVM vector code that the x86
+    backend should fuse into an integer multiply-add on 256- or 512-bit registers: vpmaddwd on AVX2 and
+    AVX-512, vpdpwssd with AVX-512 VNNI. If a Numba/LLVM upgrade stopped that (widening to float32, or
+    scalar or 128-bit code), the int8 decode would silently lose its speed. What to expect is decided by the
+    CPU Numba compiles for (NUMBA_CPU_NAME may name another than the host)."""
+    if not target_has_avx2():
+        pytest.skip("the integer multiply-add on 256-bit registers needs an x86-64 target with AVX2; this "
+                    "target has none, and LLVM's choice there is not pinned")
+    from numba import njit
+
+    dots = int_dots(1, weight_rows)
 
     @njit  # not cached: Numba only shows the machine code of functions it compiled in this process
     def dot(x, q):
-        return int_dot(x, q, 0)
-
-    @njit
-    def dot_lanes(x, q):
-        totals = np.empty(LANES, np.int64)
-        int_dot_lanes(x, 0, q, 0, 1, totals)
+        totals = np.empty(weight_rows, np.int64)
+        dots(x, 0, q, 0, 1, totals)
         return totals.sum()
 
-    x, q = np.ones((1, 64), np.int16), np.ones((LANES, 64), np.int8)
-    dot = dot if streams == 1 else dot_lanes
-    assert dot(x, q) == 64 * streams
+    x, q = np.ones((1, 64), np.int16), np.ones((weight_rows, 64), np.int8)
+    assert dot(x, q) == 64 * weight_rows
     assembly = next(iter(dot.inspect_asm().values()))
-    assert "vpmaddwd" in assembly and "%ymm" in assembly.split("vpmaddwd", 1)[1].splitlines()[0]
+    assert MULTIPLY_ADD.search(assembly), "no vpmaddwd / vpdpwssd on ymm or zmm registers"
+    assert "cvtdq2ps" not in assembly  # integers are never widened to float32

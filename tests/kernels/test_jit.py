@@ -1,4 +1,5 @@
-"""Kernels without a writable compile cache: compiled in memory, with one warning."""
+"""How kernels are compiled: without a writable cache, in memory with one warning; with one, a second process
+loads them from disk."""
 
 import os
 import shutil
@@ -10,14 +11,20 @@ import tinygpt
 import tinygpt.kernels
 
 
-def test_kernels_work_when_no_cache_directory_is_writable(tmp_path):
-    """A copy of the package where every place Numba may cache in is unusable, even for root: the in-tree
-    __pycache__ is a file, and NUMBA_CACHE_DIR and the home directory lie under a file."""
-    package = tmp_path / "tinygpt"
+def package_copy(directory: Path) -> Path:
+    """A copy of the tinygpt package, kernels included, without compiled caches, in ``directory``."""
+    package = directory / "tinygpt"
     no_pycache = shutil.ignore_patterns("__pycache__")
     shutil.copytree(Path(tinygpt.__file__).parent, package, ignore=no_pycache)
     shutil.rmtree(package / "kernels", ignore_errors=True)  # an editable install maps kernels/ from elsewhere
     shutil.copytree(Path(tinygpt.kernels.__file__).parent, package / "kernels", ignore=no_pycache)
+    return package
+
+
+def test_kernels_work_when_no_cache_directory_is_writable(tmp_path):
+    """A copy of the package where every place Numba may cache in is unusable, even for root: the in-tree
+    __pycache__ is a file, and NUMBA_CACHE_DIR and the home directory lie under a file."""
+    package = package_copy(tmp_path)
     (package / "kernels" / "__pycache__").write_text("")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -34,3 +41,25 @@ def test_kernels_work_when_no_cache_directory_is_writable(tmp_path):
     assert output == "[[-1.0,1.0]]"
     assert result.stderr.count("kernels will be compiled on every run") == 1
     assert not any((package / "kernels").glob("*.nbi"))
+
+
+def test_panel_gemms_load_from_the_disk_cache(tmp_path):
+    """tiles.panel_gemm's kernels are closures over their packing step. Numba keys a closure's cache entry by
+    a hash of what it holds, so a step that pickles differently in every process (a jit dispatcher rather than
+    a jit_step function) would have them compiled again on every run: a second process must load all three."""
+    package_copy(tmp_path)
+    code = ("import numpy as np; from tinygpt.kernels import matmul, quantized\n"
+            "x = np.ones((4, 800), np.float32); w = np.ones((800, 3), np.float32); b = np.ones(3, np.float32)\n"
+            "matmul._linear_gemm(matmul.split_k(x), 800, w, b, np.empty((4, 3), np.float32), False, False)\n"
+            "matmul._gemm_nt(matmul.split_k(x), 800, w.T.copy(), None, np.empty((4, 3), np.float32), False, False)\n"
+            "q, scale = quantized.quantize_rows(w.T.copy())\n"
+            "quantized._gemm_nt_int8(matmul.split_k(x), 800, (q, scale), b, np.empty((4, 3), np.float32), False, "
+            "False)\n"
+            "kernels = (matmul._linear_gemm, matmul._gemm_nt, quantized._gemm_nt_int8)\n"
+            "print([sum(k.stats.cache_hits.values()) for k in kernels])\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600, check=False) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    assert runs[0].stdout.split() == ["[0,", "0,", "0]"]  # the copy started without a cache
+    assert runs[1].stdout.split() == ["[1,", "1,", "1]"]

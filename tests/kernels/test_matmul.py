@@ -1,16 +1,19 @@
 """linear and linear_nt against float64 NumPy products, on the decode (M <= SMALL_M) and GEMM paths."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from checked import checked
 from rounding import gelu64, random, sum_error_bound
-from tinygpt.kernels.matmul import SMALL_M, linear, linear_nt
+from target import target_has_fma
+from tinygpt.kernels import checks, matmul
+from tinygpt.kernels.matmul import SMALL_M
+
+linear, linear_nt = checked(matmul.linear), checked(matmul.linear_nt)
 
 # M covers the streaming path (1, 3, 17, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with ragged 3-row
 # tiles and row blocks; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two
 # 768-deep k-blocks of the GEMM, and K not a multiple of 4 exercises the streaming kernel's remainder; at
-# M = 1, K = 803 gives each thread's slab 8 lanes of 50 rows and one or two rows left over.
+# M = 1, K = 803 gives each thread's slab 8 streams of 50 rows and one or two rows left over.
 SHAPES = [
     (1, 1, 1),
     (1, 17, 5),
@@ -110,8 +113,9 @@ def test_empty_depth_gives_bias(gemm):
 
 @pytest.mark.parametrize("k, n", [(803, 33), (130, 65), (9, 7)])
 def test_one_row_products_on_a_single_thread(k, n):
-    """Decode products split their weight rows into one slab per thread, and each slab into lanes: with a
-    single thread, one slab holds every row, and the lanes and leftover rows must still cover them all."""
+    """Decode products split their weight rows into one slab per thread, and each slab into streams of rows:
+    with a single thread, one slab holds every row, and the streams and leftover rows must still cover them
+    all."""
     from tinygpt.kernels import threads
 
     rng = np.random.default_rng(k + n)
@@ -145,10 +149,12 @@ def test_auto_gemm_follows_the_thread_count():
     assert gemm_kernel("numba") == "numba"
     for rows in (1, SMALL_M + 1):  # refused even where no GEMM runs
         with pytest.raises(ValueError, match='gemm must be "auto", "numba" or "blas", got \'fast\''):
-            linear(np.zeros((rows, 3), np.float32), np.zeros((3, 2), np.float32), np.zeros(2, np.float32),
-                   gemm="fast")
+            checks.linear(np.zeros((rows, 3), np.float32), np.zeros((3, 2), np.float32), np.zeros(2, np.float32),
+                          gemm="fast")
         with pytest.raises(ValueError, match='gemm must be "auto", "numba" or "blas", got \'fast\''):
-            linear_nt(np.zeros((rows, 3), np.float32), np.zeros((2, 3), np.float32), gemm="fast")
+            checks.linear_nt(np.zeros((rows, 3), np.float32), np.zeros((2, 3), np.float32), gemm="fast")
+    with pytest.raises(ValueError, match='gemm must be "auto", "numba" or "blas", got \'fast\''):
+        gemm_kernel("fast")
 
 
 def test_out_is_written_in_place():
@@ -186,22 +192,22 @@ GOOD = dict(x=np.zeros((2, 4), np.float32), w=np.zeros((4, 3), np.float32), b=np
 def test_linear_rejects_bad_arguments(changes, match):
     args = {**GOOD, **changes}
     with pytest.raises(ValueError, match=match):
-        linear(**args)
+        checks.linear(**args)
 
 
 def test_out_must_not_overlap_inputs():
     x = np.zeros((3, 3), np.float32)
     with pytest.raises(ValueError, match="out must not overlap x"):
-        linear(x, np.zeros((3, 3), np.float32), np.zeros(3, np.float32), out=x)
+        checks.linear(x, np.zeros((3, 3), np.float32), np.zeros(3, np.float32), out=x)
     with pytest.raises(ValueError, match="out must not overlap x"):
-        linear_nt(x, np.zeros((3, 3), np.float32), out=x)
+        checks.linear_nt(x, np.zeros((3, 3), np.float32), out=x)
 
 
 def test_out_must_be_writable():
     out = np.zeros((2, 3), np.float32)
     out.flags.writeable = False
     with pytest.raises(ValueError, match="out must be writable"):
-        linear(GOOD["x"], GOOD["w"], GOOD["b"], out)
+        checks.linear(GOOD["x"], GOOD["w"], GOOD["b"], out)
 
 
 @pytest.mark.parametrize(
@@ -215,21 +221,20 @@ def test_out_must_be_writable():
 )
 def test_linear_nt_rejects_bad_arguments(x, w, match):
     with pytest.raises(ValueError, match=match):
-        linear_nt(x, w)
+        checks.linear_nt(x, w)
 
 
-@pytest.mark.skipif(
-    not Path("/proc/cpuinfo").exists() or "fma" not in Path("/proc/cpuinfo").read_text(), reason="needs x86 FMA"
-)
+@pytest.mark.skipif(not target_has_fma(), reason="packed fused multiply-adds need an x86-64 target with FMA")
 @pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "tiles.dot_row", "tiles.dot_2rows", "tiles.stream_rows",
                                          "tiles._stream_into_one_row"])
 def test_inner_loops_compile_to_packed_fmas(kernel_name):
-    """The hot loops must vectorise into packed (ymm/zmm) fused multiply-adds, not scalar code. Cached code
+    """The hot loops must vectorise into packed (ymm/zmm) fused multiply-adds, not scalar code, on a target
+    with FMA (the CPU Numba compiles for: NUMBA_CPU_NAME may name another than the host). Cached code
     cannot be inspected, so a fresh uncached copy of the kernel is compiled here."""
     import re
 
     from numba import njit
-    from tinygpt.kernels import matmul, tiles
+    from tinygpt.kernels import tiles
 
     module, name = kernel_name.split(".")
     fresh = njit(fastmath=tiles.FAST)(getattr({"matmul": matmul, "tiles": tiles}[module], name).py_func)

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from tinygpt.kernels.norm import layer_norm
+from checked import checked
+from tinygpt.kernels import checks, norm
+
+layer_norm = checked(norm.layer_norm)
 
 
 def normalized64(x, eps):
@@ -81,10 +84,13 @@ def test_in_place_and_out():
         (dict(beta=np.zeros(4, np.int64)), "beta must be float32"),
         (dict(eps=-1.0), "eps must be a finite number >= 0"),
         (dict(eps=float("nan")), "eps must be a finite number >= 0"),
+        (dict(eps=10**400), "eps must be a finite number >= 0"),
+        (dict(eps="1e-5"), "eps must be a finite number >= 0"),
+        (dict(eps=True), "eps must be a finite number >= 0"),
         (dict(out=np.zeros((4, 2), np.float32)), r"out must have shape \(2, 4\)"),
     ],
 )
 def test_rejects_bad_arguments(changes, match):
     args = dict(x=np.zeros((2, 4), np.float32), gamma=np.ones(4, np.float32), beta=np.zeros(4, np.float32), eps=1e-5)
     with pytest.raises(ValueError, match=match):
-        layer_norm(**{**args, **changes})
+        checks.layer_norm(**{**args, **changes})

@@ -5,10 +5,14 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from checked import checked
 from rounding import U, gelu64, random, sum_error_bound
-from tinygpt.kernels import threads
+from tinygpt.kernels import checks, quantized, threads
 from tinygpt.kernels.matmul import SMALL_M
-from tinygpt.kernels.quantized import INT16_ROWS, linear_nt_int8, quantize_columns, quantize_rows
+from tinygpt.kernels.quantized import INT16_ROWS
+
+linear_nt_int8 = checked(quantized.linear_nt_int8)
+quantize_rows, quantize_columns = checked(quantized.quantize_rows), checked(quantized.quantize_columns)
 
 
 def quantized_rows(rng: np.random.Generator, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,10 +122,10 @@ def test_quantize_rejects_non_finite_weights(bad):
         ([[0.0, 1.0]], "w must be a numpy array"),
     ],
 )
-@pytest.mark.parametrize("quantize", [quantize_rows, quantize_columns])
-def test_quantize_rejects_bad_weights(quantize, w, match):
+@pytest.mark.parametrize("check", [checks.quantize_rows, checks.quantize_columns])
+def test_quantize_rejects_bad_weights(check, w, match):
     with pytest.raises(ValueError, match=match):
-        quantize(w)
+        check(w)
 
 
 # --- quantize_columns -------------------------------------------------------------------------------------
@@ -337,10 +341,10 @@ GOOD = dict(
 )
 def test_linear_nt_int8_rejects_bad_arguments(changes, match):
     with pytest.raises(ValueError, match=match):
-        linear_nt_int8(**{**GOOD, **changes})
+        checks.linear_nt_int8(**{**GOOD, **changes})
 
 
 def test_out_must_not_overlap_inputs():
     x = np.zeros((3, 3), np.float32)
     with pytest.raises(ValueError, match="out must not overlap x"):
-        linear_nt_int8(x, np.zeros((3, 3), np.int8), np.ones(3, np.float32), out=x)
+        checks.linear_nt_int8(x, np.zeros((3, 3), np.int8), np.ones(3, np.float32), out=x)

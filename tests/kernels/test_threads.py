@@ -25,7 +25,10 @@ def restore_setting(monkeypatch):
 
 
 def test_available_cores_matches_affinity():
-    assert threads.available_cores() == len(threads.os.sched_getaffinity(0))
+    if hasattr(os, "sched_getaffinity"):
+        assert threads.available_cores() == len(os.sched_getaffinity(0))
+    else:  # macOS, Windows: no affinity to read
+        assert threads.available_cores() == os.cpu_count()
 
 
 def test_default_is_all_usable_cores():
@@ -65,6 +68,37 @@ def test_kernels_apply_setting_in_calling_thread():
     threads.set_num_threads(threads.max_threads())
     layer_norm(np.ones((2, 3), np.float32), np.ones(3, np.float32), np.zeros(3, np.float32), 1e-5)
     assert numba.get_num_threads() == threads.max_threads()
+
+
+def test_apply_num_threads_returns_the_count_it_applied():
+    threads.set_num_threads(1)
+    assert threads.apply_num_threads() == 1
+    assert numba.get_num_threads() == 1
+
+
+@pytest.mark.skipif(threads.max_threads() < 2, reason="needs 2 cores to tell a setting of 1 from the default")
+def test_a_new_setting_reaches_a_thread_that_applied_the_old_one():
+    """Each Python thread remembers the count it last applied, to skip Numba's getter: a new setting made in
+    another thread must still reach it at its next kernel call."""
+    threads.set_num_threads(threads.max_threads())
+    ran, changed, seen = threading.Event(), threading.Event(), []
+    ones = np.ones((2, 3), np.float32)
+
+    def worker():
+        layer_norm(ones, ones[0], ones[0], 1e-5)
+        seen.append(numba.get_num_threads())
+        ran.set()
+        changed.wait()
+        layer_norm(ones, ones[0], ones[0], 1e-5)
+        seen.append(numba.get_num_threads())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    ran.wait()
+    threads.set_num_threads(1)
+    changed.set()
+    thread.join()
+    assert seen == [threads.max_threads(), 1]
 
 
 @pytest.mark.skipif(threads.max_threads() < 2, reason="needs 2 cores to tell a setting of 1 from the default")
@@ -124,3 +158,15 @@ def test_missing_threading_layer_says_what_to_install():
     last_line = done.stderr.strip().splitlines()[-1]
     assert last_line.startswith("RuntimeError: tinygpt's kernels need a thread-safe Numba threading layer")
     assert "apt install libgomp1" in last_line and "pip install tbb" in last_line
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_numba_pool_size_below_one_is_named(value):
+    """Numba rejects NUMBA_NUM_THREADS=0 at import without naming the variable; importing the kernels names it."""
+    env = {**os.environ, "NUMBA_NUM_THREADS": value}
+    done = subprocess.run([sys.executable, "-c", "from tinygpt.kernels.norm import layer_norm"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode != 0
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ValueError: NUMBA_NUM_THREADS must be a thread count of at least 1")
+    assert repr(value) in last_line
