@@ -10,8 +10,8 @@ from importlib import import_module
 
 # Prompts run NumPy's BLAS (large products) and Numba's OpenMP pool (everything else) in turn on the same
 # cores. Both pools keep their threads spinning for milliseconds after each call by default, stealing the
-# cores from the other pool's next call; measured on a 2-core machine, a 512-token prefill then ran 1.3-1.4x
-# slower. These shorten the spinning. Each is read once, when its library starts: OpenBLAS's when NumPy is
+# cores from the other pool's next call, which made prompts markedly slower (README.md, "Speed and memory",
+# has the figure). These shorten the spinning. Each is read once, when its library starts: OpenBLAS's when NumPy is
 # first imported (so it only takes effect if tinygpt is imported first), libgomp's at our first kernel.
 # A value the user set is kept.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # ~0.1-0.3 ms: still bridges the gaps between decode kernels
@@ -26,6 +26,8 @@ _EXPORTS = {
     "pipeline": "tinygpt.text_generation",
     "set_seed": "tinygpt.generation",
     "set_num_threads": "tinygpt.kernels.threads",
+    **{name: "tinygpt.errors" for name in ("TinyGPTError", "ConfigError", "WeightsError", "TokenizerError",
+                                             "InputError", "NonFiniteError", "HubError")},
 }
 
 __all__ = sorted(_EXPORTS)
