@@ -65,7 +65,7 @@ def _range(minimum: int, maximum: int | None, maximum_name: str | None = None) -
 
 
 def real(value, name: str, valid: Callable[[float], bool], expected: str, *, error=InputError) -> float:
-    """``value`` as a Python float, if it is a real number (int, float, NumPy, Fraction, Decimal; not a bool)
+    """``value`` as a Python float, if it is a real number (int, float, NumPy, Fraction; not a bool)
     that ``valid`` accepts; ``expected`` says what a valid one is, for the message. A number too large for a
     float (``10**400``) is refused by the same message, not an OverflowError."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
