@@ -13,16 +13,22 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import InputError, NonFiniteError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# NumPy is imported inside the checks of arrays only: the tokenizers use the scalar checks, and `tinygpt
+# tokenize` runs without NumPy (importing it costs that command a third of its time). A NumPy bool is neither
+# numbers.Integral nor numbers.Real, so the scalar checks refuse it without naming NumPy.
 
 
 def as_integer(value) -> int | None:
     """``value`` as a Python int if it is an integer (Python or NumPy, not a bool), else None: for checks whose
     message says more than one value can (a tensor's shape, a token id at a position)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         return None
     return int(value)
 
@@ -44,6 +50,8 @@ def counts(values, name: str, length: int, *, minimum: int = 0, maximum: int, ma
            error=InputError) -> np.ndarray:
     """``values`` ([length] integers of an integer dtype, each in [minimum, maximum]) as int64 [length].
     Vectorised; 0.7 is not a count, so float arrays are refused rather than truncated."""
+    import numpy as np
+
     span = _range(minimum, maximum, maximum_name)
     try:
         array = np.asarray(values)
@@ -68,7 +76,7 @@ def real(value, name: str, valid: Callable[[float], bool], expected: str, *, err
     """``value`` as a Python float, if it is a real number (int, float, NumPy, Fraction; not a bool)
     that ``valid`` accepts; ``expected`` says what a valid one is, for the message. A number too large for a
     float (``10**400``) is refused by the same message, not an OverflowError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise error(f"{name} must be {expected}, got {value!r}")
     try:
         number = float(value)
@@ -86,6 +94,8 @@ def _short(value) -> str:
 
 def flag(value, name: str, *, error=InputError) -> bool:
     """``value`` as a bool, if it is one (Python or NumPy): "False" or 0 is not a yes-or-no answer."""
+    import numpy as np
+
     if not isinstance(value, (bool, np.bool_)):
         raise error(f"{name} must be True or False, got {value!r}")
     return bool(value)
@@ -94,6 +104,8 @@ def flag(value, name: str, *, error=InputError) -> bool:
 def token_ids(ids, vocab_size: int, *, name: str = "token ids") -> np.ndarray:
     """``ids`` ([T] or [B, T], rows of one length, at least one id) as an int64 array of ids in
     0..vocab_size-1; a bad one is named by its position. Vectorised: one pass, whatever the length."""
+    import numpy as np
+
     try:
         array = np.asarray(ids)
     except ValueError:  # NumPy: "inhomogeneous shape"
@@ -114,7 +126,7 @@ def token_ids(ids, vocab_size: int, *, name: str = "token ids") -> np.ndarray:
 def token_id(value, vocab_size: int, name: str) -> int:
     """``value`` as a Python int, if it is one id of a vocabulary of ``vocab_size`` (an option such as
     pad_token_id; for a sequence of ids use :func:`token_ids`)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or not 0 <= value < vocab_size:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < vocab_size:
         raise InputError(f"{name} {value!r} is not an id of the vocabulary (0..{vocab_size - 1})")
     return int(value)
 
@@ -123,6 +135,8 @@ def finite(values: np.ndarray, what: str, axes: Sequence[str]) -> np.ndarray:
     """``values`` [*axes, N] if every entry is a finite number; otherwise a NonFiniteError naming ``what`` and
     the first place (one index per name in ``axes``) that holds a NaN or infinity. Finite weights can still
     overflow float32 on the way, so outputs are checked, not just the files. One pass in the usual case."""
+    import numpy as np
+
     if np.isfinite(values).all():
         return values
     where = np.argwhere(~np.isfinite(values))[0][:len(axes)]

@@ -188,3 +188,16 @@ def test_both_tokenizers_refuse_a_lone_surrogate_alike(tmp_path, gpt2_dir, text,
         messages.add(str(error.value))
     assert len(messages) == 1
     assert wordpiece.encode("ab") == wordpiece.encode("a\ufffdb")  # U+FFFD, a real character, is still dropped
+
+
+def test_the_tokenizers_run_without_numpy(gpt2_tokenizer_dir):
+    """`tinygpt tokenize` reads no weights: loading and running a tokenizer must not import NumPy (a third of
+    that command's time)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tinygpt.tokenizers import Tokenizer; "
+            f"print(Tokenizer.from_pretrained({str(gpt2_tokenizer_dir)!r}).encode('Hello world'), "
+            "'numpy' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.split() == ["[15496,", "995]", "False"]
