@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from fake_hub import FakeHub
-from tinygpt.errors import HubError, InputError, TinyGPTError
+from tinygpt.errors import HubError, InputError, MissingFileError, TinyGPTError
 from tinygpt.hub import NEEDED_FILES, resolve_model_dir
 
 REPO = "tiny/gpt2"
@@ -258,7 +258,7 @@ def test_missing_revision_is_named(hub, hf_home):
 def test_name_that_is_neither_a_directory_nor_a_repo_id(hub, hf_home):
     result = resolve_in_subprocess("./models/not-here", hf_home, hub.endpoint)
 
-    assert result["error"] == "FileNotFoundError"
+    assert result["error"] == "MissingFileError"  # a FileNotFoundError
     assert "'./models/not-here' is neither an existing directory nor a valid hub repo id" in result["message"]
     assert hub.requested_paths() == []
 
@@ -271,15 +271,15 @@ def test_local_directory_is_returned_as_is(tmp_path):
 
 
 def test_local_directory_without_config_is_refused(tmp_path):
-    with pytest.raises(FileNotFoundError, match="has no config.json"):
+    with pytest.raises(MissingFileError, match="has no config.json"):
         resolve_model_dir(tmp_path)
 
 
 def test_local_path_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(MissingFileError, match="does not exist"):
         resolve_model_dir(tmp_path / "missing")
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(NotADirectoryError, match="is a file"):
+    with pytest.raises(MissingFileError, match="is a file"):
         resolve_model_dir(tmp_path / "config.json")
     with pytest.raises(ValueError, match="only applies to hub repo ids"):
         resolve_model_dir(tmp_path, revision="main")

@@ -91,7 +91,7 @@ def test_embed_names_the_text_it_cannot_take(models):
     model, _ = models
     with pytest.raises(ValueError, match="embed needs at least one text"):
         model.embed([])
-    with pytest.raises(TypeError, match="embed takes a str or a list of str, got bytes"):
+    with pytest.raises(InputError, match="embed takes a str or a list of str, got bytes"):
         model.embed(b"abc")
     too_long = "word " * (model.config.n_positions + 10)
     with pytest.raises(ValueError, match=rf"text 1 has \d+ tokens, more than the model's context of "

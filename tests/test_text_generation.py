@@ -16,6 +16,7 @@ from checkpoints import (
 )
 
 from tinygpt.config import ConfigError, GPT2Config
+from tinygpt.errors import InputError
 from tinygpt.generation import set_seed, with_defaults
 from tinygpt.model import Model
 from tinygpt.text_generation import TextGenerationPipeline, pipeline
@@ -295,7 +296,7 @@ def test_bad_calls_are_clear_errors(generator):
         generator("")
     with pytest.raises(ValueError, match="empty list"):
         generator([])
-    with pytest.raises(TypeError, match="prompt 1 must be a string, got int"):
+    with pytest.raises(InputError, match="prompt 1 must be a string, got int"):
         generator([PROMPT, 3])
     with pytest.raises(ValueError, match="context of 256 positions"):
         generator(PROMPT, max_new_tokens=300)

@@ -27,7 +27,7 @@ _EXPORTS = {
     "set_seed": "tinygpt.generation",
     "set_num_threads": "tinygpt.kernels.threads",
     **{name: "tinygpt.errors" for name in ("TinyGPTError", "ConfigError", "WeightsError", "TokenizerError",
-                                             "InputError", "NonFiniteError", "HubError")},
+                                             "InputError", "NonFiniteError", "MissingFileError", "HubError")},
 }
 
 __all__ = sorted(_EXPORTS)

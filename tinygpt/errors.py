@@ -30,5 +30,10 @@ class NonFiniteError(TinyGPTError, FloatingPointError):
     """The model computed NaN or infinity (from extreme weights or inputs) where a number was expected."""
 
 
+class MissingFileError(TinyGPTError, FileNotFoundError):
+    """A model or tokenizer directory, or a file it must hold, is not there (or a file stands where the
+    directory should be)."""
+
+
 class HubError(TinyGPTError, OSError):
     """A hub model could not be provided: not cached while offline, missing repo or revision, unusable weights."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from .errors import HubError, InputError
+from .errors import HubError, InputError, MissingFileError
 from .tokenizers.files import TOKENIZER_FILES
 
 # Repo-root file name patterns (fnmatch, as `snapshot_download(allow_patterns=...)` uses them).
@@ -35,7 +35,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     Hugging Face cache, or taken from it when offline. revision: branch, tag or commit hash (hub repos only).
     Returns the local directory (for a repo, its cached snapshot directory).
     Raises InputError for arguments of the wrong kind (and a revision given with a local path),
-    FileNotFoundError / NotADirectoryError for a bad local path, HubError (an OSError) for hub problems.
+    MissingFileError (a FileNotFoundError) for a bad local path, HubError (an OSError) for hub problems.
     """
     location = os.fspath(name_or_path) if isinstance(name_or_path, (str, os.PathLike)) else None
     if not isinstance(location, str):  # pathlib would raise a TypeError of its own about bytes or an int
@@ -57,11 +57,11 @@ def _checked_local_dir(path: pathlib.Path, revision: str | None) -> pathlib.Path
     if revision is not None:
         raise InputError(f"revision={revision!r} only applies to hub repo ids, but {str(path)!r} is a local path.")
     if not path.exists():
-        raise FileNotFoundError(f"Model directory {str(path)!r} does not exist.")
+        raise MissingFileError(f"Model directory {str(path)!r} does not exist.")
     if not path.is_dir():
-        raise NotADirectoryError(f"{str(path)!r} is a file; pass the directory that holds config.json.")
+        raise MissingFileError(f"{str(path)!r} is a file; pass the directory that holds config.json.")
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{str(path)!r} has no config.json; pass the directory a model was saved to (config.json + .safetensors)."
         )
     return path
@@ -83,7 +83,7 @@ def _download_snapshot(repo_id: str, revision: str | None) -> pathlib.Path:
     try:
         snapshot = huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=list(NEEDED_FILES))
     except HFValidationError as error:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{repo_id!r} is neither an existing directory nor a valid hub repo id ('name' or 'namespace/name')."
         ) from error
     except RevisionNotFoundError as error:

@@ -231,7 +231,7 @@ class Model:
         if isinstance(texts, str):
             return self._embedding(texts, 0)
         if isinstance(texts, (bytes, bytearray)):
-            raise TypeError(f"embed takes a str or a list of str, got {type(texts).__name__}")
+            raise InputError(f"embed takes a str or a list of str, got {type(texts).__name__}")
         texts = list(texts)
         if not texts:
             raise InputError("embed needs at least one text, got an empty list")

@@ -106,10 +106,10 @@ class TextGenerationPipeline:
 
 def _prompt_list(text_inputs) -> list[str]:
     if not isinstance(text_inputs, Sequence) or isinstance(text_inputs, bytes):
-        raise TypeError(f"text_inputs must be a string or a list of strings, got {type(text_inputs).__name__}")
+        raise InputError(f"text_inputs must be a string or a list of strings, got {type(text_inputs).__name__}")
     if not text_inputs:
         raise InputError("text_inputs is an empty list: give at least one prompt")
     for index, text in enumerate(text_inputs):
         if not isinstance(text, str):
-            raise TypeError(f"prompt {index} must be a string, got {type(text).__name__}")
+            raise InputError(f"prompt {index} must be a string, got {type(text).__name__}")
     return list(text_inputs)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import TokenizerError
+from ..errors import MissingFileError, TokenizerError
 from .bpe import BPETokenizer, IncrementalDecoder
 from .files import (
     MERGES_TXT,
@@ -56,11 +56,11 @@ class Tokenizer:
         """Load the tokenizer in ``path``. tokenizer_config.json's tokenizer_class decides when it is
         GPT2Tokenizer[Fast] (BPE) or BertTokenizer[Fast] (WordPiece); otherwise the files do: vocab.json +
         merges.txt, or tokenizer.json with a BPE model -> BPETokenizer; vocab.txt -> WordPieceTokenizer.
-        Raises FileNotFoundError listing what was looked for when none of these is there, TokenizerError
+        Raises MissingFileError (a FileNotFoundError) listing what was looked for when none of these is there, TokenizerError
         naming the file that cannot be read."""
         directory = Path(path)
         if not directory.is_dir():
-            raise FileNotFoundError(f"tokenizer directory not found: {directory}")
+            raise MissingFileError(f"tokenizer directory not found: {directory}")
         tokenizer_class = _configured_class(directory)
         if tokenizer_class in _BPE_CLASSES:
             return BPETokenizer.from_pretrained(directory)
@@ -71,7 +71,7 @@ class Tokenizer:
             return BPETokenizer.from_pretrained(directory)
         if (directory / VOCAB_TXT).is_file():
             return WordPieceTokenizer.from_pretrained(directory)
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{directory}: found no tokenizer. Looked for {TOKENIZER_CONFIG} naming tokenizer_class "
             f"{' / '.join(_BPE_CLASSES + _WORDPIECE_CLASSES)}, {VOCAB_JSON} + {MERGES_TXT} or {TOKENIZER_JSON} "
             f"with a BPE model (GPT-2 BPE), and {VOCAB_TXT} (BERT WordPiece)"

@@ -24,7 +24,7 @@ from typing import Any
 
 import regex
 
-from ..errors import TokenizerError
+from ..errors import MissingFileError, TokenizerError
 from .files import MERGES_TXT, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, TOKENIZER_JSON, VOCAB_JSON, read_json_object
 from .inputs import as_id, check_text, check_texts, id_list, unencodable_text_error
 
@@ -158,11 +158,11 @@ class BPETokenizer:
         fast-tokenizer format, a ``BPE`` model whose merges are ``"a b"`` strings or ``["a", "b"]`` pairs).
         Special tokens and bos/eos come from ``tokenizer.json``'s added tokens, ``tokenizer_config.json`` and
         ``special_tokens_map.json`` when present; ``<|endoftext|>`` is special whenever it is in the vocab.
-        Raises FileNotFoundError / TokenizerError naming the missing or corrupt file.
+        Raises MissingFileError / TokenizerError naming the missing or corrupt file.
         """
         directory = Path(path)
         if not directory.is_dir():
-            raise FileNotFoundError(f"tokenizer directory not found: {directory}")
+            raise MissingFileError(f"tokenizer directory not found: {directory}")
         vocab_file, merges_file = directory / VOCAB_JSON, directory / MERGES_TXT
         json_file = directory / TOKENIZER_JSON
         if vocab_file.is_file() and merges_file.is_file():
@@ -173,7 +173,7 @@ class BPETokenizer:
             vocab, merges, added = _read_tokenizer_json(json_file)
         else:
             missing = " and ".join(f.name for f in (vocab_file, merges_file) if not f.is_file())
-            raise FileNotFoundError(f"{directory}: missing {missing}, and there is no tokenizer.json either")
+            raise MissingFileError(f"{directory}: missing {missing}, and there is no tokenizer.json either")
         named = _read_named_special_tokens(directory, vocab)
         specials = [*added, *named.values(), *([ENDOFTEXT] if ENDOFTEXT in vocab else [])]
         try:

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import TokenizerError
+from ..errors import MissingFileError, TokenizerError
 from .files import SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, VOCAB_TXT, read_json_object
 from .inputs import as_id, check_text, check_texts, id_list, unencodable_text_error
 
@@ -273,10 +273,10 @@ class WordPieceTokenizer:
         strip_accents, tokenize_chinese_chars, *_token) and special_tokens_map.json (overrides *_token)."""
         directory = Path(path)
         if not directory.is_dir():
-            raise FileNotFoundError(f"tokenizer directory not found: {directory}")
+            raise MissingFileError(f"tokenizer directory not found: {directory}")
         vocab_path = directory / VOCAB_TXT
         if not vocab_path.is_file():
-            raise FileNotFoundError(f"{vocab_path} not found: a WordPiece tokenizer needs vocab.txt")
+            raise MissingFileError(f"{vocab_path} not found: a WordPiece tokenizer needs vocab.txt")
         vocab = _read_vocab_lines(vocab_path)
 
         config_path = directory / TOKENIZER_CONFIG
