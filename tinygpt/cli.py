@@ -339,22 +339,20 @@ def _load_model_with_tokenizer(args: argparse.Namespace, command: str):
 def _prompt_ids(model, prompt: str, max_new_tokens: int | None) -> list[int]:
     """The prompt's ids, checked against the model's context in the command line's terms (the flag, not the
     option of ``generate``, which would also call the only prompt "prompt 0")."""
+    from .generation import plural
+
     ids = model.encode_prompt(prompt)
     if not ids:
         raise InputError("the prompt is empty: generation needs at least one token to continue from")
-    n_positions, tokens = model.config.n_positions, _count(len(ids), "token")
+    n_positions, tokens = model.config.n_positions, plural(len(ids), "token")
     room = n_positions - len(ids)
     if room < 1:
         raise InputError(f"the prompt has {tokens} and fills the model's context of {n_positions} positions: "
                          "there is no room for a new token")
     if max_new_tokens is not None and max_new_tokens > room:
         raise InputError(f"--max-new-tokens {max_new_tokens}: the prompt has {tokens}, so the model's context of "
-                         f"{n_positions} positions leaves room for {_count(room, 'new token')} at most")
+                         f"{n_positions} positions leaves room for {plural(room, 'new token')} at most")
     return ids
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _text_argument(value: str) -> str:

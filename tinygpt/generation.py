@@ -364,7 +364,7 @@ def _new_token_budgets(lengths: list[int], options: GenerationOptions, n_positio
         budgets = [min(DEFAULT_NEW_TOKENS, n_positions - length) for length in lengths]
     context = f"the model's context of {n_positions} positions (config.n_positions)"
     for index, (length, budget) in enumerate(zip(lengths, budgets)):
-        has = f"prompt {index} has {_plural(length, 'token')}"
+        has = f"prompt {index} has {plural(length, 'token')}"
         if length >= n_positions:
             raise InputError(f"{has} and fills {context}: there is no room for a new token")
         if budget < 1:
@@ -374,11 +374,12 @@ def _new_token_budgets(lengths: list[int], options: GenerationOptions, n_positio
             if options.max_new_tokens is None:
                 raise InputError(f"max_length={options.max_length} is past {context}")
             raise InputError(f"{has}; with max_new_tokens={options.max_new_tokens} the sequence would run past "
-                             f"{context}: there is room for at most {_plural(n_positions - length, 'new token')}")
+                             f"{context}: there is room for at most {plural(n_positions - length, 'new token')}")
     return budgets
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
+    """A count with its noun, for messages: "1 token", "2 tokens"."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
@@ -398,7 +399,7 @@ def _check_memory(config, prompts: list[list[int]], budgets: list[int], n_per_pr
     per_output_row = _BYTES_PER_OUTPUT_ROW + 8 * (longest + largest_budget)  # a list slot per id
     checks.fits_in_memory(
         running_at_once * per_running_row + n_rows * per_output_row,
-        f"{_plural(n_rows, 'output sequence')} ({_plural(len(prompts), 'prompt')} x num_return_sequences="
+        f"{plural(n_rows, 'output sequence')} ({plural(len(prompts), 'prompt')} x num_return_sequences="
         f"{n_per_prompt}) of up to {longest + largest_budget} tokens",
         "lower num_return_sequences, the number of prompts or max_new_tokens")
 
@@ -459,7 +460,7 @@ def _advance(row: _Row, logits: np.ndarray, request: _Request) -> str:
 def _next_token(logits: np.ndarray, row: _Row, options: GenerationOptions) -> int:
     """logits: float32 [V] from the model -> the chosen token id."""
     if not np.isfinite(logits).all():
-        raise NonFiniteError(f"NaN or infinity in the model's logits after {_plural(len(row.ids), 'token')} of "
+        raise NonFiniteError(f"NaN or infinity in the model's logits after {plural(len(row.ids), 'token')} of "
                              f"output sequence {row.index}: the computation overflowed float32 (extreme weights "
                              "or activations)")
     scores = process_logits(logits, row.ids, options)
