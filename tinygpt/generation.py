@@ -1,17 +1,18 @@
-"""Text generation on tinygpt's KV cache, with the semantics of transformers' ``generate``.
+"""Text generation with the semantics of transformers' ``generate``, on the scheduler's paged KV cache.
 
-One call = one request: ``generate`` allocates its own KV cache and random streams and keeps no state on the
-model, so several threads may generate on one shared model at once.
+One call = one request: ``generate`` runs its prompts on a scheduler and a block pool of its own and keeps no
+state on the model, so several threads may generate on one shared model at once (``tinygpt.Engine`` is the
+way to have their requests share forward passes).
 
-How a batch runs: prompts of different lengths are left-padded to the longest, the padding is masked through
-the cache's ``start``, and the whole batch goes through the model in one pass; then every step feeds each
-unfinished row its last token (finished rows are fed a pad token and their output no longer changes). Each
-output row draws its random numbers from its own stream, child ``i`` of ``SeedSequence(seed)`` for output row
-``i``, so a row's tokens depend on its prompt, the seed and its row index, never on the other rows.
+How a batch runs: each prompt is a :class:`~tinygpt.scheduler.Request` and each of its num_return_sequences
+outputs a row; all are admitted at once and stepped together, each at its own positions (no padding). A
+prompt's rows share its computed prompt. Each output row draws its random numbers from its own stream, child
+``i`` of ``SeedSequence(seed)`` for output row ``i`` (prompt-major), so a row's tokens depend on its prompt,
+the seed and its row index, never on the other rows; and the scheduler computes each row as it would alone.
 
-Next-token choice is :mod:`tinygpt.sampling` (transformers' logits processors). Everything a call is given is
-checked once, in :func:`_prepare`; the decode loop then feeds the model ids it chose itself, through the
-model's internal step, which checks nothing again.
+Next-token choice is :mod:`tinygpt.sampling` (transformers' logits processors), applied by the scheduler.
+Everything a call is given is checked once, in :func:`_prepare`; the steps then feed the model ids it chose
+itself, through the model's internal forward pass, which checks nothing again.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import checks
-from .errors import ConfigError, InputError, NonFiniteError
-from .sampling import process_logits, sample_token
+from .errors import ConfigError, InputError
+from .paged_cache import BLOCK_SIZE, BlockPool
+from .scheduler import Request, Row, Scheduler, blocks_needed, positions_fed
 
 __all__ = ["GenerationOptions", "generate", "stream", "set_seed"]
 
@@ -71,8 +73,9 @@ class GenerationOptions:
     ``top_p`` 1.0 turn those filters off; temperature, top_k, top_p and seed only matter when ``do_sample``
     (set to other values without it, they bring a warning, as in transformers).
     ``eos_token_id``: an id, a list of ids, or None for none; by default ``model.eos_token_id``. ``stop``: strings
-    that end a row once its decoded continuation contains one. ``pad_token_id``: the id fed to padding and to
-    finished rows (never returned); by default the lowest EOS id, else 0.
+    that end a row once its decoded continuation contains one. ``pad_token_id``: accepted (and checked against
+    the vocabulary) as transformers takes it; no id is ever padded here, since every row sits at its own
+    positions, so it changes nothing.
     """
 
     max_new_tokens: int | None = None
@@ -175,26 +178,10 @@ class _ContinuationText:
         return self._decoder.flush()
 
 
-@dataclass
-class _Row:
-    """One output sequence: its prompt and the tokens generated so far."""
-
-    index: int  # its place in the output
-    ids: list[int]
-    budget: int  # how many more tokens it may generate
-    rng: np.random.Generator | None
-    text: _ContinuationText | None
-    done: bool = False
-
-
-@dataclass(frozen=True)
-class _Request:
-    """Validated options resolved against one model."""
-
-    options: GenerationOptions
-    eos_ids: frozenset[int]
-    pad_id: int
-    n_positions: int
+# A generate call admits all its rows at once; its steps feed up to this many prompt tokens (past the running
+# rows' next tokens). Outputs do not depend on it (see tinygpt.scheduler): it only sets how many Python steps a
+# long prompt takes and the size of the step's activations.
+GENERATE_STEP_TOKENS = 512
 
 
 def generate(model, input_ids, *, streamer: Callable[[str], object] | None = None, **options) -> list[list[int]]:
@@ -213,13 +200,12 @@ def generate(model, input_ids, *, streamer: Callable[[str], object] | None = Non
     """
     if streamer is not None and not callable(streamer):
         raise InputError(f"streamer must be callable with a str, got {type(streamer).__name__}")
-    rows, request = _prepare(model, input_ids, GenerationOptions(**options),
-                             text_for=None if streamer is None else "a streamer")
-    for batch in _batches_that_fit(rows, request.n_positions):
-        for pieces in _decode(model, batch, request):
-            if streamer is not None and pieces[0]:
-                streamer(pieces[0])
-    return [row.ids for row in rows]
+    requests = _prepare(model, input_ids, GenerationOptions(**options),
+                        text_for=None if streamer is None else "a streamer")
+    for piece in _run(model, requests):
+        if streamer is not None and piece:
+            streamer(piece)
+    return [row.ids for request in requests for row in request.rows]
 
 
 def stream(model, input_ids, **options) -> Iterator[str]:
@@ -229,54 +215,73 @@ def stream(model, input_ids, **options) -> Iterator[str]:
     ``tokenizer.decode(continuation, skip_special_tokens=True)``. Options are checked now, the model runs
     as the iterator is consumed.
     """
-    rows, request = _prepare(model, input_ids, GenerationOptions(**options), text_for="stream()")
-    return _text_of_first_row(model, rows, request)
+    requests = _prepare(model, input_ids, GenerationOptions(**options), text_for="stream()")
+    return (piece for piece in _run(model, requests) if piece)
 
 
-def _text_of_first_row(model, rows: list[_Row], request: _Request) -> Iterator[str]:
-    for pieces in _decode(model, rows, request):
-        if pieces[0]:
-            yield pieces[0]
+def _run(model, requests: list[Request]) -> Iterator[str]:
+    """Run ``requests`` to the end on a scheduler of their own; after each step yield the text the first
+    output row produced ("" if none)."""
+    size = BLOCK_SIZE
+    n_blocks = sum(blocks_needed(len(r.prompt), r.rows[0].budget, len(r.rows), size) for r in requests)
+    cfg = model.config
+    pool = BlockPool(cfg.n_layer, cfg.n_head, cfg.head_dim, n_blocks, size)
+    scheduler = Scheduler(model, pool, max_batch=sum(len(r.rows) for r in requests),
+                          step_tokens=GENERATE_STEP_TOKENS)
+    first = requests[0].rows[0]
+    pieces = []
+
+    def collect(request: Request, new: list) -> None:
+        pieces.extend(piece for row, _, piece in new if row is first)
+
+    for request in requests:
+        request.on_step = collect
+        scheduler.add(request)
+    while scheduler.has_work():
+        scheduler.step()
+        for request in requests:
+            if request.error is not None:
+                raise request.error
+        yield "".join(pieces)
+        pieces.clear()
 
 
-def _prepare(model, input_ids, options: GenerationOptions, text_for: str | None) -> tuple[list[_Row], _Request]:
-    """Check everything against the model and lay out the output rows (with their random streams).
+def _prepare(model, input_ids, options: GenerationOptions, text_for: str | None,
+             text_of_every_row: bool = False) -> list[Request]:
+    """Check everything against the model and lay out one request per prompt, each with its output rows
+    (and their random streams).
 
     text_for: what follows the decoded text as it comes ("stream()", "a streamer"), if anything: it follows
-    one output sequence.
+    one output sequence. text_of_every_row: decode every row's text as it comes (needs the tokenizer).
     """
     config = model.config
     _warn_of_unused_sampling_options(options)
     prompts = _as_prompts(input_ids, config.vocab_size)
     eos_ids = _eos_ids(options.eos_token_id, model)
-    pad_id = (checks.token_id(options.pad_token_id, config.vocab_size, "pad_token_id")
-              if options.pad_token_id is not None else min(eos_ids, default=0))
+    if options.pad_token_id is not None:
+        checks.token_id(options.pad_token_id, config.vocab_size, "pad_token_id")
     budgets = _new_token_budgets([len(p) for p in prompts], options, config.n_positions)
     stop_strings = options.stop_strings
-    decode_text = text_for is not None
+    decode_text = text_for is not None or text_of_every_row
     if (stop_strings or decode_text) and getattr(model, "tokenizer", None) is None:
         need = "stop strings need" if stop_strings else "streaming needs"
         raise InputError(f"{need} the model's tokenizer to decode tokens, and model.tokenizer is None")
 
     n = options.num_return_sequences
     n_rows = len(prompts) * n
-    if decode_text and n_rows != 1:
+    if text_for is not None and n_rows != 1:
         raise InputError(f"{text_for} follows one output sequence, but this request makes {n_rows} "
                          "(one prompt and num_return_sequences=1 only)")
     _check_memory(config, prompts, budgets, n)
     rngs = _row_generators(options.seed, n_rows) if options.do_sample else [None] * n_rows
-    rows = [
-        _Row(
-            index=index * n + copy,
-            ids=list(prompt),
-            budget=budget,
-            rng=rngs[index * n + copy],
-            text=_ContinuationText(model.tokenizer, stop_strings) if stop_strings or decode_text else None,
-        )
+    return [
+        Request(prompt=prompt, options=options, eos_ids=eos_ids, rows=[
+            Row(index=copy, ids=list(prompt), budget=budget, rng=rngs[index * n + copy],
+                text=_ContinuationText(model.tokenizer, stop_strings) if stop_strings or decode_text else None)
+            for copy in range(n)
+        ])
         for index, (prompt, budget) in enumerate(zip(prompts, budgets))
-        for copy in range(n)
     ]
-    return rows, _Request(options, eos_ids, pad_id, config.n_positions)
 
 
 def _warn_at_caller(message: str) -> None:
@@ -392,13 +397,12 @@ def _check_memory(config, prompts: list[list[int]], budgets: list[int], n_per_pr
     num_return_sequences would otherwise spend minutes making random streams, then fail in NumPy)."""
     n_rows = len(prompts) * n_per_prompt
     longest, largest_budget = max(map(len, prompts)), max(budgets)
-    positions = _cache_positions(longest, largest_budget)
-    running_at_once = n_rows if positions <= config.n_positions else 1  # as _batches_that_fit runs them
-    # Each running row: keys and values of every layer in float32 (Model.new_cache), and its float32 logits.
-    per_running_row = 2 * config.n_layer * config.n_embd * positions * 4 + config.vocab_size * 4
+    positions = positions_fed(longest, largest_budget)
+    # Each row: keys and values of every layer in float32 (the paged cache), and its float32 logits.
+    per_row = 2 * config.n_layer * config.n_embd * positions * 4 + config.vocab_size * 4
     per_output_row = _BYTES_PER_OUTPUT_ROW + 8 * (longest + largest_budget)  # a list slot per id
     checks.fits_in_memory(
-        running_at_once * per_running_row + n_rows * per_output_row,
+        n_rows * (per_row + per_output_row),
         f"{plural(n_rows, 'output sequence')} ({plural(len(prompts), 'prompt')} x num_return_sequences="
         f"{n_per_prompt}) of up to {longest + largest_budget} tokens",
         "lower num_return_sequences, the number of prompts or max_new_tokens")
@@ -408,63 +412,6 @@ def _row_generators(seed: int | None, count: int) -> list[np.random.Generator]:
     """Independent streams: output row i gets child i of SeedSequence(seed), whatever ``count`` is."""
     root = np.random.SeedSequence(seed if seed is not None else _default_seed)
     return [np.random.Generator(np.random.PCG64(child)) for child in root.spawn(count)]
-
-
-def _batches_that_fit(rows: list[_Row], n_positions: int) -> list[list[_Row]]:
-    """The rows in one batch, or one row at a time when padding would push the batch past the context.
-
-    In a batch every row occupies the longest prompt's positions plus the largest budget in the cache. Rows
-    do not depend on each other, so running them separately gives the same outputs.
-    """
-    if _cache_positions(max(len(row.ids) for row in rows), max(row.budget for row in rows)) <= n_positions:
-        return [rows]
-    return [[row] for row in rows]
-
-
-def _cache_positions(longest_prompt: int, largest_budget: int) -> int:
-    """Positions a batch fills: the padded prompts, then one per step but the last (its token is not fed)."""
-    return longest_prompt + largest_budget - 1
-
-
-def _decode(model, rows: list[_Row], request: _Request) -> Iterator[list[str]]:
-    """Run ``rows`` to the end together; after each step yield the text each row produced ("" if none).
-
-    Every id fed is a checked prompt id or one chosen here, so the model's internal step runs (no checks).
-    """
-    longest = max(len(row.ids) for row in rows)
-    padding = [longest - len(row.ids) for row in rows]
-    prompt_batch = np.array([[request.pad_id] * pad + row.ids for row, pad in zip(rows, padding)], np.int64)
-    capacity = _cache_positions(longest, max(row.budget for row in rows))
-    cache = model.new_cache(len(rows), capacity=capacity, start=padding)
-    logits = model._step(cache, prompt_batch)  # [B, V]
-    while True:
-        yield [_advance(row, logits[index], request) if not row.done else "" for index, row in enumerate(rows)]
-        if all(row.done for row in rows):
-            return
-        last = [[request.pad_id if row.done else row.ids[-1]] for row in rows]
-        logits = model._step(cache, np.array(last, np.int64))
-
-
-def _advance(row: _Row, logits: np.ndarray, request: _Request) -> str:
-    """Append the row's next token; return the text it completed."""
-    token = _next_token(logits, row, request.options)
-    row.ids.append(token)
-    row.budget -= 1
-    piece, stopped = row.text.push(token) if row.text is not None else ("", False)
-    row.done = stopped or token in request.eos_ids or row.budget == 0
-    if row.done and row.text is not None:
-        piece += row.text.flush()
-    return piece
-
-
-def _next_token(logits: np.ndarray, row: _Row, options: GenerationOptions) -> int:
-    """logits: float32 [V] from the model -> the chosen token id."""
-    if not np.isfinite(logits).all():
-        raise NonFiniteError(f"NaN or infinity in the model's logits after {plural(len(row.ids), 'token')} of "
-                             f"output sequence {row.index}: the computation overflowed float32 (extreme weights "
-                             "or activations)")
-    scores = process_logits(logits, row.ids, options)
-    return sample_token(scores, row.rng) if options.do_sample else int(np.argmax(scores))
 
 
 # ------------------------------------------------------------------------------------------------ defaults

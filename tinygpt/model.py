@@ -21,8 +21,8 @@ from .errors import InputError, NonFiniteError
 # The kernels check no arguments (their contracts are in kernels.checks): every array the forward pass hands
 # them is valid by construction (weights checked against the config at load, activations and cache allocated
 # here), and the public methods below check what a caller gives them once.
-from .kernels.attention import attention
-from .kernels.matmul import linear, linear_nt
+from .kernels.attention import attention, paged_attention
+from .kernels.matmul import SMALL_M, linear, linear_nt
 from .kernels.norm import layer_norm
 from .kernels.quantized import linear_nt_int8
 from .tokenizers import load_model_tokenizer, prompt_rules
@@ -34,6 +34,21 @@ def project(x: np.ndarray, weight, bias: np.ndarray, **options) -> np.ndarray:
     if isinstance(weight, QuantizedWeight):
         return linear_nt_int8(x, weight.q, weight.scale, bias, **options)
     return linear(x, weight, bias, **options)
+
+
+# Products of the token-by-token path (Model._forward_tokens) take at most this many rows per kernel call: up
+# to it, each row's result is the same whatever rows share the call (the kernels' row invariance).
+ROWS_PER_PRODUCT = SMALL_M
+
+
+def project_rows(x: np.ndarray, weight, bias: np.ndarray, out: np.ndarray | None = None, **options) -> np.ndarray:
+    """:func:`project` in groups of ROWS_PER_PRODUCT rows: every row's result independent of the others."""
+    if out is None:
+        out = np.empty((x.shape[0], bias.shape[0]), np.float32)
+    for first in range(0, x.shape[0], ROWS_PER_PRODUCT):
+        rows = slice(first, first + ROWS_PER_PRODUCT)
+        project(x[rows], weight, bias, out=out[rows], **options)
+    return out
 
 
 def lm_head(x: np.ndarray, weight) -> np.ndarray:
@@ -255,6 +270,45 @@ class Model:
         return self.tokenizer
 
     # ---- the forward pass ---------------------------------------------------------------------------
+
+    def _forward_tokens(self, pool, ids: np.ndarray, token_seq: np.ndarray, token_pos: np.ndarray,
+                        tables: np.ndarray, logit_rows: np.ndarray) -> np.ndarray:
+        """The forward pass of any mix of tokens of any sequences, over a paged KV cache (``scheduler``).
+
+        ids [T]: token t is sequence token_seq[t]'s token at position token_pos[t]; tables [S, max_blocks]:
+        each sequence's blocks of ``pool`` (a ``paged_cache.BlockPool``), which hold its positions before
+        the fed ones. Writes every token's keys and values into its block; returns float32 [len(logit_rows),
+        vocab], the logits after the tokens ``logit_rows``. Each token's result is the same whatever other
+        tokens are fed with it: row-invariant products (in groups of ROWS_PER_PRODUCT) and attention.
+        """
+        cfg, w = self.config, self.weights
+        H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
+        blocks = tables[token_seq, token_pos // pool.block_size]
+        slots = token_pos % pool.block_size
+        x = w["wte.weight"][ids] + w["wpe.weight"][token_pos]  # residual stream [T, C]
+        for layer in range(cfg.n_layer):
+            p = f"h.{layer}."
+            h = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], cfg.layer_norm_epsilon)
+            qkv = project_rows(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]).reshape(-1, 3, H, D)
+            pool.keys[layer][blocks, :, :, slots] = qkv[:, 1]  # [T, H, D] into [block, H, D, slot]
+            pool.values[layer][blocks, :, slots] = qkv[:, 2]  # [T, H, D] into [block, H, slot, D]
+            q, seq, pos = qkv[:, 0], token_seq, token_pos
+            if layer == cfg.n_layer - 1:
+                # Past this point only the rows whose logits are asked for reach the output.
+                if logit_rows.size == 0:
+                    return np.empty((0, cfg.vocab_size), np.float32)
+                q, seq, pos = q[logit_rows], seq[logit_rows], pos[logit_rows]
+                x = x[logit_rows]
+            heads = paged_attention(np.ascontiguousarray(q), pool.keys[layer], pool.values[layer], tables,
+                                    np.ascontiguousarray(seq), np.ascontiguousarray(pos), cfg.attention_scale(layer))
+            project_rows(heads, w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"], out=x, accumulate=True)
+            h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], cfg.layer_norm_epsilon)
+            inner = project_rows(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"], gelu=True)  # [T, I]
+            project_rows(inner, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"], out=x, accumulate=True)
+        x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], cfg.layer_norm_epsilon)
+        head = w["lm_head.weight"]
+        return np.concatenate([lm_head(x[first:first + ROWS_PER_PRODUCT], head)
+                               for first in range(0, x.shape[0], ROWS_PER_PRODUCT)])
 
     def _forward(self, cache: KVCache, ids: np.ndarray, all_positions: bool, output: str) -> np.ndarray:
         cfg, w = self.config, self.weights

@@ -1,0 +1,258 @@
+"""Many callers, one model: requests from any thread (or asyncio task) share the model's forward passes.
+
+``engine = Engine(model)`` starts one thread that owns the compute: a :class:`~tinygpt.scheduler.Scheduler`
+over a block pool of ``kv_cache_tokens`` positions. ``engine.submit(prompt_ids, **options)`` checks the
+request at once (bad options raise there, in the caller, and touch nothing else) and returns a
+:class:`Handle`; the thread admits it when its rows and its whole KV-cache budget fit, and from then on
+feeds it in every step beside the others. Iterate the handle (``for event in handle`` or ``async for``) to get
+the tokens as they are produced, or wait for :meth:`Handle.result`.
+
+What a request gets does not depend on what else runs: its output equals ``model.generate`` of its prompt
+alone with the same options (the scheduler computes every row as it would alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+from . import checks
+from .errors import InputError
+from .generation import GenerationOptions, _prepare
+from .paged_cache import BLOCK_SIZE, BlockPool
+from .scheduler import Request, Row, Scheduler
+
+__all__ = ["Engine", "Handle", "Event"]
+
+DEFAULT_MAX_BATCH = 16
+DEFAULT_KV_CACHE_TOKENS = 16 * 512  # room for max_batch sequences of 512 positions
+# Tokens fed per step: the running rows' next tokens, then prompt chunks in the rest. The products keep
+# their row-invariant kernels up to this many rows, and a running row waits at most one such step for its next
+# token while prompts arrive (benchmarks/batching.py measures what that costs).
+DEFAULT_STEP_TOKENS = 48
+
+
+@dataclass(frozen=True)
+class Event:
+    """A new token of one output row. ``text``: the text it completed ("" while a character is unfinished; None
+    when the model has no tokenizer). ``finish_reason``: None, or on the row's last event "stop" (EOS or a stop
+    string) or "length" (max_new_tokens reached)."""
+
+    row: int
+    token_id: int
+    text: str | None
+    finish_reason: str | None = None
+
+
+class Handle:
+    """One submitted request: iterate it for :class:`Event` s as they come, :meth:`result` for the ids.
+
+    Thread-safe; also an async iterator (``async for event in handle``) and awaitable (``await
+    handle.aresult()``) from any event loop.
+    """
+
+    def __init__(self, engine: Engine, request: Request):
+        self._engine = engine
+        self.request = request
+        self._events: list[Event] = []
+        self._done = False
+        self._lock = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    # ---- the engine thread's side ------------------------------------------------------------------
+    def _publish(self, events: list[Event], done: bool) -> None:
+        with self._lock:
+            self._events.extend(events)
+            self._done = self._done or done
+            self._lock.notify_all()
+            waiters, self._waiters = self._waiters, []
+        for loop, flag in waiters:
+            try:
+                loop.call_soon_threadsafe(flag.set)
+            except RuntimeError:  # that loop has closed: nobody is waiting there any more
+                pass
+
+    # ---- the caller's side -------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> None:
+        """Stop the request: its rows end at the next step and their KV-cache blocks are freed."""
+        self._engine._cancel(self)
+
+    def __iter__(self) -> Iterator[Event]:
+        seen = 0
+        while True:
+            with self._lock:
+                while seen == len(self._events) and not self._done:
+                    self._lock.wait()
+                events, finished = self._events[seen:], self._done
+            yield from events
+            seen += len(events)
+            if finished and seen == len(self._events):
+                self._raise_error()
+                return
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        seen = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            flag = asyncio.Event()
+            with self._lock:
+                events, finished = self._events[seen:], self._done
+                if not events and not finished:
+                    self._waiters.append((loop, flag))
+            if not events and not finished:
+                await flag.wait()
+                continue
+            for event in events:
+                yield event
+            seen += len(events)
+            if finished and seen == len(self._events):
+                self._raise_error()
+                return
+
+    def result(self, timeout: float | None = None) -> list[list[int]]:
+        """Wait for the end; the ids of every output row, prompt included (as ``generate`` returns them).
+        A cancelled row holds what it had generated by then."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._done, timeout):
+                raise TimeoutError(f"the request did not finish within {timeout} s")
+        self._raise_error()
+        return [list(row.ids) for row in self.request.rows]
+
+    async def aresult(self) -> list[list[int]]:
+        async for _ in self:
+            pass
+        return [list(row.ids) for row in self.request.rows]
+
+    def finish_reasons(self) -> list[str | None]:
+        """Why each row ended: "stop", "length" or "cancelled" (None while it runs)."""
+        return [row.finish_reason for row in self.request.rows]
+
+    def _raise_error(self) -> None:
+        if self.request.error is not None:
+            raise self.request.error
+
+
+class Engine:
+    """A model shared by many concurrent requests, batched step by step on one compute thread.
+
+    max_batch: output rows run at once (each request's num_return_sequences count); kv_cache_tokens: positions
+    of keys and values the block pool holds for all of them (a request waits until its prompt and its whole
+    token budget fit; one that could never fit is refused at submit); step_tokens: tokens fed per step.
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, model, *, max_batch: int = DEFAULT_MAX_BATCH, kv_cache_tokens: int = DEFAULT_KV_CACHE_TOKENS,
+                 step_tokens: int = DEFAULT_STEP_TOKENS):
+        cfg = model.config
+        max_batch = checks.count(max_batch, "max_batch", minimum=1)
+        kv_cache_tokens = checks.count(kv_cache_tokens, "kv_cache_tokens", minimum=BLOCK_SIZE)
+        step_tokens = checks.count(step_tokens, "step_tokens", minimum=1)
+        n_blocks = kv_cache_tokens // BLOCK_SIZE
+        checks.fits_in_memory(2 * cfg.n_layer * cfg.n_embd * n_blocks * BLOCK_SIZE * 4,
+                              f"a KV cache of {kv_cache_tokens} positions", "lower kv_cache_tokens")
+        self.model = model
+        self.pool = BlockPool(cfg.n_layer, cfg.n_head, cfg.head_dim, n_blocks, BLOCK_SIZE)
+        self._scheduler = Scheduler(model, self.pool, max_batch=max_batch, step_tokens=step_tokens)
+        self._handles: dict[int, Handle] = {}  # id(request) -> its handle, while it runs or waits
+        self._inbox: list[tuple[str, Handle]] = []
+        self._wake = threading.Condition()
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tinygpt-engine", daemon=True)
+        self._thread.start()
+
+    # ---- callers ------------------------------------------------------------------------------------
+    def submit(self, prompt_ids, **options) -> Handle:
+        """Queue one prompt (a list or 1-D array of token ids) with the options of ``generate`` (max_new_tokens,
+        do_sample, temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed, eos_token_id, stop,
+        ...). Checked now: bad options or ids raise :class:`~tinygpt.errors.InputError` here."""
+        with_text = getattr(self.model, "tokenizer", None) is not None
+        requests = _prepare(self.model, prompt_ids, GenerationOptions(**options), text_for=None,
+                            text_of_every_row=with_text)
+        if len(requests) != 1:
+            raise InputError(f"submit takes one prompt (a list of token ids), got a batch of {len(requests)}: "
+                             "submit each prompt on its own")
+        request = requests[0]
+        self._scheduler.check_fits(request)
+        handle = Handle(self, request)
+        request.on_step = self._on_step
+        self._post("submit", handle)
+        return handle
+
+    def close(self) -> None:
+        """Cancel what runs or waits, and stop the compute thread."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _cancel(self, handle: Handle) -> None:
+        self._post("cancel", handle)
+
+    def _post(self, what: str, handle: Handle) -> None:
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("this engine is closed")
+            if self._failure is not None:
+                raise RuntimeError("the engine's compute thread failed") from self._failure
+            self._inbox.append((what, handle))
+            self._wake.notify()
+
+    # ---- the compute thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        scheduler = self._scheduler
+        try:
+            while True:
+                with self._wake:
+                    while not self._inbox and not scheduler.has_work() and not self._closing:
+                        self._wake.wait()
+                    inbox, self._inbox = self._inbox, []
+                    closing = self._closing
+                for what, handle in inbox:
+                    request = handle.request
+                    if what == "submit":
+                        self._handles[id(request)] = handle
+                        scheduler.add(request)
+                    elif id(request) in self._handles:  # a cancel of a request not already ended
+                        scheduler.cancel(request)
+                        self._end(request)
+                if closing:
+                    for handle in list(self._handles.values()):
+                        scheduler.cancel(handle.request)
+                        self._end(handle.request)
+                    return
+                if scheduler.has_work():
+                    for request in scheduler.step():
+                        self._end(request)
+        except BaseException as error:  # a bug, not a request's fault: fail every request, loudly
+            self._failure = error
+            for handle in list(self._handles.values()):
+                handle.request.error = RuntimeError(f"the engine's compute thread failed: {error!r}")
+                handle._publish([], done=True)
+            raise
+
+    def _on_step(self, request: Request, new: list[tuple[Row, int, str]]) -> None:
+        handle = self._handles.get(id(request))
+        if handle is None:
+            return
+        decode_text = self.model.tokenizer is not None
+        handle._publish([Event(row.index, token, piece if decode_text else None,
+                               row.finish_reason if row.done else None) for row, token, piece in new], done=False)
+
+    def _end(self, request: Request) -> None:
+        handle = self._handles.pop(id(request), None)
+        if handle is not None:
+            handle._publish([], done=True)
