@@ -21,6 +21,7 @@ if "numpy" not in sys.modules:
 _EXPORTS = {
     "Model": "tinygpt.model",
     "KVCache": "tinygpt.model",
+    "Engine": "tinygpt.engine",
     "GPT2Config": "tinygpt.config",
     "Tokenizer": "tinygpt.tokenizers",
     "pipeline": "tinygpt.text_generation",

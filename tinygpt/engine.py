@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from . import checks
 from .errors import InputError
-from .generation import GenerationOptions, _prepare
+from .generation import GenerationOptions, prepare_requests
 from .paged_cache import BLOCK_SIZE, BlockPool
 from .scheduler import Request, Row, Scheduler
 
@@ -173,7 +173,7 @@ class Engine:
         do_sample, temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed, eos_token_id, stop,
         ...). Checked now: bad options or ids raise :class:`~tinygpt.errors.InputError` here."""
         with_text = getattr(self.model, "tokenizer", None) is not None
-        requests = _prepare(self.model, prompt_ids, GenerationOptions(**options), text_for=None,
+        requests = prepare_requests(self.model, prompt_ids, GenerationOptions(**options), text_for=None,
                             text_of_every_row=with_text)
         if len(requests) != 1:
             raise InputError(f"submit takes one prompt (a list of token ids), got a batch of {len(requests)}: "

@@ -11,8 +11,8 @@ prompt's rows share its computed prompt. Each output row draws its random number
 the seed and its row index, never on the other rows; and the scheduler computes each row as it would alone.
 
 Next-token choice is :mod:`tinygpt.sampling` (transformers' logits processors), applied by the scheduler.
-Everything a call is given is checked once, in :func:`_prepare`; the steps then feed the model ids it chose
-itself, through the model's internal forward pass, which checks nothing again.
+Everything a call is given is checked once, in :func:`prepare_requests`; the steps then feed the model ids it
+chose itself, through the model's internal forward pass, which checks nothing again.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class GenerationOptions:
         for name in ("max_new_tokens", "max_length"):
             if getattr(self, name) is not None:
                 store(name, checks.count(getattr(self, name), name, minimum=1))
-        # Its bound is the memory the outputs need, checked against the model in _prepare.
+        # Its bound is the memory the outputs need, checked against the model in prepare_requests.
         store("num_return_sequences", checks.count(self.num_return_sequences, "num_return_sequences", minimum=1))
         store("do_sample", checks.flag(self.do_sample, "do_sample"))
         if self.num_return_sequences > 1 and not self.do_sample:
@@ -157,7 +157,7 @@ def _stop_strings(stop) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------- the request
-class _ContinuationText:
+class ContinuationText:
     """Decodes one row's new tokens as they come and watches for stop strings in the text."""
 
     def __init__(self, tokenizer, stop_strings: tuple[str, ...]):
@@ -200,7 +200,7 @@ def generate(model, input_ids, *, streamer: Callable[[str], object] | None = Non
     """
     if streamer is not None and not callable(streamer):
         raise InputError(f"streamer must be callable with a str, got {type(streamer).__name__}")
-    requests = _prepare(model, input_ids, GenerationOptions(**options),
+    requests = prepare_requests(model, input_ids, GenerationOptions(**options),
                         text_for=None if streamer is None else "a streamer")
     for piece in _run(model, requests):
         if streamer is not None and piece:
@@ -215,7 +215,7 @@ def stream(model, input_ids, **options) -> Iterator[str]:
     ``tokenizer.decode(continuation, skip_special_tokens=True)``. Options are checked now, the model runs
     as the iterator is consumed.
     """
-    requests = _prepare(model, input_ids, GenerationOptions(**options), text_for="stream()")
+    requests = prepare_requests(model, input_ids, GenerationOptions(**options), text_for="stream()")
     return (piece for piece in _run(model, requests) if piece)
 
 
@@ -246,8 +246,8 @@ def _run(model, requests: list[Request]) -> Iterator[str]:
         pieces.clear()
 
 
-def _prepare(model, input_ids, options: GenerationOptions, text_for: str | None,
-             text_of_every_row: bool = False) -> list[Request]:
+def prepare_requests(model, input_ids, options: GenerationOptions, text_for: str | None,
+                     text_of_every_row: bool = False) -> list[Request]:
     """Check everything against the model and lay out one request per prompt, each with its output rows
     (and their random streams).
 
@@ -277,7 +277,7 @@ def _prepare(model, input_ids, options: GenerationOptions, text_for: str | None,
     return [
         Request(prompt=prompt, options=options, eos_ids=eos_ids, rows=[
             Row(index=copy, ids=list(prompt), budget=budget, rng=rngs[index * n + copy],
-                text=_ContinuationText(model.tokenizer, stop_strings) if stop_strings or decode_text else None)
+                text=ContinuationText(model.tokenizer, stop_strings) if stop_strings or decode_text else None)
             for copy in range(n)
         ])
         for index, (prompt, budget) in enumerate(zip(prompts, budgets))

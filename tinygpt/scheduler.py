@@ -37,7 +37,7 @@ class Row:
     ids: list[int]  # prompt + generated
     budget: int  # how many more tokens it may generate
     rng: np.random.Generator | None
-    text: object | None  # decodes its new tokens and watches for stop strings (generation._ContinuationText)
+    text: object | None  # decodes its new tokens and watches for stop strings (generation.ContinuationText)
     done: bool = False
     finish_reason: str | None = None  # "stop" (EOS or a stop string), "length" (budget), "cancelled"
     blocks: list[int] = field(default_factory=list)  # the pool blocks of its positions, in order
