@@ -4,7 +4,8 @@ matmul      linear (x @ w + b, fused GELU / accumulate), linear_nt (x @ w.T)
 quantized   quantize_rows, quantize_columns, and linear_nt_int8: the same products on int8 weights
 intdot      exact int16 x int8 dot products (LLVM IR vector multiply-adds) for the int8 decode products
 tiles       the 3x4 dot-product tile, the panel GEMM built around it, the weight streams of small products
-attention   attention: causal multi-head attention over a KV cache with left padding
+attention   attention: causal multi-head attention over a KV cache with left padding; paged_attention:
+            queries of any sequences over a pool of key/value blocks, batch-invariant
 activations gelu_new (tanh GELU)
 norm        layer_norm
 checks      the argument contract of each kernel above, one check function per kernel, under its name
@@ -23,7 +24,7 @@ cached on disk (``cache=True``), so only the first run on a machine pays for com
 from .threads import available_cores, get_num_threads, set_num_threads  # isort: skip
 from . import checks
 from .activations import gelu_new
-from .attention import attention
+from .attention import attention, paged_attention
 from .matmul import linear, linear_nt
 from .norm import layer_norm
 
@@ -36,5 +37,6 @@ __all__ = [
     "layer_norm",
     "linear",
     "linear_nt",
+    "paged_attention",
     "set_num_threads",
 ]

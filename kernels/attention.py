@@ -243,3 +243,313 @@ def attention(
     # int(): a NumPy unsigned n_past would turn Numba's index arithmetic into float64
     _attention(q, k_cache, v_cache, int(n_past), kv_start, np.float32(scale), out)
     return out
+
+
+# --- paged attention: queries of any sequences over a pool of key/value blocks ----------------------------
+#
+# Batch invariance: each query's output must be the same bits whatever else shares the call, so its arithmetic
+# is a fixed function of its own query, keys and values. Every sum runs in the order written (no `reassoc`:
+# LLVM may otherwise reassociate two loops written alike in two different ways), and no sum runs across
+# vector lanes: scores are chains over d, one lane per key (the pool stores keys transposed for this); the
+# weighted values are chains over keys, one lane per d. Multiply-adds are still fused (`contract`): whether
+# an accumulation step is a fused multiply-add depends only on the expression, so it is the same in a
+# vectorised loop, its scalar remainder and every function below that writes the same step.
+_EXACT = {"contract"}
+_SHARED_QUERIES = 4  # queries of one sequence that share each load of a key or value
+
+
+@jit(fastmath=_EXACT)
+def _block_scores_1(query, keys_t, scale, scores):
+    """scores[j] = scale * (query . keys_t[:, j]) for every slot j of one block; the dot product is the
+    chain s = s + query[d] * key[d] over d = 0, 1, ..., four dimensions per pass over the slots."""
+    dim, slots = keys_t.shape
+    scores[:] = 0.0
+    d = 0
+    while d + 4 <= dim:
+        a0, a1, a2, a3 = query[d], query[d + 1], query[d + 2], query[d + 3]
+        k0, k1, k2, k3 = keys_t[d], keys_t[d + 1], keys_t[d + 2], keys_t[d + 3]
+        for j in range(slots):
+            scores[j] = scores[j] + a0 * k0[j] + a1 * k1[j] + a2 * k2[j] + a3 * k3[j]
+        d += 4
+    while d < dim:
+        a0 = query[d]
+        k0 = keys_t[d]
+        for j in range(slots):
+            scores[j] = scores[j] + a0 * k0[j]
+        d += 1
+    for j in range(slots):
+        scores[j] = scores[j] * scale
+
+
+@jit(fastmath=_EXACT)
+def _block_scores_4(q0, q1, q2, q3, keys_t, scale, s0, s1, s2, s3):
+    """``_block_scores_1`` for four queries at once (each key load serves all four): each query's scores are
+    the same chains, in the same order, as ``_block_scores_1`` computes for it alone."""
+    dim, slots = keys_t.shape
+    s0[:] = 0.0
+    s1[:] = 0.0
+    s2[:] = 0.0
+    s3[:] = 0.0
+    d = 0
+    while d + 4 <= dim:
+        a0, a1, a2, a3 = q0[d], q0[d + 1], q0[d + 2], q0[d + 3]
+        b0, b1, b2, b3 = q1[d], q1[d + 1], q1[d + 2], q1[d + 3]
+        c0, c1, c2, c3 = q2[d], q2[d + 1], q2[d + 2], q2[d + 3]
+        e0, e1, e2, e3 = q3[d], q3[d + 1], q3[d + 2], q3[d + 3]
+        k0, k1, k2, k3 = keys_t[d], keys_t[d + 1], keys_t[d + 2], keys_t[d + 3]
+        for j in range(slots):
+            x0, x1, x2, x3 = k0[j], k1[j], k2[j], k3[j]
+            s0[j] = s0[j] + a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+            s1[j] = s1[j] + b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+            s2[j] = s2[j] + c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+            s3[j] = s3[j] + e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
+        d += 4
+    while d < dim:
+        a0, b0, c0, e0 = q0[d], q1[d], q2[d], q3[d]
+        k0 = keys_t[d]
+        for j in range(slots):
+            x0 = k0[j]
+            s0[j] = s0[j] + a0 * x0
+            s1[j] = s1[j] + b0 * x0
+            s2[j] = s2[j] + c0 * x0
+            s3[j] = s3[j] + e0 * x0
+        d += 1
+    for j in range(slots):
+        s0[j] = s0[j] * scale
+        s1[j] = s1[j] * scale
+        s2[j] = s2[j] * scale
+        s3[j] = s3[j] * scale
+
+
+@jit(fastmath=_EXACT)
+def _softmax_weights(weights, count):
+    """weights[:count] = float32(exp(s - max s)) for the scores s in weights[:count] (count >= 1); returns
+    their sum in float64, added in a fixed order (four running sums, then the remainder)."""
+    m0 = m1 = m2 = m3 = weights[0]  # the maximum is exact in any order; four chains only for speed
+    j = 0
+    while j + 4 <= count:
+        m0 = max(m0, weights[j])
+        m1 = max(m1, weights[j + 1])
+        m2 = max(m2, weights[j + 2])
+        m3 = max(m3, weights[j + 3])
+        j += 4
+    while j < count:
+        m0 = max(m0, weights[j])
+        j += 1
+    top = np.float64(max(max(m0, m1), max(m2, m3)))
+    for j in range(count):
+        weights[j] = np.float32(exp_f64(np.float64(weights[j]) - top))
+    p0 = p1 = p2 = p3 = 0.0
+    j = 0
+    while j + 4 <= count:
+        p0 += np.float64(weights[j])
+        p1 += np.float64(weights[j + 1])
+        p2 += np.float64(weights[j + 2])
+        p3 += np.float64(weights[j + 3])
+        j += 4
+    total = (p0 + p1) + (p2 + p3)
+    while j < count:
+        total += np.float64(weights[j])
+        j += 1
+    return total
+
+
+@jit(fastmath=_EXACT)
+def _add_weighted_values_1(weights, values, first, count, acc):
+    """acc = acc + weights[j] * values[j] for j = first, ..., first+count-1 in turn, one multiply-add per key
+    and element (four keys per pass over acc)."""
+    dim = acc.shape[0]
+    j = first
+    end = first + count
+    while j + 4 <= end:
+        w0, w1, w2, w3 = weights[j], weights[j + 1], weights[j + 2], weights[j + 3]
+        v0, v1, v2, v3 = values[j], values[j + 1], values[j + 2], values[j + 3]
+        for d in range(dim):
+            acc[d] = acc[d] + w0 * v0[d] + w1 * v1[d] + w2 * v2[d] + w3 * v3[d]
+        j += 4
+    while j < end:
+        w0 = weights[j]
+        v0 = values[j]
+        for d in range(dim):
+            acc[d] = acc[d] + w0 * v0[d]
+        j += 1
+
+
+@jit(fastmath=_EXACT)
+def _add_weighted_values_4(w0, w1, w2, w3, values, count, a0, a1, a2, a3):
+    """``_add_weighted_values_1`` (first 0) for four queries at once: each value load serves all four."""
+    dim = a0.shape[0]
+    j = 0
+    while j + 4 <= count:
+        x0, x1, x2, x3 = w0[j], w0[j + 1], w0[j + 2], w0[j + 3]
+        y0, y1, y2, y3 = w1[j], w1[j + 1], w1[j + 2], w1[j + 3]
+        z0, z1, z2, z3 = w2[j], w2[j + 1], w2[j + 2], w2[j + 3]
+        u0, u1, u2, u3 = w3[j], w3[j + 1], w3[j + 2], w3[j + 3]
+        v0, v1, v2, v3 = values[j], values[j + 1], values[j + 2], values[j + 3]
+        for d in range(dim):
+            e0, e1, e2, e3 = v0[d], v1[d], v2[d], v3[d]
+            a0[d] = a0[d] + x0 * e0 + x1 * e1 + x2 * e2 + x3 * e3
+            a1[d] = a1[d] + y0 * e0 + y1 * e1 + y2 * e2 + y3 * e3
+            a2[d] = a2[d] + z0 * e0 + z1 * e1 + z2 * e2 + z3 * e3
+            a3[d] = a3[d] + u0 * e0 + u1 * e1 + u2 * e2 + u3 * e3
+        j += 4
+    while j < count:
+        x0, y0, z0, u0 = w0[j], w1[j], w2[j], w3[j]
+        v0 = values[j]
+        for d in range(dim):
+            e0 = v0[d]
+            a0[d] = a0[d] + x0 * e0
+            a1[d] = a1[d] + y0 * e0
+            a2[d] = a2[d] + z0 * e0
+            a3[d] = a3[d] + u0 * e0
+        j += 1
+
+
+@jit(fastmath=_EXACT)
+def _finish(acc, total):
+    """acc *= 1 / total, rounded to float32 once."""
+    inv_total = np.float32(1.0 / total)
+    for d in range(acc.shape[0]):
+        acc[d] = acc[d] * inv_total
+
+
+@jit(fastmath=_EXACT)
+def _paged_attend_1(query, k_pool, v_pool, blocks, pos, head, scale, scores, out_row):
+    """out_row = softmax(scale * query . keys[0..pos]) @ values[0..pos] of one head, the keys and values of
+    positions 0..pos in the pool blocks ``blocks`` (position p: slot p % BS of block blocks[p // BS])."""
+    slots = k_pool.shape[3]
+    n_blocks = pos // slots + 1
+    for i in range(n_blocks):
+        _block_scores_1(query, k_pool[blocks[i], head], scale, scores[i * slots : (i + 1) * slots])
+    count = pos + 1
+    total = _softmax_weights(scores, count)
+    out_row[:] = 0.0
+    for i in range(n_blocks):
+        _add_weighted_values_1(scores[i * slots :], v_pool[blocks[i], head], 0, min(slots, count - i * slots),
+                               out_row)
+    _finish(out_row, total)
+
+
+@jit(fastmath=_EXACT)
+def _paged_attend_4(q, k_pool, v_pool, blocks, t0, token_pos, head, scale, scores, out):
+    """``_paged_attend_1`` for the four queries t0..t0+3 of one sequence (any positions), sharing each load
+    of a key or value between them; scores is scratch [4, >= (max position // BS + 1) * BS]."""
+    slots = k_pool.shape[3]
+    dim = q.shape[2]
+    last = max(max(token_pos[t0], token_pos[t0 + 1]), max(token_pos[t0 + 2], token_pos[t0 + 3]))
+    n_blocks = last // slots + 1
+    q0, q1, q2, q3 = q[t0, head], q[t0 + 1, head], q[t0 + 2, head], q[t0 + 3, head]
+    for i in range(n_blocks):
+        cut = slice(i * slots, (i + 1) * slots)
+        _block_scores_4(q0, q1, q2, q3, k_pool[blocks[i], head], scale,
+                        scores[0, cut], scores[1, cut], scores[2, cut], scores[3, cut])
+    cols = slice(head * dim, (head + 1) * dim)
+    a0, a1, a2, a3 = out[t0, cols], out[t0 + 1, cols], out[t0 + 2, cols], out[t0 + 3, cols]
+    c0, c1, c2, c3 = token_pos[t0] + 1, token_pos[t0 + 1] + 1, token_pos[t0 + 2] + 1, token_pos[t0 + 3] + 1
+    t0_total = _softmax_weights(scores[0], c0)
+    t1_total = _softmax_weights(scores[1], c1)
+    t2_total = _softmax_weights(scores[2], c2)
+    t3_total = _softmax_weights(scores[3], c3)
+    a0[:] = 0.0
+    a1[:] = 0.0
+    a2[:] = 0.0
+    a3[:] = 0.0
+    shared = min(min(c0, c1), min(c2, c3))  # keys every one of the four attends
+    for i in range(n_blocks):
+        values = v_pool[blocks[i], head]
+        start = i * slots
+        together = max(0, min(slots, shared - start))
+        if together > 0:
+            _add_weighted_values_4(scores[0, start:], scores[1, start:], scores[2, start:], scores[3, start:],
+                                   values, together, a0, a1, a2, a3)
+        # the keys past the shared ones, query by query: the same chains, continued
+        _add_weighted_values_1(scores[0, start:], values, together, max(0, min(slots, c0 - start)) - together, a0)
+        _add_weighted_values_1(scores[1, start:], values, together, max(0, min(slots, c1 - start)) - together, a1)
+        _add_weighted_values_1(scores[2, start:], values, together, max(0, min(slots, c2 - start)) - together, a2)
+        _add_weighted_values_1(scores[3, start:], values, together, max(0, min(slots, c3 - start)) - together, a3)
+    _finish(a0, t0_total)
+    _finish(a1, t1_total)
+    _finish(a2, t2_total)
+    _finish(a3, t3_total)
+
+
+@jit()
+def _query_groups(token_seq):
+    """Starts of the runs of up to four consecutive queries of one sequence, plus len(token_seq) at the end."""
+    n_tokens = token_seq.shape[0]
+    starts = np.empty(n_tokens + 1, np.int64)
+    n_groups = 0
+    t = 0
+    while t < n_tokens:
+        starts[n_groups] = t
+        n_groups += 1
+        end = t + 1
+        while end < n_tokens and end - t < _SHARED_QUERIES and token_seq[end] == token_seq[t]:
+            end += 1
+        t = end
+    starts[n_groups] = n_tokens
+    return starts[: n_groups + 1]
+
+
+@jit(parallel=True, fastmath=_EXACT)
+def _paged_attention(q, k_pool, v_pool, tables, token_seq, token_pos, scale, n_workers, out):
+    """Tasks are (head, group of queries) pairs, head-major (the queries of one sequence and head, which read
+    the same keys and values, run close together in time); worker w takes tasks w, w + n_workers, ..., so
+    both workers get early and late (cheap and costly) queries of a prompt alike."""
+    n_tokens, heads, dim = q.shape
+    slots = k_pool.shape[3]
+    starts = _query_groups(token_seq)
+    n_groups = starts.shape[0] - 1
+    n_tasks = heads * n_groups
+    for w in prange(n_workers):
+        for task in range(w, n_tasks, n_workers):
+            head = task // n_groups
+            g = task % n_groups
+            t0 = starts[g]
+            size = starts[g + 1] - t0
+            blocks = tables[token_seq[t0]]
+            if size == _SHARED_QUERIES:
+                last = max(max(token_pos[t0], token_pos[t0 + 1]), max(token_pos[t0 + 2], token_pos[t0 + 3]))
+                scores = np.empty((_SHARED_QUERIES, (last // slots + 1) * slots), np.float32)
+                _paged_attend_4(q, k_pool, v_pool, blocks, t0, token_pos, head, scale, scores, out)
+            else:
+                for t in range(t0, t0 + size):
+                    pos = token_pos[t]
+                    scores = np.empty((pos // slots + 1) * slots, np.float32)
+                    _paged_attend_1(q[t, head], k_pool, v_pool, blocks, pos, head, scale, scores,
+                                    out[t, head * dim : (head + 1) * dim])
+
+
+def paged_attention(
+    q: np.ndarray,
+    k_pool: np.ndarray,
+    v_pool: np.ndarray,
+    tables: np.ndarray,
+    token_seq: np.ndarray,
+    token_pos: np.ndarray,
+    scale: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Causal multi-head attention of T queries, of any sequences in any order, over a pool of key/value
+    blocks; each query's output is the same bits whatever other queries share the call and however many
+    threads run it.
+
+    q [T, H, D] float32: the queries.
+    k_pool [n_blocks, H, D, BS] float32: keys, transposed within each block (k_pool[b, h, :, s] is the key
+    in slot s of block b). v_pool [n_blocks, H, BS, D] float32: values, one row per slot.
+    tables [S, max_blocks] int32: the block ids of each sequence in position order; position p of sequence
+    s is slot p % BS of block tables[s, p // BS].
+    token_seq [T] int32: each query's sequence (row of tables); token_pos [T] int32: its position. Query t
+    attends positions 0 .. token_pos[t] of its sequence inclusive (all written to the pool) with
+    softmax(scale * q.k). out [T, H*D] float32 (head h in columns h*D:(h+1)*D); None allocates. All arrays
+    C-contiguous. Returns out.
+
+    Checks none of this: a caller passing arrays it did not build calls ``checks.paged_attention`` first."""
+    n_workers = apply_num_threads()
+    n_tokens, heads, dim = q.shape
+    if out is None:
+        out = np.empty((n_tokens, heads * dim), np.float32)
+    if out.size == 0:
+        return out
+    _paged_attention(q, k_pool, v_pool, tables, token_seq, token_pos, np.float32(scale), n_workers, out)
+    return out

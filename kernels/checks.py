@@ -127,6 +127,45 @@ def attention(q, k_cache, v_cache, n_past, kv_start, scale, out=None) -> None:
     check_out(out, (batch, steps, heads * dim), {"q": q, "k_cache": k_cache, "v_cache": v_cache})
 
 
+def paged_attention(q, k_pool, v_pool, tables, token_seq, token_pos, scale, out=None) -> None:
+    """The contract of ``attention.paged_attention``: q [T, H, D], k_pool [n_blocks, H, D, BS] (BS >= 1) and
+    v_pool [n_blocks, H, BS, D], all float32; tables [S, max_blocks], token_seq and token_pos [T], all int32,
+    with 0 <= token_seq < S, 0 <= token_pos < max_blocks * BS, and every block id a query reads (tables[s,
+    0 .. pos // BS]) in 0 .. n_blocks-1; scale finite; out None or [T, H * D] float32. (Whether the positions
+    a query reads were written to the pool is the caller's to know.)"""
+    check_f32("q", q, 3)
+    check_f32("k_pool", k_pool, 4)
+    check_f32("v_pool", v_pool, 4)
+    n_tokens, heads, dim = q.shape
+    n_blocks, slots = k_pool.shape[0], k_pool.shape[3]
+    if k_pool.shape[1:3] != (heads, dim) or slots < 1:
+        raise ValueError(f"k_pool must have shape (n_blocks, {heads}, {dim}, BS) with BS >= 1 to match q {q.shape}, "
+                         f"got {k_pool.shape}")
+    if v_pool.shape != (n_blocks, heads, slots, dim):
+        raise ValueError(f"v_pool must have shape {(n_blocks, heads, slots, dim)} to match k_pool {k_pool.shape}, "
+                         f"got {v_pool.shape}")
+    check_int32("tables", tables, 2)
+    check_int32("token_seq", token_seq, 1)
+    check_shape("token_seq", token_seq, (n_tokens,))
+    check_int32("token_pos", token_pos, 1)
+    check_shape("token_pos", token_pos, (n_tokens,))
+    n_seqs, max_blocks = tables.shape
+    if n_tokens:
+        if token_seq.min() < 0 or token_seq.max() >= n_seqs:
+            raise ValueError(f"token_seq must be in 0 .. {n_seqs - 1} (rows of tables), got {token_seq.tolist()}")
+        if token_pos.min() < 0 or token_pos.max() >= max_blocks * slots:
+            raise ValueError(f"token_pos must be in 0 .. {max_blocks * slots - 1} (max_blocks * BS - 1), got "
+                             f"{token_pos.tolist()}")
+        read = np.arange(max_blocks) <= (token_pos // slots)[:, None]  # [T, max_blocks]: the entries each reads
+        ids = tables[token_seq][read]
+        if ids.min() < 0 or ids.max() >= n_blocks:
+            raise ValueError(f"tables must hold block ids in 0 .. {n_blocks - 1} where the queries read them, got "
+                             f"{sorted(set(ids[(ids < 0) | (ids >= n_blocks)].tolist()))[:8]}")
+    if _finite_real(scale) is None:
+        raise ValueError(f"scale must be finite, got {scale!r}")
+    check_out(out, (n_tokens, heads * dim), {"q": q, "k_pool": k_pool, "v_pool": v_pool})
+
+
 # --- shared by the checks above ---------------------------------------------------------------------------
 
 
@@ -150,6 +189,18 @@ def check_int8(name: str, a: object) -> None:
         raise ValueError(f"{name} must be int8 (from quantize_rows), got {a.dtype}")
     if a.ndim != 2:
         raise ValueError(f"{name} must have 2 dimensions, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+
+
+def check_int32(name: str, a: object, ndim: int) -> None:
+    """Raise ValueError unless ``a`` is a C-contiguous int32 ndarray with ``ndim`` dimensions."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.int32:
+        raise ValueError(f"{name} must be int32, got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
 

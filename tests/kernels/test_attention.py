@@ -1,13 +1,17 @@
-"""attention against a straightforward float64 NumPy masked-softmax reference."""
+"""attention against a straightforward float64 NumPy masked-softmax reference; paged_attention against a
+float64 reference gathered from its pool, and bit for bit against itself whatever else shares the call."""
 
 import numpy as np
 import pytest
 
 from checked import checked
 from tinygpt.kernels import checks
+from tinygpt.kernels import threads
 from tinygpt.kernels.attention import attention as attention_kernel
+from tinygpt.kernels.attention import paged_attention as paged_attention_kernel
 
 attention = checked(attention_kernel)
+paged_attention = checked(paged_attention_kernel)
 
 U = 2.0**-24  # float32 unit roundoff
 
@@ -143,3 +147,270 @@ def test_numpy_integer_n_past_acts_as_the_int_it_holds():
     want = attention(q, k_cache, v_cache, 5, kv_start, 0.5)
     for n_past in (np.uint8(5), np.uint64(5), np.int32(5)):
         assert np.array_equal(attention(q, k_cache, v_cache, n_past, kv_start, 0.5), want)
+
+
+# --- paged_attention --------------------------------------------------------------------------------------
+
+
+class Pool:
+    """Sequences of the given lengths written to a pool of blocks in shuffled, non-contiguous order (every
+    other block id is left unused), plus the contiguous [S, H, L, D] caches holding the same keys and values.
+    Unused blocks and unwritten slots hold NaN, table entries past a sequence's blocks -1: reading any of
+    them would show in the results."""
+
+    def __init__(self, rng, lengths, heads, dim, slots):
+        self.heads, self.dim, self.slots = heads, dim, slots
+        per_seq = [-(-n // slots) for n in lengths]
+        n_blocks = 2 * sum(per_seq) + 1
+        ids = rng.permutation(n_blocks)[: sum(per_seq)].astype(np.int32)
+        self.tables = np.full((len(lengths), max(per_seq) + 1), -1, np.int32)
+        self.k_pool = np.full((n_blocks, heads, dim, slots), np.nan, np.float32)
+        self.v_pool = np.full((n_blocks, heads, slots, dim), np.nan, np.float32)
+        longest = max(lengths)
+        self.keys = np.full((len(lengths), heads, longest, dim), np.nan, np.float32)
+        self.values = np.full((len(lengths), heads, longest, dim), np.nan, np.float32)
+        used = 0
+        for s, n in enumerate(lengths):
+            self.tables[s, : per_seq[s]] = ids[used : used + per_seq[s]]
+            used += per_seq[s]
+            self.keys[s, :, :n] = rng.standard_normal((heads, n, dim), dtype=np.float32)
+            self.values[s, :, :n] = rng.standard_normal((heads, n, dim), dtype=np.float32)
+            for p in range(n):
+                block, slot = self.tables[s, p // slots], p % slots
+                self.k_pool[block, :, :, slot] = self.keys[s, :, p]
+                self.v_pool[block, :, slot] = self.values[s, :, p]
+
+    def attend(self, q, token_seq, token_pos, scale, out=None):
+        token_seq = np.asarray(token_seq, np.int32)
+        token_pos = np.asarray(token_pos, np.int32)
+        return paged_attention(q, self.k_pool, self.v_pool, self.tables, token_seq, token_pos, scale, out)
+
+    def reference(self, q, token_seq, token_pos, scale):
+        """Float64 attention over the keys and values gathered back from the pool, and the error bound of a
+        float32 evaluation (as in ``reference`` above)."""
+        heads, dim = self.heads, self.dim
+        out = np.zeros((len(token_seq), heads * dim))
+        bound = np.zeros_like(out)
+        for t, (s, pos) in enumerate(zip(token_seq, token_pos)):
+            positions = np.arange(pos + 1)
+            blocks, slots = self.tables[s, positions // self.slots], positions % self.slots
+            for h in range(heads):
+                k = self.k_pool[blocks, h, :, slots].astype(np.float64)  # [pos + 1, D]
+                v = self.v_pool[blocks, h, slots, :].astype(np.float64)
+                qh = q[t, h].astype(np.float64)
+                scores = scale * (k @ qh)
+                p = np.exp(scores - scores.max())
+                p /= p.sum()
+                cols = slice(h * dim, (h + 1) * dim)
+                out[t, cols] = p @ v
+                d = (dim + 1) * U * abs(scale) * (np.abs(k) @ np.abs(qh)).max()
+                bound[t, cols] = (np.expm1(2 * d) + (len(k) + 3) * U) * (p @ np.abs(v))
+        return out, bound
+
+
+def queries(rng, n, heads, dim):
+    return rng.standard_normal((n, heads, dim), dtype=np.float32)
+
+
+def every_position(lengths, rng):
+    """(token_seq, token_pos) of every position of every sequence, shuffled."""
+    pairs = [(s, p) for s, n in enumerate(lengths) for p in range(n)]
+    order = rng.permutation(len(pairs))
+    return [pairs[i][0] for i in order], [pairs[i][1] for i in order]
+
+
+@pytest.mark.parametrize("slots", [1, 16, 32])
+@pytest.mark.parametrize("heads, dim", [(2, 64), (3, 7)])
+def test_paged_matches_reference(slots, heads, dim):
+    rng = np.random.default_rng(slots * 100 + dim)
+    lengths = [1, 17, 2 * slots + 3, 40]
+    pool = Pool(rng, lengths, heads, dim, slots)
+    token_seq, token_pos = every_position(lengths, rng)
+    q = queries(rng, len(token_seq), heads, dim)
+    scale = 1.0 / np.sqrt(dim)
+    got = pool.attend(q, token_seq, token_pos, scale)
+    want, bound = pool.reference(q, token_seq, token_pos, scale)
+    assert got.dtype == np.float32 and got.shape == (len(token_seq), heads * dim)
+    assert np.all(np.abs(got - want) <= bound)
+
+
+def test_paged_large_scores_are_stable():
+    rng = np.random.default_rng(17)
+    pool = Pool(rng, [9], 2, 8, 4)
+    q = queries(rng, 9, 2, 8)
+    got = pool.attend(q, [0] * 9, range(9), 500.0)
+    want, bound = pool.reference(q, [0] * 9, range(9), 500.0)
+    assert np.all(np.isfinite(got)) and np.all(np.abs(got - want) <= bound)
+
+
+def alone(pool, q, token_seq, token_pos, scale):
+    """Each query in a call of its own."""
+    rows = [pool.attend(q[t : t + 1], token_seq[t : t + 1], token_pos[t : t + 1], scale)[0]
+            for t in range(len(token_seq))]
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("slots", [1, 16, 32])
+@pytest.mark.parametrize("dim", [64, 7])
+def test_paged_query_alone_equals_it_among_other_sequences(slots, dim):
+    """Decode-like mixes: positions 0, on both sides of block boundaries and inside blocks, of several
+    sequences, in several orders: each query's row is bit-identical to the query alone."""
+    rng = np.random.default_rng(slots + dim)
+    heads = 3
+    lengths = [70, 1, 2 * slots + 1, 33, slots + 1]
+    pool = Pool(rng, lengths, heads, dim, slots)
+    token_seq, token_pos = [], []
+    for s, n in enumerate(lengths):
+        for p in sorted({min(p, n - 1) for p in (0, slots - 1, slots, 2 * slots, n // 2, n - 1)}):
+            token_seq.append(s)
+            token_pos.append(p)
+    q = queries(rng, len(token_seq), heads, dim)
+    scale = 0.3
+    want = alone(pool, q, token_seq, token_pos, scale)
+    assert np.array_equal(pool.attend(q, token_seq, token_pos, scale), want)
+    for _ in range(3):
+        order = rng.permutation(len(token_seq))
+        got = pool.attend(q[order], np.array(token_seq)[order], np.array(token_pos)[order], scale)
+        assert np.array_equal(got, want[order])
+
+
+@pytest.mark.parametrize("slots", [1, 16, 32])
+def test_paged_query_alone_equals_it_in_chunks_of_its_sequence(slots):
+    """Prefill chunks of any length and start, alone or beside other sequences' queries (before, after and
+    between): each query's row is bit-identical to the query alone, wherever it sits in the chunk."""
+    rng = np.random.default_rng(slots)
+    heads, dim, length = 2, 64, 75
+    pool = Pool(rng, [length, 20], heads, dim, slots)
+    q = queries(rng, length, heads, dim)
+    other_q = queries(rng, 3, heads, dim)
+    scale = 0.125
+    want = alone(pool, q, [0] * length, list(range(length)), scale)
+    other_want = alone(pool, other_q, [1] * 3, [0, 10, 19], scale)
+    for start, n in [(0, length), (0, 1), (0, 5), (3, 7), (slots - 1 if slots > 1 else 2, 9), (30, 45),
+                     (61, 13), (74, 1), (10, 48)]:
+        chunk = slice(start, start + n)
+        positions = list(range(start, start + n))
+        assert np.array_equal(pool.attend(q[chunk], [0] * n, positions, scale), want[chunk])
+        # the chunk after, before and around other sequences' queries, and reversed
+        mixed_q = np.concatenate([other_q[:1], q[chunk], other_q[1:]])
+        got = pool.attend(mixed_q, [1] + [0] * n + [1, 1], [0] + positions + [10, 19], scale)
+        assert np.array_equal(got[1 : n + 1], want[chunk])
+        assert np.array_equal(got[[0, n + 1, n + 2]], other_want)
+        half = n // 2
+        mixed_q = np.concatenate([q[start : start + half], other_q, q[start + half : start + n]])
+        got = pool.attend(mixed_q, [0] * half + [1] * 3 + [0] * (n - half), positions[:half] + [0, 10, 19]
+                          + positions[half:], scale)
+        assert np.array_equal(np.concatenate([got[:half], got[half + 3 :]]), want[chunk])
+        got = pool.attend(q[chunk][::-1].copy(), [0] * n, positions[::-1], scale)
+        assert np.array_equal(got, want[chunk][::-1])
+
+
+@pytest.mark.skipif(threads.max_threads() < 2, reason="needs 2 cores to run on 1 and 2 threads")
+def test_paged_results_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(23)
+    lengths = [50, 3, 64]
+    pool = Pool(rng, lengths, 3, 64, 16)
+    token_seq, token_pos = every_position(lengths, rng)
+    token_seq, token_pos = [0] * 50 + token_seq, list(range(50)) + token_pos  # a chunk too
+    q = queries(rng, len(token_seq), 3, 64)
+    saved = threads._num_threads
+    try:
+        results = []
+        for n in range(1, threads.max_threads() + 1):
+            threads.set_num_threads(n)
+            results.append(pool.attend(q, token_seq, token_pos, 0.2))
+    finally:
+        threads._num_threads = saved
+    for got in results[1:]:
+        assert np.array_equal(got, results[0])
+
+
+def test_paged_writes_into_out():
+    rng = np.random.default_rng(29)
+    pool = Pool(rng, [10, 6], 2, 4, 4)
+    q = queries(rng, 5, 2, 4)
+    token_seq, token_pos = [0, 1, 0, 0, 1], [9, 5, 0, 4, 2]
+    out = np.full((5, 8), np.nan, np.float32)
+    assert pool.attend(q, token_seq, token_pos, 0.5, out=out) is out
+    want, bound = pool.reference(q, token_seq, token_pos, 0.5)
+    assert np.all(np.abs(out - want) <= bound)
+
+
+def test_paged_no_queries():
+    rng = np.random.default_rng(31)
+    pool = Pool(rng, [5], 2, 4, 4)
+    got = pool.attend(np.zeros((0, 2, 4), np.float32), [], [], 0.5)
+    assert got.shape == (0, 8) and got.dtype == np.float32
+    out = np.zeros((0, 8), np.float32)
+    assert pool.attend(np.zeros((0, 2, 4), np.float32), [], [], 0.5, out=out) is out
+
+
+@pytest.mark.parametrize("slots", [1, 16])
+def test_paged_matches_attention_on_a_contiguous_cache(slots):
+    """The same keys and values as a contiguous cache: a prompt (every position) and a decode step of each
+    sequence agree with ``attention`` within float32 rounding (their sums run in different orders)."""
+    rng = np.random.default_rng(37 + slots)
+    heads, dim, length = 2, 64, 40
+    pool = Pool(rng, [length, length], heads, dim, slots)
+    scale = 0.125
+    kv_start = np.zeros(2, np.int64)
+    prompt = queries(rng, 2 * length, heads, dim)
+    got = pool.attend(prompt, [0] * length + [1] * length, list(range(length)) * 2, scale)
+    want = attention(prompt.reshape(2, length, heads, dim), pool.keys, pool.values, 0, kv_start, scale)
+    np.testing.assert_allclose(got, want.reshape(2 * length, heads * dim), rtol=1e-5, atol=1e-5)
+    step = queries(rng, 2, heads, dim)
+    got = pool.attend(step, [0, 1], [length - 1] * 2, scale)
+    want = attention(step[:, None], pool.keys, pool.values, length - 1, kv_start, scale)
+    np.testing.assert_allclose(got, want[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def valid_paged_args():
+    return dict(
+        q=np.zeros((3, 2, 5), np.float32),
+        k_pool=np.zeros((6, 2, 5, 4), np.float32),
+        v_pool=np.zeros((6, 2, 4, 5), np.float32),
+        tables=np.array([[0, 5, -1], [3, -1, -1]], np.int32),
+        token_seq=np.array([0, 1, 0], np.int32),
+        token_pos=np.array([7, 3, 0], np.int32),
+        scale=0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(q=np.zeros((3, 2, 5), np.float64)), "q must be float32"),
+        (dict(q=np.zeros((3, 10), np.float32)), "q must have 3 dimensions"),
+        (dict(k_pool=np.zeros((6, 2, 4, 4), np.float32)), r"k_pool must have shape \(n_blocks, 2, 5, BS\)"),
+        (dict(k_pool=np.zeros((6, 2, 5, 0), np.float32)), "with BS >= 1"),
+        (dict(v_pool=np.zeros((6, 2, 5, 4), np.float32)), r"v_pool must have shape \(6, 2, 4, 5\)"),
+        (dict(v_pool=np.zeros((6, 2, 5, 4), np.float32).transpose(0, 1, 3, 2)), "v_pool must be C-contiguous"),
+        (dict(tables=np.zeros((2, 3), np.int64)), "tables must be int32"),
+        (dict(tables=np.zeros(3, np.int32)), "tables must have 2 dimensions"),
+        (dict(token_seq=np.array([0, 1, 0], np.int64)), "token_seq must be int32"),
+        (dict(token_seq=np.array([0, 1], np.int32)), r"token_seq must have shape \(3,\)"),
+        (dict(token_seq=np.array([0, 2, 0], np.int32)), r"token_seq must be in 0 \.\. 1"),
+        (dict(token_seq=np.array([0, -1, 0], np.int32)), r"token_seq must be in 0 \.\. 1"),
+        (dict(token_pos=np.array([7, 3], np.int32)), r"token_pos must have shape \(3,\)"),
+        (dict(token_pos=np.array([7, -1, 0], np.int32)), r"token_pos must be in 0 \.\. 11"),
+        (dict(token_pos=np.array([12, 3, 0], np.int32)), r"token_pos must be in 0 \.\. 11"),
+        (dict(token_pos=np.array([8, 3, 0], np.int32)), r"tables must hold block ids in 0 \.\. 5 .*\[-1\]"),
+        (dict(tables=np.array([[0, 6, -1], [3, -1, -1]], np.int32)), r"tables must hold block ids .*\[6\]"),
+        (dict(scale=float("nan")), "scale must be finite"),
+        (dict(scale=None), "scale must be finite"),
+        (dict(out=np.zeros((3, 2, 5), np.float32)), r"out must have shape \(3, 10\)"),
+        (dict(out=np.zeros((3, 10), np.float64)), "out must be float32"),
+    ],
+)
+def test_paged_rejects_bad_arguments(changes, match):
+    with pytest.raises(ValueError, match=match):
+        checks.paged_attention(**{**valid_paged_args(), **changes})
+
+
+def test_paged_check_accepts_valid_arguments():
+    checks.paged_attention(**valid_paged_args())
+    args = valid_paged_args()
+    out = np.zeros((3, 10), np.float32)
+    checks.paged_attention(**args, out=out)
+    with pytest.raises(ValueError, match="out must not overlap q"):
+        checks.paged_attention(**{**args, "out": args["q"].reshape(3, 10)})

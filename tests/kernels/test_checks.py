@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from tinygpt.kernels import activations, checks, matmul, norm, quantized
-from tinygpt.kernels.attention import attention
+from tinygpt.kernels.attention import attention, paged_attention
 
 KERNELS = [
     matmul.linear,
@@ -17,6 +17,7 @@ KERNELS = [
     quantized.quantize_columns,
     norm.layer_norm,
     attention,
+    paged_attention,
     activations.gelu_new,
 ]
 
