@@ -1,9 +1,17 @@
-"""The GPT-2 forward pass on tinygpt's Numba kernels, with a preallocated KV cache.
+"""The GPT-2 forward pass on tinygpt's Numba kernels, over a KV cache.
 
-A sequence is processed like ggml's gpt-2 example: the prompt goes through in one pass (every kernel sees
-all its tokens at once), then each new token is one more pass of a single row. Keys and values of every
-layer are written into a cache allocated up front, at position ``n_past``, so a step only computes the new
-tokens. ``tinygpt.reference`` is the same computation without any of this machinery.
+Two ways through the network, one per kind of work:
+
+* Whole sequences and the step interface (``logits``, ``hidden_states``, ``new_cache`` + ``step``): like
+  ggml's gpt-2 example, a prompt goes through in one pass (every kernel sees all its tokens at once, the large
+  products on BLAS), then each new token is one more pass of a single row; keys and values go into a cache
+  allocated up front, at position ``n_past``, rows left-padded to a common length.
+* Any mix of tokens of any sequences (``_forward_tokens``, run by ``tinygpt.scheduler`` for ``generate`` and
+  the engine): each token at its own sequence's position, keys and values in a shared pool of blocks
+  (``tinygpt.paged_cache``), products in groups of at most ROWS_PER_PRODUCT rows, where the kernels give each
+  row the same bits whatever the other rows are, so a token's result never depends on its neighbours.
+
+``tinygpt.reference`` is the same computation without any of this machinery.
 """
 
 from __future__ import annotations
