@@ -1,8 +1,8 @@
 """Our Numba linear/linear_nt kernels against np.matmul on distilgpt2's weight shapes.
 
-Run: python benchmarks/matmul.py [--repeats 7] [--threads N]
+Run: python benchmarks/matmul.py [--repeats 7] [--threads N] [--rows 1 8 512]
 
-For each weight shape and M in {1, 8, 512} it prints the median time of both engines (same process, same
+For each weight shape and M in --rows (default 1, 8, 512) it prints the median time of both engines (same process, same
 inputs), GFLOP/s, weight GB/s (weight bytes / time: what bounds decode) and the speed ratio. Each repeat
 cycles through enough copies of the weight to overflow the last-level cache, so small-M timings see
 DRAM bandwidth as they would in a real decode step. The machine's parallel read bandwidth (one and four
@@ -23,9 +23,16 @@ shows the first two on any CPU, the others need the named constant or loop chang
   (GOMP_SPINCOUNT, OPENBLAS_THREAD_TIMEOUT; benchmarks/engine.py times whole prefills).
 * _pack_transposed in strips of 8 columns: 3x faster than writing whole panel rows.
 * _gemv_nt reading the two halves of each thread's slab side by side: the LM head read 10-14 % faster than
-  as one stream per thread, and than with the two halves' rows taken in turn.
-* tiles._stream_into_one_row, 8 rows of w per pass from 8 distant runs: 4-11 % faster than 4 per pass;
-  8 neighbouring rows per pass instead read 768-wide rows ~8 % slower (3072 x 768 weights).
+  as one stream per thread, and than with the two halves' rows taken in turn. (It now reads four quarters,
+  with tiles.lane_dots: the LM head at M = 1 ran 0.95-1.01x the two-halves kernel's time, paired.)
+* tiles.stream_rows, 8 rows of w per pass from 8 distant runs (once only for M = 1, now for every M, so
+  rows are independent): 4-11 % faster than 4 per pass at M = 1; 8 neighbouring rows per pass instead read
+  768-wide rows ~8 % slower (3072 x 768 weights). One order for every M (fixed-order fmuladd tree, no
+  fastmath), against the former per-M kernels, paired, 2 threads, on a shared noisy machine: M = 1 0.97-1.06x
+  the time on the four Conv1D shapes; M = 8 0.96-1.17x; M = 48 1.07-1.48x (slowest: mlp.c_fc, 768 x 3072).
+* Row-independent linear_nt GEMM tile (tiles.dot_tile, explicit lanes in LLVM IR) against LLVM's
+  vectorisation of dot_3x4: the same speed on a panel in L2 (1 thread), but the LM head at M = 16..48
+  took 1.14-1.4x longer inside the parallel kernel (cause not found yet).
 * GELU: math.exp / np.tanh compile to scalar libm calls (15-50 ns each); activations.exp_f64 vectorises to
   ~3 ns per GELU. GELU computed inside a loop over a 2-D array ran scalar, at twice the cost of the product
   it finished; gelu_in_place over whole rows vectorises.
@@ -138,6 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (median)")
     parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: tinygpt's)")
+    parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS), help="values of M (rows of x) to time")
     args = parser.parse_args()
     if args.threads is not None:
         set_num_threads(args.threads)
@@ -149,7 +157,7 @@ def main() -> None:
           f" {'numpy ms':>9s} {'GFLOP/s':>7s} {'GB/s':>6s} | numpy time / ours")
     rng = np.random.default_rng(0)
     for name, depth, width, layout in SHAPES:
-        for rows in ROWS:
+        for rows in args.rows:
             print(bench_shape(name, depth, width, layout, rows, args.repeats, rng), flush=True)
 
 

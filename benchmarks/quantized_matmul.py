@@ -24,7 +24,11 @@ table show the products on any CPU, the rest need the named constant or loop cha
 * PREFETCH_AHEAD_BYTES = 1536: 30 -> 34 GB/s from DRAM on the LM head, against no software prefetch.
 * One dot product per output over [outputs, inputs] weights, with one stream per thread, ran a layer's
   four one-token products ~1.2x faster than streaming [inputs, outputs] rows into partial sums.
-* INT16_ROWS = 16: the integer path was faster up to 24-32 rows on distilgpt2's shapes.
+* INT16_ROWS = 16: the integer path was faster up to 24-32 rows on distilgpt2's shapes. Raised to SMALL_M
+  = 48 so that every row of an engine step is computed the same way (rows independent): paired against the
+  dequantized float32 GEMM at 17..48 rows (2 threads, 2-core AMD EPYC Zen 3, AVX2 + FMA, a shared and noisy
+  machine), the integer path took 0.67-0.99x the GEMM's time at M = 24 and 0.80-0.99x at M = 48 on
+  distilgpt2's five shapes: no slower anywhere.
 * A 4x3 tile of integer dot products ran no faster than the float32 GEMM at M = 512 on Zen 3, whose one
   vpmaddwd per cycle does as many multiply-adds as its two float32 FMAs.
 * int16_row's peak found on the bit patterns (an integer max): a float max that keeps NaN, which does not

@@ -3,7 +3,8 @@
 matmul      linear (x @ w + b, fused GELU / accumulate), linear_nt (x @ w.T)
 quantized   quantize_rows, quantize_columns, and linear_nt_int8: the same products on int8 weights
 intdot      exact int16 x int8 dot products (LLVM IR vector multiply-adds) for the int8 decode products
-tiles       the 3x4 dot-product tile, the panel GEMM built around it, the weight streams of small products
+tiles       the 3x4 dot-product tile, the panel GEMM built around it, the weight streams of small products,
+            the explicit-lane dot products that sum in one order for any number of rows
 attention   attention: causal multi-head attention over a KV cache with left padding; paged_attention:
             queries of any sequences over a pool of key/value blocks, batch-invariant
 activations gelu_new (tanh GELU)
@@ -18,6 +19,9 @@ makes ~44 kernel calls per decoded token. A caller passing arrays it did not bui
 first (``checks.linear(...)`` before ``linear(...)``), which raises ValueError naming the argument. Each
 kernel applies the thread count of :func:`set_num_threads` to the Python thread calling it. Compiled code is
 cached on disk (``cache=True``), so only the first run on a machine pays for compiling (see ``jit``).
+
+Rows are independent: for up to SMALL_M (48) rows of x, every kernel's output row is bit-identical whatever
+other rows share the call, at a fixed thread count (so a request's numbers do not depend on its batch).
 """
 
 # threads first: it checks NUMBA_NUM_THREADS before anything imports Numba, which rejects a bad value unnamed

@@ -106,7 +106,8 @@ def gelu_new(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """GPT-2's tanh GELU, 0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715*x**3))), elementwise.
 
     x: float32 C-contiguous array of any shape. out: same shape and dtype, may be ``x`` itself (in place);
-    None allocates. Returns out. Accurate to ~0.5 ulp (float64 internally).
+    None allocates. Returns out. Accurate to ~0.5 ulp (float64 internally). Elementwise, so rows are
+    independent: an element's result does not depend on the others.
 
     Checks none of this: a caller passing arrays it did not build calls ``checks.gelu_new`` first."""
     apply_num_threads()

@@ -11,8 +11,13 @@ The kernel is chosen by the number of rows M of x:
   panel of w into a K-contiguous buffer that stays in L2 while the rows of x stream past it through a 3x4
   register tile of dot products (``tiles.dot_3x4``), then apply bias/accumulate/GELU to their panel.
 * ``linear_nt``: rows of w are already K-contiguous. M = 1 takes one dot product per row of w
-  (``_gemv_nt``, two rows at a time from the two halves of each thread's slab); larger M the GEMM (BLAS
+  (``_gemv_nt``, four rows at a time from the four quarters of each thread's slab); larger M the GEMM (BLAS
   or ours, as above; ours reads w in place when K fits one k-block).
+
+Rows are independent up to SMALL_M rows: at a fixed thread count, out[i] is bit-identical whether x[i] is
+computed alone or among up to SMALL_M rows, in any position. ``stream_rows`` sums each output in one order
+for any M; ``_gemv_nt`` and the GEMM's tiles compute every dot product with ``tiles.lane_dots``, k-block by
+k-block, in the same order. (Products of more than SMALL_M rows go to BLAS, whose order is its own.)
 
 All products accumulate in float32. The decode kernels run at the memory's bandwidth, like np.matmul; for
 large M, OpenBLAS's GEMM is faster than ours, so the engine hands it those products. Two thread pools then
@@ -29,8 +34,9 @@ from .checks import check_gemm
 from .jit import jit, jit_step
 from .threads import apply_num_threads, get_num_threads, max_threads
 from .tiles import FAST as _FAST
+from .tiles import KC as _KC
 from .tiles import NC as _NC
-from .tiles import dot_2rows, dot_row, panel_gemm, panel_product, split_k, stream_rows
+from .tiles import dot_row_lanes, dot_row_streams, panel_gemm, panel_product, split_k, stream_rows
 
 SMALL_M = 48  # up to here streaming w beats the GEMM, which must first transpose-pack it (the measured crossover)
 
@@ -38,7 +44,7 @@ SMALL_M = 48  # up to here streaming w beats the GEMM, which must first transpos
 # --- small M: stream the weights once ---------------------------------------------------------------------
 
 
-@jit(fastmath=_FAST)
+@jit()  # no fastmath: the adds stay in the written order, whichever columns a call covers
 def _finish_columns(partials, b, out, j0, j1, accumulate, gelu):
     """out[:, j0:j1] = [out +] b + the slabs' partial sums, then GELU if asked: whole-row passes over 1-D
     slices, so each loop vectorises (a loop over slabs inside the loop over columns did not)."""
@@ -114,20 +120,39 @@ def _gemm_nt_in_place(x_block, depth, w, out):
         panel_product(x_block, depth, w, j0, out, j0, width)
 
 
-@jit(parallel=True, fastmath=_FAST)
-def _gemv_nt(x_row, w, out_row, slabs):
-    """out_row = w @ x_row for w [N, K]: one dot product per row of w. Each thread takes one contiguous slab
-    of rows and reads its two halves side by side: two sequential streams per thread read faster than one."""
-    n = w.shape[0]
+@jit()
+def _dots_by_blocks(x, w, j, stride, depth, count):
+    """The ``count`` (1 or 4) dot products x[0] . w[j + s * stride] for s < count, each summed k-block by
+    k-block (KC wide) into a total that starts at 0: the order in which the GEMM's tiles add their k-blocks
+    into out, with each block's dot in the lanes' order (``tiles.lane_dots``)."""
+    t0 = t1 = t2 = t3 = np.float32(0.0)
+    for k0 in range(0, depth, _KC):
+        kc = min(_KC, depth - k0)
+        if count == 4:
+            s0, s1, s2, s3 = dot_row_streams(x, (0,), w, (j, j + stride, j + 2 * stride, j + 3 * stride), k0, kc)
+            t0, t1, t2, t3 = t0 + s0, t1 + s1, t2 + s2, t3 + s3
+        else:
+            t0 = t0 + dot_row_lanes(x, (0,), w, (j,), k0, kc)[0]
+    return t0, t1, t2, t3
+
+
+@jit(parallel=True)
+def _gemv_nt(x, w, out, slabs):
+    """out[0] = w @ x[0] for w [N, K]: one dot product per row of w, each summed in the same order as the
+    GEMM's tiles sum it (so a row of x gets the same numbers alone as among others). Each thread takes one
+    contiguous slab of rows of w and reads its four quarters side by side: several sequential streams per
+    thread read faster than one."""
+    n, depth = w.shape
     per_slab = (n + slabs - 1) // slabs
     for t in prange(slabs):
         j0 = min(n, t * per_slab)
         j1 = min(n, j0 + per_slab)
-        half = (j1 - j0) // 2
-        for j in range(j0, j0 + half):
-            out_row[j], out_row[j + half] = dot_2rows(x_row, w[j], w[j + half])
-        if (j1 - j0) % 2:
-            out_row[j1 - 1] = dot_row(x_row, w[j1 - 1])
+        quarter = (j1 - j0) // 4
+        for j in range(j0, j0 + quarter):
+            t0, t1, t2, t3 = _dots_by_blocks(x, w, j, quarter, depth, 4)
+            out[0, j], out[0, j + quarter], out[0, j + 2 * quarter], out[0, j + 3 * quarter] = t0, t1, t2, t3
+        for j in range(j0 + 4 * quarter, j1):
+            out[0, j] = _dots_by_blocks(x, w, j, 0, depth, 1)[0]
 
 
 @jit(parallel=True, fastmath=_FAST)
@@ -161,6 +186,8 @@ def linear(
     ``out = x @ w + b``; ``gelu=True``: ``out = gelu_new(x @ w + b)``; ``accumulate=True``:
     ``out += x @ w + b`` (out must then be given). gelu and accumulate together are an error.
     out=None allocates. ``gemm`` picks the kernel for M > SMALL_M (see :func:`gemm_kernel`). Returns out.
+    Rows are independent for M <= SMALL_M: out[i] is bit-identical to the result for x[i:i+1] alone (same
+    thread count and options).
 
     Checks none of this: a caller passing arrays it did not build calls ``checks.linear`` first."""
     slabs = apply_num_threads()
@@ -184,7 +211,8 @@ def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None, *, ge
 
     x [M, K], w [N, K]: float32, C-contiguous (w may be a np.memmap view). out [M, N] float32 =
     ``x @ w.T``; None allocates. ``gemm`` picks the kernel for M > SMALL_M (see :func:`gemm_kernel`).
-    Returns out.
+    Returns out. Rows are independent for M <= SMALL_M: out[i] is bit-identical to the result for x[i:i+1]
+    alone (same thread count).
 
     Checks none of this: a caller passing arrays it did not build calls ``checks.linear_nt`` first."""
     slabs = apply_num_threads()
@@ -194,7 +222,7 @@ def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None, *, ge
     if out.size == 0:
         return out
     if rows == 1:
-        _gemv_nt(x[0], w, out[0], slabs)
+        _gemv_nt(x, w, out, slabs)
     elif rows <= SMALL_M or gemm_kernel(gemm) == "numba":
         x_blocks = split_k(x)
         if x_blocks.shape[0] == 1:

@@ -48,7 +48,8 @@ def layer_norm(
     """out = (x - mean) / sqrt(var + eps) * gamma + beta, mean and biased variance over each row.
 
     x [M, C] float32 (C >= 1); gamma, beta [C] float32; eps a finite number >= 0. out [M, C] float32, may be
-    ``x`` itself (in place); None allocates. Statistics are accumulated in float64. Returns out.
+    ``x`` itself (in place); None allocates. Statistics are accumulated in float64. Returns out. Rows are
+    independent: each is normalised by the same function, alone or among others.
 
     Checks none of this: a caller passing arrays it did not build calls ``checks.layer_norm`` first."""
     apply_num_threads()

@@ -21,7 +21,7 @@ no second pass to add up partial sums, as streaming ``[inputs, outputs]`` rows w
   instead leaves these products compute-bound; the rounding moves x by at most half a step, 1/65534 of its
   largest element, where the weights' own rounding is 1/254 of theirs (tests/test_model.py bounds what it
   does to the logits).
-* 1 < M <= INT16_ROWS (batched decode): the same integer products, each row of q read once for
+* 1 < M <= INT16_ROWS = SMALL_M (batched decode, prompt chunks beside it): the same integer products, each row of q read once for
   X_ROWS_PER_PASS rows of x at a time (``intdot.dot_x_rows``); every row of x has its own step.
 * M > INT16_ROWS (prompts): ``tiles.panel_gemm``, the float32 GEMM, whose packing step here dequantizes
   a 64-row panel of q (``q * scale``) into the K-contiguous buffer it fills anyway; the panel serves every
@@ -40,15 +40,17 @@ from numba import prange
 from .activations import gelu_in_place
 from .intdot import WEIGHT_STREAMS, X_ROWS_PER_PASS, dot_one_row, dot_weight_streams, dot_x_rows, int16_row
 from .jit import jit, jit_step
+from .matmul import SMALL_M
 from .threads import apply_num_threads
 from .tiles import FAST as _FAST
 from .tiles import NC as _NC
 from .tiles import dot_row, panel_gemm, split_k
 
-# Products of up to INT16_ROWS rows of x (decode, batched decode) round x to int16 and multiply integers; more
-# rows (prompts) run the float32 GEMM on dequantized panels. 16 lies below the measured crossover on
-# distilgpt2's shapes, with a margin for machines where it comes sooner.
-INT16_ROWS = 16
+# Products of up to INT16_ROWS rows of x (decode, batched decode, chunks of prompts beside them) round x to
+# int16 and multiply integers; more rows (prompts) run the float32 GEMM on dequantized panels. It is SMALL_M,
+# the most rows one engine step puts in a product, so that every row of such a step is computed the same way
+# (rows independent: see linear_nt_int8) even where the float32 GEMM would be faster.
+INT16_ROWS = SMALL_M
 _QMAX = 127  # symmetric range [-127, 127]: -128 is never produced, so -q never overflows
 
 
@@ -294,7 +296,8 @@ def linear_nt_int8(
     ``accumulate=True``: ``out += ...`` (out must then be given). gelu and accumulate together are an
     error. out=None allocates. Returns out. For M <= INT16_ROWS each row of x is first rounded to int16
     steps of max|row| / 32767 (the product is then exact up to that rounding and the final float32 one);
-    more rows compute in float32.
+    more rows compute in float32. Rows are independent for M <= INT16_ROWS (= SMALL_M): out[i] is
+    bit-identical to the result for x[i:i+1] alone (same thread count and options).
 
     Checks none of this: a caller passing arrays it did not build calls ``checks.linear_nt_int8`` first."""
     slabs = apply_num_threads()

@@ -5,12 +5,20 @@ A product ``a @ b.T`` of two K-contiguous operands is computed as a grid of 3x4 
 3 rows of ``a`` and 4 rows of ``b``. ``panel_product`` walks a panel of ``b`` (its rows stay in L1/L2) over
 every row of ``a``; ``panel_gemm`` builds the GEMM kernels around it, one per way of packing the weights into
 such panels. ``split_k`` cuts x into k-blocks. ``stream_rows`` is the other regime, a few rows of x and
-float32 weights: it reads each weight once, in place. ``dot_row`` is one row's dot product, float32 or int8;
-``dot_2rows`` two float32 rows' at once.
+float32 weights: it reads each weight once, in place. ``dot_row`` is one row's dot product, float32 or int8.
+
+Rows are independent: the products of linear layers (``panel_product`` through ``dot_tile``, ``stream_rows``,
+and the one-row dots ``dot_row_lanes`` / ``dot_row_streams``) sum every output in an order written out in their
+own code (``lane_dots``, ``fmuladd``), never left to fastmath reassociation, which LLVM applies per loop: so a
+row of x gets bit-identical numbers alone or beside other rows. ``dot_3x4`` (attention's tile) and ``dot_row``
+keep fastmath: each is one loop whatever the number of rows.
 """
 
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .activations import gelu_in_place
 from .jit import jit
@@ -21,8 +29,8 @@ MR, NR = 3, 4  # register tile: 12 vector accumulators + 3 operands fit AVX2's 1
 KC = 768  # k-block: 3 rows of x plus 4 rows of w (21 KB) stay in L1 during one tile
 MC = 66  # row block, a multiple of MR: 66 x 768 floats of x (200 KB) stay in L2 while a panel sweeps them
 NC = 64  # panel width: the packed 64 x 768 panel of w (192 KB) shares L2 with the row block
-STREAM_CHUNK = 512  # stream_rows: columns per pass (4 weight rows x 512 floats = 8 KB of L1)
-ONE_ROW_STREAMS = 8  # stream_rows with one row of x: rows of w read side by side, 8 multiply-adds per sum
+STREAM_CHUNK = 512  # stream_rows: columns per pass (8 weight rows x 512 floats = 16 KB of L1)
+WEIGHT_STREAMS = 8  # stream_rows: rows of w read side by side, from 8 distant runs
 
 
 # Both operands are handed to the tile as 2-D arrays whose k index starts at 0 (x split into k-blocks, w
@@ -90,7 +98,7 @@ def panel_product(xa, kc, bt, bt_row0, out, j0, width):
             c2 = min(c + 2, last_col)
             c3 = min(c + 3, last_col)
             for i in range(i_block, i_end, MR):
-                sums = dot_3x4(xa, i, min(i + 1, last_row), min(i + 2, last_row), bt, c, c1, c2, c3, kc)
+                sums = dot_tile(xa, (i, min(i + 1, last_row), min(i + 2, last_row)), bt, (c, c1, c2, c3), 0, kc)
                 add_tile(out, i, j0 + jj, sums, min(MR, i_end - i), min(NR, width - jj))
 
 
@@ -148,17 +156,20 @@ def panel_gemm(pack):
     return gemm
 
 
-@jit(fastmath=FAST)
-def _stream_into_one_row(x_row, w, k0, k1, acc_row):
-    """acc_row = x_row[k0:k1] @ w[k0:k1, :] (acc_row overwritten).
+@jit()
+def stream_rows(x, w, k0, k1, acc):
+    """acc[i, :] = x[i, k0:k1] @ w[k0:k1, :] for every row i of x (acc is overwritten).
 
-    The rows k0..k1 are cut into ONE_ROW_STREAMS runs of consecutive rows, and each pass over the sums takes
-    the next row of every run: 8 multiply-adds per element of the sums, read as 8 sequential streams that
-    each run through a whole run of rows. (8 *neighbouring* rows per pass would make 8 short runs through
-    memory per pass, which restart the hardware prefetcher.)"""
-    n = acc_row.size
-    acc_row[:] = 0.0
-    per_stream = (k1 - k0) // ONE_ROW_STREAMS  # rows per stream; the remainder rows come last, one at a time
+    The rows k0..k1 of w are cut into WEIGHT_STREAMS runs of consecutive rows, and each pass takes the next
+    row of every run: WEIGHT_STREAMS sequential streams through memory, each running through a whole run
+    (neighbouring rows per pass would make short runs that restart the hardware prefetcher); the rows left
+    over come last, one per pass. Each pass reads a 512-column chunk of its rows (16 KB, stays in L1 while
+    every row of x uses it). Every element of acc is summed in that one order and grouping, products paired
+    by fused multiply-adds (``fmuladd``; compiled without fastmath, so LLVM keeps the written order and
+    grouping): a row's sums depend only on its own row of x, not on which or how many rows share the call."""
+    rows, n = acc.shape
+    acc[:, :] = 0.0
+    per_stream = (k1 - k0) // WEIGHT_STREAMS
     for r in range(per_stream):
         k = k0 + r
         for j0 in range(0, n, STREAM_CHUNK):
@@ -167,59 +178,25 @@ def _stream_into_one_row(x_row, w, k0, k1, acc_row):
             w2, w3 = w[k + 2 * per_stream, j0:j1], w[k + 3 * per_stream, j0:j1]
             w4, w5 = w[k + 4 * per_stream, j0:j1], w[k + 5 * per_stream, j0:j1]
             w6, w7 = w[k + 6 * per_stream, j0:j1], w[k + 7 * per_stream, j0:j1]
-            a0, a1, a2, a3 = x_row[k], x_row[k + per_stream], x_row[k + 2 * per_stream], x_row[k + 3 * per_stream]
-            a4, a5 = x_row[k + 4 * per_stream], x_row[k + 5 * per_stream]
-            a6, a7 = x_row[k + 6 * per_stream], x_row[k + 7 * per_stream]
-            sums = acc_row[j0:j1]
-            for j in range(j1 - j0):
-                sums[j] += ((a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])) + (
-                    (a4 * w4[j] + a5 * w5[j]) + (a6 * w6[j] + a7 * w7[j])
-                )
-    for k in range(k0 + ONE_ROW_STREAMS * per_stream, k1):
-        a = x_row[k]
-        for j in range(n):
-            acc_row[j] += a * w[k, j]
-
-
-@jit(fastmath=FAST)
-def stream_rows(x, w, k0, k1, acc):
-    """acc[i, :] = x[i, k0:k1] @ w[k0:k1, :] for every row i of x (acc is overwritten).
-
-    One row of x (decode) takes 8 rows of w per pass. More rows take 4 rows of w per pass, a 512-column
-    chunk at a time (stays in L1 while every row of x uses it), applied to 2 rows of x at once, so one
-    weight load feeds 8 multiply-adds."""
-    rows, n = acc.shape
-    if rows == 1:
-        _stream_into_one_row(x[0], w, k0, k1, acc[0])
-        return
-    acc[:, :] = 0.0
-    k = k0
-    while k + 4 <= k1:
-        for j0 in range(0, n, STREAM_CHUNK):
-            j1 = min(n, j0 + STREAM_CHUNK)
-            w0, w1, w2, w3 = w[k, j0:j1], w[k + 1, j0:j1], w[k + 2, j0:j1], w[k + 3, j0:j1]
-            for i in range(0, rows - 1, 2):
-                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
-                b0, b1, b2, b3 = x[i + 1, k], x[i + 1, k + 1], x[i + 1, k + 2], x[i + 1, k + 3]
-                acc_a = acc[i, j0:j1]
-                acc_b = acc[i + 1, j0:j1]
-                for j in range(j1 - j0):
-                    v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
-                    acc_a[j] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
-                    acc_b[j] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
-            if rows % 2:
-                i = rows - 1
-                a0, a1, a2, a3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
-                acc_a = acc[i, j0:j1]
-                for j in range(j1 - j0):
-                    acc_a[j] += (a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])
-        k += 4
-    while k < k1:
+            for i in range(rows):
+                a0, a1 = x[i, k], x[i, k + per_stream]
+                a2, a3 = x[i, k + 2 * per_stream], x[i, k + 3 * per_stream]
+                a4, a5 = x[i, k + 4 * per_stream], x[i, k + 5 * per_stream]
+                a6, a7 = x[i, k + 6 * per_stream], x[i, k + 7 * per_stream]
+                sums = acc[i, j0:j1]
+                for j in range(j1 - j0):  # a tree, not a chain of 8: short dependencies, adds on their own ports
+                    p01 = fmuladd(a1, w1[j], a0 * w0[j])
+                    p23 = fmuladd(a3, w3[j], a2 * w2[j])
+                    p45 = fmuladd(a5, w5[j], a4 * w4[j])
+                    p67 = fmuladd(a7, w7[j], a6 * w6[j])
+                    sums[j] += (p01 + p23) + (p45 + p67)
+    for k in range(k0 + WEIGHT_STREAMS * per_stream, k1):
+        w_row = w[k]
         for i in range(rows):
             a = x[i, k]
+            sums = acc[i]
             for j in range(n):
-                acc[i, j] += a * w[k, j]
-        k += 1
+                sums[j] = fmuladd(a, w_row[j], sums[j])
 
 
 @jit(fastmath=FAST)
@@ -231,12 +208,161 @@ def dot_row(a, row):
     return total
 
 
-@jit(fastmath=FAST)
-def dot_2rows(a, row0, row1):
-    """(a . row0, a . row1) for float32 a, row0, row1 [K]: one load of a serves both rows."""
-    total0 = np.float32(0.0)
-    total1 = np.float32(0.0)
-    for k in range(a.size):
-        total0 += a[k] * row0[k]
-        total1 += a[k] * row1[k]
-    return total0, total1
+# --- row-invariant float32 arithmetic: the order of every sum is written out, not left to LLVM ----------------
+# Under fastmath "reassoc" LLVM picks a summation order per loop (vector width, interleaving, horizontal
+# reduction), so two loops computing the same dot product (one row of x, or a tile of several) may round
+# differently. The products below fix the order in their own code instead: a float32 result depends only on
+# its own row of x and row or column of w, never on which other rows share the call.
+
+LANES = 8  # lane_dots: lane l of a dot product sums the k = l (mod LANES) terms (one AVX2 ymm register)
+
+_F32 = ir.FloatType()
+_LANE_VECTOR = ir.VectorType(_F32, LANES)
+
+
+def _fmuladd_function(builder, value_type):
+    """llvm.fmuladd: a*b + c, fused into one rounding where the target has FMA (a per-target decision, the same
+    in every loop, unlike ``contract``, which lets LLVM fuse or not fuse each multiply-add by context)."""
+    name = "llvm.fmuladd." + ("v%df32" % LANES if value_type is _LANE_VECTOR else "f32")
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(value_type, [value_type] * 3), name
+    )
+
+
+@intrinsic
+def fmuladd(typingctx, a, b, c):
+    """a * b + c for float32 values, rounded once where the target has FMA, else twice: the same in every loop
+    that calls it (see _fmuladd_function). LLVM vectorises loops of it over unit-stride arrays."""
+    if not (a == types.float32 and b == types.float32 and c == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.call(_fmuladd_function(builder, _F32), list(args))
+
+    return types.float32(a, b, c), codegen
+
+
+def lane_dots(a_rows, b_rows):
+    """``dots(a, ra, b, rb, k0, kc)``: the tuple of the a_rows * b_rows float32 dot products
+    a[ra[r], k0:k0+kc] . b[rb[c], k0:k0+kc] (r outer, c inner), for a and b float32 C-contiguous 2-D arrays and
+    ra, rb tuples of row indices (the rows must exist: not checked). Every dot product is summed in one order,
+    whichever tile it is computed in: LANES lane sums (lane l takes k = l, l + LANES, ... by fused
+    multiply-adds), added as ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), then the last kc % LANES terms
+    one at a time. Each LANES-wide load of a serves every row of b, and each of b every row of a."""
+
+    @intrinsic
+    def dots(typingctx, a, ra, b, rb, k0, kc):
+        def is_matrix(t):
+            return isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 2 and t.layout == "C"
+
+        def is_rows(t, count):
+            return isinstance(t, types.UniTuple) and t.count == count and isinstance(t.dtype, types.Integer)
+
+        if not (is_matrix(a) and is_matrix(b) and is_rows(ra, a_rows) and is_rows(rb, b_rows)
+                and isinstance(k0, types.Integer) and isinstance(kc, types.Integer)):
+            return None
+        return types.UniTuple(types.float32, a_rows * b_rows)(a, ra, b, rb, k0, kc), _codegen
+
+    def _codegen(context, builder, sig, args):
+        a_type, ra_type, b_type, rb_type = sig.args[:4]
+        k0 = context.cast(builder, args[4], sig.args[4], types.int64)
+        kc = context.cast(builder, args[5], sig.args[5], types.int64)
+        a_array = context.make_array(a_type)(context, builder, args[0])
+        b_array = context.make_array(b_type)(context, builder, args[2])
+
+        def row_starts(array_type, array, rows, rows_type, count):
+            starts = []
+            for r in range(count):
+                index = context.cast(builder, builder.extract_value(rows, r), rows_type.dtype, types.int64)
+                starts.append(cgutils.get_item_pointer(context, builder, array_type, array, [index, k0]))
+            return starts
+
+        a_starts = row_starts(a_type, a_array, args[1], ra_type, a_rows)
+        b_starts = row_starts(b_type, b_array, args[3], rb_type, b_rows)
+        pairs = [(r, c) for r in range(a_rows) for c in range(b_rows)]
+        vector_fma = _fmuladd_function(builder, _LANE_VECTOR)
+        scalar_fma = _fmuladd_function(builder, _F32)
+        vector_end = builder.and_(kc, _i64(-LANES))  # kc rounded down to a multiple of LANES (kc >= 0)
+        zero = ir.Constant(_LANE_VECTOR, None)
+
+        # the lanes: acc[r, c] = fmuladd(a[r, k:k+LANES], b[c, k:k+LANES], acc[r, c]) for k = 0, LANES, ...
+        entry = builder.block
+        loop = builder.append_basic_block("lanes_loop")
+        lanes_done = builder.append_basic_block("lanes_done")
+        builder.cbranch(builder.icmp_signed(">", vector_end, _i64(0)), loop, lanes_done)
+        builder.position_at_end(loop)
+        k = builder.phi(ir.IntType(64))
+        acc = {pair: builder.phi(_LANE_VECTOR) for pair in pairs}
+
+        def load_lanes(start):
+            return builder.load(builder.bitcast(builder.gep(start, [k]), _LANE_VECTOR.as_pointer()), align=4)
+
+        # each row of b loaded just before its multiply-adds: with a 3x4 tile, 12 accumulators + 3 rows of a +
+        # 1 of b fill AVX2's 16 registers (all 4 rows of b loaded first spilled an accumulator every pass)
+        a_lanes = [load_lanes(start) for start in a_starts]
+        updated = {}
+        for c, start in enumerate(b_starts):
+            b_lanes = load_lanes(start)
+            for r in range(a_rows):
+                updated[r, c] = builder.call(vector_fma, [a_lanes[r], b_lanes, acc[r, c]])
+        k_next = builder.add(k, _i64(LANES))
+        k.add_incoming(_i64(0), entry)
+        k.add_incoming(k_next, loop)
+        for pair in pairs:
+            acc[pair].add_incoming(zero, entry)
+            acc[pair].add_incoming(updated[pair], loop)
+        builder.cbranch(builder.icmp_signed("<", k_next, vector_end), loop, lanes_done)
+
+        # the fixed reduction of each accumulator's lanes: halves added, then halves of that, then the pair
+        builder.position_at_end(lanes_done)
+        final_lanes = {pair: builder.phi(_LANE_VECTOR) for pair in pairs}  # phis first in their block
+        totals = {}
+        for pair in pairs:
+            lanes = final_lanes[pair]
+            lanes.add_incoming(zero, entry)
+            lanes.add_incoming(updated[pair], loop)
+            half = LANES
+            while half > 1:
+                half //= 2
+                low = builder.shuffle_vector(lanes, lanes, ir.Constant(ir.VectorType(ir.IntType(32), half),
+                                                                       list(range(half))))
+                high = builder.shuffle_vector(lanes, lanes, ir.Constant(ir.VectorType(ir.IntType(32), half),
+                                                                        list(range(half, 2 * half))))
+                lanes = builder.fadd(low, high)
+            totals[pair] = builder.extract_element(lanes, ir.Constant(ir.IntType(32), 0))
+
+        # the tail: the last kc % LANES terms, one fused multiply-add each, in order
+        tail_entry = builder.block
+        tail = builder.append_basic_block("tail_loop")
+        done = builder.append_basic_block("tail_done")
+        builder.cbranch(builder.icmp_signed("<", vector_end, kc), tail, done)
+        builder.position_at_end(tail)
+        kt = builder.phi(ir.IntType(64))
+        running = {pair: builder.phi(_F32) for pair in pairs}
+        a_terms = [builder.load(builder.gep(start, [kt])) for start in a_starts]
+        b_terms = [builder.load(builder.gep(start, [kt])) for start in b_starts]
+        stepped = {(r, c): builder.call(scalar_fma, [a_terms[r], b_terms[c], running[r, c]]) for r, c in pairs}
+        kt_next = builder.add(kt, _i64(1))
+        kt.add_incoming(vector_end, tail_entry)
+        kt.add_incoming(kt_next, tail)
+        for pair in pairs:
+            running[pair].add_incoming(totals[pair], tail_entry)
+            running[pair].add_incoming(stepped[pair], tail)
+        builder.cbranch(builder.icmp_signed("<", kt_next, kc), tail, done)
+        builder.position_at_end(done)
+        results = [builder.phi(_F32) for _ in pairs]
+        for final, pair in zip(results, pairs):
+            final.add_incoming(totals[pair], tail_entry)
+            final.add_incoming(stepped[pair], tail)
+        return context.make_tuple(builder, sig.return_type, results)
+
+    return dots
+
+
+def _i64(value):
+    return ir.Constant(ir.IntType(64), value)
+
+
+dot_tile = lane_dots(MR, NR)  # the GEMM's 3x4 register tile (12 lane accumulators + 3 + 1 operands: 16 ymm)
+dot_row_lanes = lane_dots(1, 1)  # one dot product, in the same order as every dot of dot_tile
+dot_row_streams = lane_dots(1, 4)  # one row of x . 4 rows of w read side by side (decode's LM head)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from checked import checked
+from independent_rows import assert_rows_independent, thread_count  # noqa: F401  (a fixture)
 from tinygpt.kernels import activations, checks
 from tinygpt.kernels.activations import exp_f64, gelu_in_place
 
@@ -120,3 +121,11 @@ def test_out_partially_overlapping_x_is_rejected():
     x = np.zeros(8, np.float32)
     with pytest.raises(ValueError, match="out must not overlap x"):
         checks.gelu_new(x[:4], out=x[2:6])
+
+
+@pytest.mark.parametrize("width", [3072, 13])
+def test_rows_are_independent(width, thread_count):
+    """A row's GELU does not depend on the other rows (parallel chunks cut rows at any element)."""
+    rng = np.random.default_rng(width)
+    x = sample(rng, 48, width)
+    assert_rows_independent(lambda index: gelu_new(x[index]), 48, rng)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from checked import checked
 from rounding import gelu64, random, sum_error_bound
+from independent_rows import assert_rows_independent, thread_count  # noqa: F401  (a fixture)
 from target import target_has_fma
 from tinygpt.kernels import checks, matmul
 from tinygpt.kernels.matmul import SMALL_M
@@ -225,29 +226,70 @@ def test_linear_nt_rejects_bad_arguments(x, w, match):
 
 
 @pytest.mark.skipif(not target_has_fma(), reason="packed fused multiply-adds need an x86-64 target with FMA")
-@pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "tiles.dot_row", "tiles.dot_2rows", "tiles.stream_rows",
-                                         "tiles._stream_into_one_row"])
+@pytest.mark.parametrize("kernel_name", ["tiles.dot_3x4", "tiles.dot_row", "tiles.dot_tile", "tiles.stream_rows"])
 def test_inner_loops_compile_to_packed_fmas(kernel_name):
     """The hot loops must vectorise into packed (ymm/zmm) fused multiply-adds, not scalar code, on a target
     with FMA (the CPU Numba compiles for: NUMBA_CPU_NAME may name another than the host). Cached code
-    cannot be inspected, so a fresh uncached copy of the kernel is compiled here."""
+    cannot be inspected, so a fresh uncached copy of the kernel is compiled here, with its own flags
+    (stream_rows is compiled without fastmath, dot_tile is LLVM IR called from a wrapper)."""
     import re
 
     from numba import njit
     from tinygpt.kernels import tiles
 
     module, name = kernel_name.split(".")
-    fresh = njit(fastmath=tiles.FAST)(getattr({"matmul": matmul, "tiles": tiles}[module], name).py_func)
     a, b = np.ones((4, 64), np.float32), np.ones((8, 64), np.float32)
-    if name == "dot_3x4":
-        fresh(a, 0, 1, 2, b, 0, 1, 2, 3, 64)
-    elif name == "dot_row":
-        fresh(a[0], b[0])
-    elif name == "dot_2rows":
-        fresh(a[0], b[0], b[1])
-    elif name == "_stream_into_one_row":
-        fresh(a[0], np.ones((64, 32), np.float32), 0, 64, np.zeros(32, np.float32))
-    else:
+    if name == "dot_tile":
+        fresh = njit(lambda a, b: tiles.dot_tile(a, (0, 1, 2), b, (0, 1, 2, 3), 0, 64))
+        fresh(a, b)
+    elif name == "stream_rows":
+        fresh = njit(tiles.stream_rows.py_func)
         fresh(a, np.ones((64, 32), np.float32), 0, 64, np.zeros((4, 32), np.float32))
+    else:
+        fresh = njit(fastmath=tiles.FAST)(getattr({"matmul": matmul, "tiles": tiles}[module], name).py_func)
+        if name == "dot_3x4":
+            fresh(a, 0, 1, 2, b, 0, 1, 2, 3, 64)
+        else:
+            fresh(a[0], b[0])
     assembly = fresh.inspect_asm(fresh.signatures[0])
     assert re.search(r"vfmadd\d+ps\s[^\n]*%[yz]mm", assembly)
+
+
+# --- rows are independent -----------------------------------------------------------------------------------
+# For up to SMALL_M rows, out[i] must be bit-identical whatever other rows share the call (see
+# independent_rows.py), under 1 and 2 threads (the slabs of w follow the thread count).
+
+
+# distilgpt2's products (attn.c_attn with bias, attn.c_proj and mlp.c_proj accumulating into the residual,
+# mlp.c_fc with GELU), then awkward ones: K not a multiple of 4 or 8 (stream remainders, lane tails), N not a
+# multiple of 64 or of 4, K smaller than the 8 weight streams.
+LINEAR_CASES = [
+    (768, 2304, {}),
+    (768, 768, {"accumulate": True}),
+    (768, 3072, {"gelu": True}),
+    (3072, 768, {"accumulate": True}),
+    (803, 130, {}),
+    (37, 70, {"gelu": True}),
+    (5, 3, {"accumulate": True}),
+]
+
+
+@pytest.mark.parametrize("k, n, options", LINEAR_CASES)
+def test_linear_rows_are_independent(k, n, options, thread_count):
+    rng = np.random.default_rng(k * 31 + n)
+    x, w, b, base = random(rng, SMALL_M, k), random(rng, k, n), random(rng, n), random(rng, SMALL_M, n)
+
+    def product(index):
+        out = base[index].copy() if options.get("accumulate") else None
+        return linear(x[index], w, b, out, **options)
+
+    assert_rows_independent(product, SMALL_M, rng)
+
+
+# the LM head (tied embedding, [50257, 768]); K not a multiple of 8 over two k-blocks; K > 4096 in 7 k-blocks
+# with a tail; a tiny one
+@pytest.mark.parametrize("n, k", [(50257, 768), (130, 803), (70, 5000), (5, 13)])
+def test_linear_nt_rows_are_independent(n, k, thread_count):
+    rng = np.random.default_rng(n + k)
+    x, w = random(rng, SMALL_M, k), random(rng, n, k)
+    assert_rows_independent(lambda index: linear_nt(x[index], w), SMALL_M, rng)

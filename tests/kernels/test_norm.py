@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from checked import checked
+from independent_rows import assert_rows_independent, thread_count  # noqa: F401  (a fixture)
 from tinygpt.kernels import checks, norm
 
 layer_norm = checked(norm.layer_norm)
@@ -94,3 +95,11 @@ def test_rejects_bad_arguments(changes, match):
     args = dict(x=np.zeros((2, 4), np.float32), gamma=np.ones(4, np.float32), beta=np.zeros(4, np.float32), eps=1e-5)
     with pytest.raises(ValueError, match=match):
         checks.layer_norm(**{**args, **changes})
+
+
+@pytest.mark.parametrize("width", [768, 13])
+def test_rows_are_independent(width, thread_count):
+    """A row's result does not depend on the other rows (one thread for a few rows, parallel for more)."""
+    rng = np.random.default_rng(width)
+    x, gamma, beta = inputs(rng, 48, width, offset=3.0)
+    assert_rows_independent(lambda index: layer_norm(x[index], gamma, beta, 1e-5), 48, rng)

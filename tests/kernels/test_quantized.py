@@ -6,6 +6,7 @@ import tracemalloc
 import numpy as np
 import pytest
 from checked import checked
+from independent_rows import assert_rows_independent, thread_count  # noqa: F401  (a fixture)
 from rounding import U, gelu64, random, sum_error_bound
 from tinygpt.kernels import checks, quantized, threads
 from tinygpt.kernels.matmul import SMALL_M
@@ -195,8 +196,8 @@ def activation_bound(x: np.ndarray, d: np.ndarray) -> np.ndarray:
     return (0.5 + 2.0**-36) * step * np.abs(d).astype(np.float64).sum(axis=1)[None, :]
 
 
-# M covers decode (1) and batched decode up to INT16_ROWS (3, 5, 8: groups of 4 rows, full and ragged) on the
-# integer path, then the GEMM from INT16_ROWS + 1 (17, SMALL_M) to prompts (SMALL_M + 1, 65, 130) with ragged
+# M covers decode (1) and batched decode up to INT16_ROWS = SMALL_M (3, 5, 8, 17, SMALL_M: groups of 4 rows,
+# full and ragged) on the integer path, then the GEMM from INT16_ROWS + 1 to prompts (65, 130) with ragged
 # 3-row tiles; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two 768-deep
 # k-blocks of the GEMM; K = 801 leaves a tail after the integer path's 32-weight chunks.
 SHAPES = [
@@ -348,3 +349,42 @@ def test_out_must_not_overlap_inputs():
     x = np.zeros((3, 3), np.float32)
     with pytest.raises(ValueError, match="out must not overlap x"):
         checks.linear_nt_int8(x, np.zeros((3, 3), np.int8), np.ones(3, np.float32), out=x)
+
+
+# --- rows are independent (see independent_rows.py) ------------------------------------------------------
+# distilgpt2's products as the engine stores them (quantize_columns of the Conv1D weights, with bias,
+# accumulate or GELU; the LM head from quantize_rows), then K not a multiple of the 32-weight passes, N not a
+# multiple of 64, and K > 4096 (several exact int32 blocks per dot product).
+INT8_CASES = [
+    (768, 2304, "columns", {}),
+    (768, 768, "columns", {"accumulate": True}),
+    (768, 3072, "columns", {"gelu": True}),
+    (3072, 768, "columns", {"accumulate": True}),
+    (768, 50257, "rows", {}),
+    (803, 130, "columns", {"gelu": True}),
+    (5000, 70, "rows", {"accumulate": True}),
+    (13, 5, "rows", {}),
+]
+
+
+def test_integer_path_covers_every_engine_step():
+    """Every product of up to SMALL_M rows takes the integer path (the GEMM's float32 numbers differ)."""
+    assert INT16_ROWS == SMALL_M
+
+
+@pytest.mark.parametrize("k, n, layout, options", INT8_CASES)
+def test_linear_nt_int8_rows_are_independent(k, n, layout, options, thread_count):
+    rng = np.random.default_rng(k * 7 + n)
+    if layout == "rows":
+        q, scale = quantize_rows(random(rng, n, k))
+        b = None
+    else:
+        q, scale = quantize_columns(random(rng, k, n))
+        b = random(rng, n)
+    x, base = random(rng, SMALL_M, k), random(rng, SMALL_M, n)
+
+    def product(index):
+        out = base[index].copy() if options.get("accumulate") else None
+        return linear_nt_int8(x[index], q, scale, b, out, **options)
+
+    assert_rows_independent(product, SMALL_M, rng)
