@@ -25,11 +25,13 @@ shows the first two on any CPU, the others need the named constant or loop chang
 * _gemv_nt reading the two halves of each thread's slab side by side: the LM head read 10-14 % faster than
   as one stream per thread, and than with the two halves' rows taken in turn. (It now reads four quarters,
   with tiles.lane_dots: the LM head at M = 1 ran 0.95-1.01x the two-halves kernel's time, paired.)
-* tiles.stream_rows, 8 rows of w per pass from 8 distant runs (once only for M = 1, now for every M, so
-  rows are independent): 4-11 % faster than 4 per pass at M = 1; 8 neighbouring rows per pass instead read
-  768-wide rows ~8 % slower (3072 x 768 weights). One order for every M (fixed-order fmuladd tree, no
-  fastmath), against the former per-M kernels, paired, 2 threads, on a shared noisy machine: M = 1 0.97-1.06x
-  the time on the four Conv1D shapes; M = 8 0.96-1.17x; M = 48 1.07-1.48x (slowest: mlp.c_fc, 768 x 3072).
+* tiles.stream_rows, one order for every M (so rows are independent; compiled without fastmath): first 8 rows
+  of w per pass from 8 distant runs, summed as a fixed fmuladd tree, one row of x per pass: against the former
+  per-M kernels (paired, 2 threads, shared noisy machine) M = 1 0.97-1.06x the time on the four Conv1D shapes,
+  M = 8 0.96-1.17x, M = 48 1.07-1.48x (slowest: mlp.c_fc, 768 x 3072); in the engine's batch-8 decode the
+  products took ~1.4x their former time. Now 4 rows of w per pass from 4 distant runs, two rows of x per pass
+  (each weight load serves both), each sum a chain of fmuladds: M = 1, 8, 16 within noise of the former per-M
+  kernels on all four shapes (three alternating rounds of both trees in separate processes).
 * Row-independent linear_nt GEMM tile (tiles.dot_tile, explicit lanes in LLVM IR) against LLVM's
   vectorisation of dot_3x4: the same speed on a panel in L2 (1 thread), but the LM head at M = 16..48
   took 1.14-1.4x longer inside the parallel kernel (cause not found yet).

@@ -30,7 +30,7 @@ KC = 768  # k-block: 3 rows of x plus 4 rows of w (21 KB) stay in L1 during one 
 MC = 66  # row block, a multiple of MR: 66 x 768 floats of x (200 KB) stay in L2 while a panel sweeps them
 NC = 64  # panel width: the packed 64 x 768 panel of w (192 KB) shares L2 with the row block
 STREAM_CHUNK = 512  # stream_rows: columns per pass (8 weight rows x 512 floats = 16 KB of L1)
-WEIGHT_STREAMS = 8  # stream_rows: rows of w read side by side, from 8 distant runs
+WEIGHT_STREAMS = 4  # stream_rows: rows of w read side by side, from 4 distant runs
 
 
 # Both operands are handed to the tile as 2-D arrays whose k index starts at 0 (x split into k-blocks, w
@@ -163,33 +163,35 @@ def stream_rows(x, w, k0, k1, acc):
     The rows k0..k1 of w are cut into WEIGHT_STREAMS runs of consecutive rows, and each pass takes the next
     row of every run: WEIGHT_STREAMS sequential streams through memory, each running through a whole run
     (neighbouring rows per pass would make short runs that restart the hardware prefetcher); the rows left
-    over come last, one per pass. Each pass reads a 512-column chunk of its rows (16 KB, stays in L1 while
-    every row of x uses it). Every element of acc is summed in that one order and grouping, products paired
-    by fused multiply-adds (``fmuladd``; compiled without fastmath, so LLVM keeps the written order and
-    grouping): a row's sums depend only on its own row of x, not on which or how many rows share the call."""
+    over come last, one per pass. Each pass reads a 512-column chunk of its rows (8 KB, stays in L1 while
+    every row of x uses it), two rows of x at a time. Every element of acc is summed in one order: a chain of
+    fused multiply-adds (``fmuladd``), one per weight row, in the order above (compiled without fastmath, so
+    LLVM keeps it). The pair loop and the odd row's loop write the same chain, so a row's sums depend only on
+    its own row of x, not on which or how many rows share the call."""
     rows, n = acc.shape
     acc[:, :] = 0.0
     per_stream = (k1 - k0) // WEIGHT_STREAMS
     for r in range(per_stream):
         k = k0 + r
+        k_1, k_2, k_3 = k + per_stream, k + 2 * per_stream, k + 3 * per_stream
         for j0 in range(0, n, STREAM_CHUNK):
             j1 = min(n, j0 + STREAM_CHUNK)
-            w0, w1 = w[k, j0:j1], w[k + per_stream, j0:j1]
-            w2, w3 = w[k + 2 * per_stream, j0:j1], w[k + 3 * per_stream, j0:j1]
-            w4, w5 = w[k + 4 * per_stream, j0:j1], w[k + 5 * per_stream, j0:j1]
-            w6, w7 = w[k + 6 * per_stream, j0:j1], w[k + 7 * per_stream, j0:j1]
-            for i in range(rows):
-                a0, a1 = x[i, k], x[i, k + per_stream]
-                a2, a3 = x[i, k + 2 * per_stream], x[i, k + 3 * per_stream]
-                a4, a5 = x[i, k + 4 * per_stream], x[i, k + 5 * per_stream]
-                a6, a7 = x[i, k + 6 * per_stream], x[i, k + 7 * per_stream]
-                sums = acc[i, j0:j1]
-                for j in range(j1 - j0):  # a tree, not a chain of 8: short dependencies, adds on their own ports
-                    p01 = fmuladd(a1, w1[j], a0 * w0[j])
-                    p23 = fmuladd(a3, w3[j], a2 * w2[j])
-                    p45 = fmuladd(a5, w5[j], a4 * w4[j])
-                    p67 = fmuladd(a7, w7[j], a6 * w6[j])
-                    sums[j] += (p01 + p23) + (p45 + p67)
+            w0, w1, w2, w3 = w[k, j0:j1], w[k_1, j0:j1], w[k_2, j0:j1], w[k_3, j0:j1]
+            i = 0
+            while i + 2 <= rows:  # two rows of x per pass: each weight load serves both
+                a0, a1, a2, a3 = x[i, k], x[i, k_1], x[i, k_2], x[i, k_3]
+                b0, b1, b2, b3 = x[i + 1, k], x[i + 1, k_1], x[i + 1, k_2], x[i + 1, k_3]
+                sums_a, sums_b = acc[i, j0:j1], acc[i + 1, j0:j1]
+                for j in range(j1 - j0):
+                    v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                    sums_a[j] = fmuladd(a3, v3, fmuladd(a2, v2, fmuladd(a1, v1, fmuladd(a0, v0, sums_a[j]))))
+                    sums_b[j] = fmuladd(b3, v3, fmuladd(b2, v2, fmuladd(b1, v1, fmuladd(b0, v0, sums_b[j]))))
+                i += 2
+            if i < rows:  # the last row of an odd count: the same chain of multiply-adds, alone
+                a0, a1, a2, a3 = x[i, k], x[i, k_1], x[i, k_2], x[i, k_3]
+                sums_a = acc[i, j0:j1]
+                for j in range(j1 - j0):
+                    sums_a[j] = fmuladd(a3, w3[j], fmuladd(a2, w2[j], fmuladd(a1, w1[j], fmuladd(a0, w0[j], sums_a[j]))))
     for k in range(k0 + WEIGHT_STREAMS * per_stream, k1):
         w_row = w[k]
         for i in range(rows):

@@ -214,34 +214,31 @@ def test_cancel_ends_the_request_at_the_next_step_and_frees_its_blocks(long_tiny
         assert engine.pool.blocks_in_use() == 0
 
 
-def test_n_continuations_share_one_prefill(long_tiny, monkeypatch):
-    fed = []
+@pytest.fixture
+def fed(long_tiny, monkeypatch) -> list[int]:
+    """The number of tokens each forward pass of long_tiny is fed, as the test runs."""
+    counts = []
     forward = long_tiny._forward_tokens
 
     def counting(pool, ids, *args):
-        fed.append(len(ids))
+        counts.append(len(ids))
         return forward(pool, ids, *args)
 
     monkeypatch.setattr(long_tiny, "_forward_tokens", counting)
+    return counts
+
+
+def test_n_continuations_share_one_prefill(long_tiny, fed):
     prompt = list(range(100, 170))  # 70 tokens: the 4 rows share 4 full blocks and copy the partial one
     options = dict(max_new_tokens=10, do_sample=True, seed=5, num_return_sequences=4, eos_token_id=None)
     with Engine(long_tiny) as engine:
         result = engine.submit(prompt, **options).result(timeout=60)
     assert sum(fed) == 70 + 4 * 9  # the prompt once, then each row's tokens but the last
-    monkeypatch.undo()
     assert result == alone_ids(long_tiny, prompt, options)
     assert len({tuple(row) for row in result}) > 1
 
 
-def test_a_repeated_prefix_is_reused_not_recomputed(long_tiny, monkeypatch):
-    fed = []
-    forward = long_tiny._forward_tokens
-
-    def counting(pool, ids, *args):
-        fed.append(len(ids))
-        return forward(pool, ids, *args)
-
-    monkeypatch.setattr(long_tiny, "_forward_tokens", counting)
+def test_a_repeated_prefix_is_reused_not_recomputed(long_tiny, fed):
     document = list(np.random.default_rng(8).integers(0, 1000, 800))
     with Engine(long_tiny) as engine:
         first = engine.submit(document, max_new_tokens=1).result(timeout=60)
@@ -254,7 +251,6 @@ def test_a_repeated_prefix_is_reused_not_recomputed(long_tiny, monkeypatch):
         fed.clear()
         again = engine.submit(document, max_new_tokens=1).result(timeout=60)
         assert sum(fed) == 800 - 784
-    monkeypatch.undo()
     assert first == alone_ids(long_tiny, document, dict(max_new_tokens=1)) == again
     assert second == alone_ids(long_tiny, edited, dict(max_new_tokens=1))
 
