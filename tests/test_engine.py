@@ -25,9 +25,14 @@ LONG_TINY = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=1000, n_positions=10
 
 
 @pytest.fixture(scope="module")
-def long_tiny(tmp_path_factory) -> Model:
+def long_tiny_dir(tmp_path_factory):
     """A tiny network with distilgpt2's context of 1024 positions: long prompts at little cost."""
-    return Model.from_pretrained(build_gpt2_dir(tmp_path_factory.mktemp("long_tiny"), seed=7, **LONG_TINY))
+    return build_gpt2_dir(tmp_path_factory.mktemp("long_tiny"), seed=7, **LONG_TINY)
+
+
+@pytest.fixture(scope="module")
+def long_tiny(long_tiny_dir) -> Model:
+    return Model.from_pretrained(long_tiny_dir)
 
 
 # ---- logits, bit for bit ---------------------------------------------------------------------------------
@@ -164,6 +169,22 @@ def test_random_joins_leaves_and_cancellations_each_equal_generate_alone(long_ti
             assert result == expected, (len(prompt), options)
             assert set(handle.finish_reasons()) <= {"stop", "length"}
     assert checked_cancelled > 5
+
+
+def test_int8_requests_in_a_crowd_equal_generate_alone(long_tiny_dir):
+    model = Model.from_pretrained(long_tiny_dir, dtype="int8")
+    rng = random.Random(16)
+    requests = []
+    for _ in range(32):
+        length = rng.randint(1, 300)
+        requests.append(([rng.randrange(1000) for _ in range(length)], random_options(rng, length, 1024)))
+    with Engine(model, max_batch=16) as engine:
+        handles = []
+        for prompt, options in requests:
+            handles.append(engine.submit(prompt, **options))
+            time.sleep(rng.random() * 0.003)
+        results = [handle.result(timeout=300) for handle in handles]
+    assert results == [alone_ids(model, prompt, options) for prompt, options in requests]
 
 
 def test_requests_that_do_not_fit_wait_and_then_finish_and_nothing_leaks(long_tiny):
