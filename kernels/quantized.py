@@ -184,9 +184,16 @@ def quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- x @ (q * scale[:, None]).T + b -----------------------------------------------------------------------
 
 
+# The int8 product kernels below and their inlined steps: only "contract". Their output arithmetic
+# (_output_value, _finish_output) is inlined into each, where "reassoc" would let LLVM regroup it differently
+# per kernel: a row's value would then depend on how many rows share the call. (Their sums are exact
+# integers; nothing here needs reassociating.)
+_ROW_EXACT = {"contract"}
+
+
 # _output_value and _finish_output are inlined (Numba IR) into the decode kernels' loops, which call them once
 # per output: as calls, they made those products slower (benchmarks/quantized_matmul.py's docstring).
-@jit(fastmath=_FAST, inline="always")
+@jit(fastmath=_ROW_EXACT, inline="always")
 def _output_value(total, step, x, i, q, scale, j):
     """x[i] . q[j] * scale[j], from ``total``, the exact integer dot product of x[i]'s int16 steps with q[j]:
     scaled by step * scale[j] and rounded once. A row of x holding NaN or infinity (step NaN) cannot be
@@ -196,7 +203,7 @@ def _output_value(total, step, x, i, q, scale, j):
     return np.float32(np.float64(total) * (step * scale[j]))
 
 
-@jit(fastmath=_FAST, inline="always")
+@jit(fastmath=_ROW_EXACT, inline="always")
 def _finish_output(value, b, out, i, j, accumulate):
     """out[i, j] = [out[i, j] +] value + b[j] (no bias when b is None)."""
     if b is not None:
@@ -204,7 +211,7 @@ def _finish_output(value, b, out, i, j, accumulate):
     out[i, j] = value + out[i, j] if accumulate else value
 
 
-@jit(parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_ROW_EXACT)
 def _gemv_nt_int8(x, q, scale, b, out, accumulate, gelu, slabs):
     """out = [out +] x @ (q * scale[:, None]).T + b, GELU if asked, for one row of x and q [N, K]: one dot
     product per row of q. Each of the ``slabs`` tasks (one per thread) takes a contiguous slab of rows, cut
@@ -234,7 +241,7 @@ def _gemv_nt_int8(x, q, scale, b, out, accumulate, gelu, slabs):
             gelu_in_place(out[0, j0:j1])
 
 
-@jit(parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=_ROW_EXACT)
 def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
     """``_gemv_nt_int8`` for a few rows of x (batched decode): every row rounded to int16 steps, then each
     row of q, read once, dotted exactly with X_ROWS_PER_PASS rows at a time (``dot_x_rows``)."""

@@ -82,7 +82,10 @@ def add_tile(out, i, j, sums, n_rows, n_cols):
                 out[i + r, j + c] += sums[r * NR + c]
 
 
-@jit(fastmath=FAST)
+# Only "contract": Numba's fastmath marks every float instruction of the function, the dot_tile intrinsic's
+# inlined lane sums included, and "reassoc" there let LLVM regroup them (seen compiling for plain x86-64,
+# where a row's product then depended on the tile it was computed in).
+@jit(fastmath={"contract"})
 def panel_product(xa, kc, bt, bt_row0, out, j0, width):
     """out[:, j0:j0+width] += xa[:, :kc] @ bt[bt_row0:bt_row0+width, :kc].T
 
