@@ -290,7 +290,7 @@ class Model:
         tokens are fed with it: row-invariant products (in groups of ROWS_PER_PRODUCT) and attention.
         """
         cfg, w = self.config, self.weights
-        H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
+        H, D = cfg.n_head, cfg.head_dim
         blocks = tables[token_seq, token_pos // pool.block_size]
         slots = token_pos % pool.block_size
         x = w["wte.weight"][ids] + w["wpe.weight"][token_pos]  # residual stream [T, C]
