@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "apply_repetition_penalty",
-    "apply_openai_penalties",
-    "apply_logit_bias",
+    "apply_openai_adjustments",
     "apply_temperature",
     "top_k_filter",
     "top_p_filter",
@@ -52,26 +51,25 @@ def apply_repetition_penalty(logits: np.ndarray, previous_ids, penalty: float) -
     return out
 
 
-def apply_openai_penalties(logits: np.ndarray, generated_ids, presence: float, frequency: float) -> np.ndarray:
-    """OpenAI's presence and frequency penalties: logits[j] -= count[j] * frequency + (count[j] > 0) * presence,
-    where count[j] is how often token j occurs in ``generated_ids`` (the row's generated tokens, not its prompt).
+def apply_openai_adjustments(logits: np.ndarray, generated_ids, presence: float, frequency: float,
+                             bias: dict[int, float] | None) -> np.ndarray:
+    """OpenAI's presence and frequency penalties and logit bias:
+    logits[j] + bias[j] - (count[j] * frequency + (count[j] > 0) * presence), count[j] being how often token j
+    occurs in ``generated_ids`` (the row's generated tokens, not its prompt).
 
-    logits: float [V]. Returns a new array of the same dtype; the penalised entries are computed in float64 and
+    logits: float [V]. Returns a new array of the same dtype; each changed entry is computed in float64 and
     rounded once.
     """
-    out = np.array(logits)
     ids, counts = np.unique(np.asarray(generated_ids, np.int64), return_counts=True)
-    if ids.size:
-        penalty = counts * frequency + presence  # every listed id occurs at least once
-        out[ids] = out[ids].astype(np.float64) - penalty
-    return out
-
-
-def apply_logit_bias(logits: np.ndarray, bias: dict[int, float]) -> np.ndarray:
-    """OpenAI's logit_bias: add bias[j] to logit j (computed in float64, rounded once). logits: float [V]."""
+    amounts = -(counts * frequency + presence)  # every listed id occurs at least once
+    if bias:
+        ids = np.concatenate([ids, np.fromiter(bias.keys(), np.int64, len(bias))])
+        amounts = np.concatenate([amounts, np.fromiter(bias.values(), np.float64, len(bias))])
+    touched, where = np.unique(ids, return_inverse=True)
+    totals = np.zeros(touched.size)
+    np.add.at(totals, where, amounts)
     out = np.array(logits)
-    ids = np.fromiter(bias.keys(), np.int64, len(bias))
-    out[ids] = out[ids].astype(np.float64) + np.fromiter(bias.values(), np.float64, len(bias))
+    out[touched] = out[touched].astype(np.float64) + totals
     return out
 
 
@@ -183,11 +181,9 @@ def process_logits(logits: np.ndarray, previous_ids, options: GenerationOptions,
     """
     if options.repetition_penalty != 1.0:
         logits = apply_repetition_penalty(logits, previous_ids, options.repetition_penalty)
-    if options.presence_penalty != 0.0 or options.frequency_penalty != 0.0:
-        logits = apply_openai_penalties(logits, previous_ids[prompt_length:], options.presence_penalty,
-                                        options.frequency_penalty)
-    if options.logit_bias:
-        logits = apply_logit_bias(logits, options.logit_bias)
+    if options.presence_penalty != 0.0 or options.frequency_penalty != 0.0 or options.logit_bias:
+        logits = apply_openai_adjustments(logits, previous_ids[prompt_length:], options.presence_penalty,
+                                          options.frequency_penalty, options.logit_bias)
     if not options.do_sample:
         return logits
     if options.temperature != 1.0:
