@@ -383,11 +383,14 @@ def test_a_client_that_disconnects_has_its_sequence_cancelled(server, model_id):
     assert wait_for_metric(server, "tinygpt_kv_cache_blocks_in_use", 0) == 0
     cancelled = metric(server, 'tinygpt_requests_finished_total{reason="cancelled"}')
     assert cancelled >= 1
-    # Not streamed: the client gives up waiting.
+    # Not streamed: the client gives up waiting for 16 sequences of 240 tokens, and they stop well before that.
+    generated = metric(server, "tinygpt_generation_tokens_total")
+    big = {**body, "stream": False, "n": 16, "temperature": 1.0, "max_tokens": 240}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server + "/v1/completions", json={**body, "stream": False}, timeout=1.0)
+        httpx.post(server + "/v1/completions", json=big, timeout=0.5)
     assert wait_for_metric(server, "tinygpt_sequences_running", 0) == 0
     assert metric(server, 'tinygpt_requests_finished_total{reason="cancelled"}') == cancelled + 1
+    assert metric(server, "tinygpt_generation_tokens_total") - generated < 16 * 240
 
 
 def test_one_log_line_per_request(server, model_id, client, served_log):

@@ -301,6 +301,7 @@ async def _stream(completion: Completion, request: Request):
 
 
 def _log(completion: Completion, ending: str | None = None) -> None:
+    completion.record_finish()  # the tokens generated so far, however it ended
     outcome = completion.outcome
     elapsed = time.monotonic() - completion.started
     first = outcome.first_token_at

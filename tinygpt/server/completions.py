@@ -325,7 +325,7 @@ class Completion:
                 for choice in self._choices_of(index, row):
                     if choice.finish_reason is None:
                         ended.append((choice, choice.end(_openai_reason(reason))))
-            self._record_finish()
+            self.record_finish()
             return ended
         if self.outcome.first_token_at is None:
             self.outcome.first_token_at = time.monotonic()
@@ -334,12 +334,12 @@ class Completion:
                                      reason))
                 for choice in self._choices_of(index, event.row)]
 
-    def _record_finish(self) -> None:
+    def record_finish(self) -> None:
         self.outcome.completion_tokens = sum(choice.generated for choice in self.choices)
         self.outcome.finish_reasons = [choice.finish_reason for choice in self.choices]
 
     def usage(self) -> dict:
-        self._record_finish()
+        self.record_finish()
         return schemas.usage(self.outcome.prompt_tokens, self.outcome.completion_tokens)
 
 
