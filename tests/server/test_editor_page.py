@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -42,13 +43,6 @@ RECORD_SUGGESTION_TEXTS = f"""() => {{
 
 
 @pytest.fixture(scope="module")
-def server_url(small_gpt2_dir, tmp_path_factory):
-    log = tmp_path_factory.mktemp("editor_server") / "server.log"
-    with running_server(small_gpt2_dir, log=log) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def browser():
     flags = CHROMIUM_FLAGS + (["--no-sandbox"] if os.geteuid() == 0 else [])  # chromium's sandbox refuses root
     with sync_api.sync_playwright() as playwright:
@@ -58,9 +52,9 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server_url):
+def page(browser, server):
     """A fresh page (empty localStorage) at /, failing the test on any script error it logs."""
-    with editor_page(browser, server_url) as page:
+    with editor_page(browser, server) as page:
         page.wait_for_function("document.getElementById('model-name').textContent !== 'connecting…'")
         yield page
 
@@ -93,8 +87,8 @@ def suggestion_texts(page) -> list[str]:
     return page.locator(f"{OPTIONS} .text").all_text_contents()
 
 
-def test_tab_streams_three_suggestions_and_arrows_enter_insert_one_at_the_cursor(page, server_url, tmp_path):
-    model_id = httpx.get(server_url + "/v1/models").json()["data"][0]["id"]
+def test_tab_streams_three_suggestions_and_arrows_enter_insert_one_at_the_cursor(page, server, tmp_path):
+    model_id = httpx.get(server + "/v1/models").json()["data"][0]["id"]
     assert page.locator("#model-name").text_content() == model_id
     editor = page.locator("#editor")
     editor.click()
@@ -167,7 +161,17 @@ def test_a_click_inserts_a_suggestion_and_the_editor_keeps_the_focus(page):
     assert page.locator("#suggestions").is_hidden()
 
 
-def test_typing_while_suggestions_stream_dismisses_them_and_aborts_the_request(page):
+def cancelled_requests(server: str) -> float:
+    """The server's count of requests it stopped because their client went away (from /metrics)."""
+    name = 'tinygpt_requests_finished_total{reason="cancelled"}'
+    text = httpx.get(server + "/metrics").text
+    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert values, f"{name} is not in /metrics:\n{text}"
+    return values[0]
+
+
+def test_typing_while_suggestions_stream_dismisses_them_and_aborts_the_request(page, server):
+    cancelled_before = cancelled_requests(server)
     failed = []
     page.on("requestfailed", lambda request: failed.append((request.url, request.failure)))
     page.locator("#max-tokens").fill("240")  # a long request (the model's context is 256), still streaming...
@@ -184,14 +188,19 @@ def test_typing_while_suggestions_stream_dismisses_them_and_aborts_the_request(p
     assert editor_state(page) == ("Once upon a time, there", len("Once upon a time, there"))
     assert [url for url, _ in failed] == [page.url + "v1/completions"]
     assert "ABORTED" in failed[0][1]
+    # The abort reaches the server, which stops generating for the closed stream.
+    deadline = time.monotonic() + 20
+    while cancelled_requests(server) == cancelled_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cancelled_requests(server) == cancelled_before + 1
 
 
-def test_a_server_error_shows_in_the_status_line(page, server_url):
+def test_a_server_error_shows_in_the_status_line(page, server):
     page.locator("#max-tokens").fill("100000")  # far past the model's context
     page.locator("#editor").click()
     page.keyboard.type("Too long a wish")
     model_id = page.locator("#model-name").text_content()
-    answer = httpx.post(server_url + "/v1/completions", json={
+    answer = httpx.post(server + "/v1/completions", json={
         "model": model_id, "prompt": "Too long a wish", "max_tokens": 100000, "temperature": 0.8, "n": 3,
         "stream": True, "stream_options": {"include_usage": True}})
     assert answer.status_code == 400
