@@ -400,6 +400,9 @@ def test_one_log_line_per_request(server, model_id, client, served_log):
     line = lines[0]
     for part in ("prompt_tokens=", "completion_tokens=3", "ttft=", "tok/s", "finish=length"):
         assert part in line, line
+    # A refused request is logged with the reason it was given.
+    httpx.post(server + "/v1/completions", json={"model": model_id, "prompt": [[]]})
+    assert "refused: 400 prompt[0]: is an empty list of token ids" in served_log.read_text().splitlines()[-1]
 
 
 def test_health_and_the_editor_page(server):

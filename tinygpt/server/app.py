@@ -149,6 +149,8 @@ def _state(request: Request) -> ServerState:
 
 async def _api_error(request: Request, error: APIError) -> Response:
     _state(request).responses[error.status] += 1
+    # A refused request gets its log line too: the client may not show the server's answer.
+    log.info("%s %s refused: %d %s", request.method, request.url.path, error.status, error.message)
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
