@@ -337,7 +337,7 @@ class Engine:
                     for handle in list(self._handles.values()):
                         scheduler.cancel(handle.request)
                         self._end(handle.request)
-                    self._record(0.0)
+                    self._record(None)
                     return
                 if scheduler.has_work():
                     start = time.perf_counter()
