@@ -10,8 +10,11 @@ llama.cpp its f32 and q8_0 GGUF files, converted by llama.cpp's own convert_hf_t
 of 127.0.0.1, and keeps running side by side:
 
   tinygpt-float32, tinygpt-int8   python -m tinygpt serve --model DIR --dtype float32|int8 --max-batch 16
-  llama-f32, llama-q8_0           llama-server -m FILE --parallel 16 -c 16 x (prompt + new tokens) -t T -tb T
-                                  (with --llama-server PATH only; T = the cores this process may use)
+                                  --threads T
+  llama-f32, llama-q8_0           llama-server -m FILE --parallel 16 --cont-batching -c 16 x (prompt + new
+                                  tokens) -t T -tb T (with --llama-server PATH only)
+
+T is the number of cores this process may use. llama.cpp rounds each slot's context up to a multiple of 256.
 
 Each server counts as ready once GET /health answers 200. The workload is OpenAI's POST /v1/completions with
 ``stream: true``: every request is a prompt of 32 random token ids (a list of ints; no two requests of a run
@@ -189,10 +192,10 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def tinygpt_server(name: str, dtype: str) -> Server:
+def tinygpt_server(name: str, dtype: str, threads: int) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "tinygpt", "serve", "--model", str(build_model()), "--dtype", dtype,
-               "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(MAX_BATCH)]
+               "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(MAX_BATCH), "--threads", str(threads)]
     return Server(name, command, port, LOG_DIR / f"{name}.log")
 
 
@@ -366,7 +369,7 @@ def start_servers(args: argparse.Namespace, servers: list[Server]) -> None:
     each one as soon as its process exists, so the caller can stop whatever started."""
     for name in args.engines:
         if name in TINYGPT_ENGINES:
-            server = tinygpt_server(name, TINYGPT_ENGINES[name])
+            server = tinygpt_server(name, TINYGPT_ENGINES[name], args.threads)
         else:
             gguf = gguf_file(LLAMA_ENGINES[name], args.llama_cpp_converter)
             server = llama_server(name, args.llama_server, gguf, args.new_tokens, args.threads)
@@ -491,7 +494,7 @@ def versions_line(args: argparse.Namespace) -> str:
                          for package in ("tinygpt", "numpy", "numba", "uvicorn", "httpx"))
     llama = (f"; llama-server {llama_server_version(args.llama_server)} ({args.threads} threads)"
              if args.llama_server else "")
-    return f"Python {platform.python_version()}, {packages}{llama}"
+    return f"Python {platform.python_version()}, {packages}, tinygpt --threads {args.threads}{llama}"
 
 
 def report(results: Results, args: argparse.Namespace, took_s: float) -> None:
