@@ -129,6 +129,42 @@ def test_generation_stops_at_eos_like_transformers(tiny):
                     eos_token_id=None) == [prompt + free]
 
 
+class OpenAIAdjustments:
+    """OpenAI's presence and frequency penalties and logit bias as a transformers logits processor, written from
+    the definition: it counts the tokens past the prompt."""
+
+    def __init__(self, prompt_length: int, presence: float, frequency: float, bias: dict[int, float]):
+        self.prompt_length, self.presence, self.frequency, self.bias = prompt_length, presence, frequency, bias
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        generated = input_ids[:, self.prompt_length:]
+        counts = torch.zeros_like(scores, dtype=torch.float64)
+        counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=torch.float64))
+        bias = torch.zeros_like(counts)
+        for token, value in self.bias.items():
+            bias[:, token] = value
+        adjusted = scores.double() + (bias - (counts * self.frequency + (counts > 0) * self.presence))
+        return adjusted.to(scores.dtype)
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_with_openai_penalties_and_bias_matches_transformers_with_the_formula(tiny, penalty):
+    from transformers import LogitsProcessorList
+
+    model, hf = tiny
+    prompt = [11, 22, 33, 11, 22, 44, 55]
+    plain = generate(model, prompt, max_new_tokens=60, repetition_penalty=penalty, eos_token_id=None)[0]
+    for presence, frequency, bias in [(1.5, 0.0, {}), (0.0, 0.8, {}), (-0.5, 1.2, {plain[-1]: -7.5, 11: 3.0}),
+                                      (0.0, 0.0, {plain[len(prompt) + 1]: -100})]:
+        options = dict(presence_penalty=presence, frequency_penalty=frequency, logit_bias=bias)
+        processor = OpenAIAdjustments(len(prompt), presence, frequency, bias)
+        expected = hf_generate(hf, prompt, max_new_tokens=60, repetition_penalty=penalty, eos_token_id=None,
+                               logits_processor=LogitsProcessorList([processor]))
+        ours = generate(model, prompt, max_new_tokens=60, repetition_penalty=penalty, eos_token_id=None, **options)
+        assert ours == [expected]
+        assert expected != plain  # the options changed something
+
+
 # -------------------------------------------------------------------------------------------------------- lengths
 @pytest.mark.filterwarnings("ignore:Using the model-agnostic default")
 def test_max_length_and_max_new_tokens_follow_transformers(tiny):
@@ -352,6 +388,8 @@ def test_bad_requests_are_clear_errors(tiny, talker):
         generate(model, [1, 2], do_sample=True, top_p=1.5)
     with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1"):
         generate(model, [1, 2], max_new_tokens=0)
+    with pytest.raises(InputError, match=r"logit_bias key 1000 is not an id of the vocabulary \(0..999\)"):
+        generate(model, [1, 2], logit_bias={5: 1.0, 1000: 2.0})
     with pytest.raises(ValueError, match="eos_token_id 5000 is not an id of the vocabulary"):
         generate(model, [1, 2], eos_token_id=5000)
     with pytest.raises(ValueError, match="model.tokenizer is None"):

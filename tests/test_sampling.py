@@ -20,8 +20,10 @@ from checkpoints import load_hf_model
 from tinygpt.errors import InputError
 from tinygpt.generation import GenerationOptions
 from tinygpt.sampling import (
+    apply_openai_adjustments,
     apply_repetition_penalty,
     apply_temperature,
+    logprobs_of,
     process_logits,
     sample_token,
     top_k_filter,
@@ -208,6 +210,86 @@ def test_processing_pipeline_is_transformers_own(hf, settings):
         expected = hf_process(processors, logits, previous[None])[0]
         ours = process_logits(logits[0], previous, GenerationOptions(**settings))
         np.testing.assert_array_equal(ours, expected)
+
+
+# ------------------------------------------------------------------------------ OpenAI's penalties and logit bias
+def openai_formula(logits: np.ndarray, generated, presence: float, frequency: float, bias: dict) -> np.ndarray:
+    """OpenAI's definition, written out over the whole vocabulary in float64 and rounded to float32 once."""
+    vocab = logits.shape[-1]
+    counts = np.bincount(np.asarray(generated, np.int64), minlength=vocab).astype(np.float64)
+    bias_row = np.zeros(vocab)
+    for token, value in bias.items():
+        bias_row[token] = value
+    adjusted = logits.astype(np.float64) + (bias_row - (counts * frequency + (counts > 0) * presence))
+    return adjusted.astype(logits.dtype)
+
+
+OPENAI_SETTINGS = [
+    dict(presence_penalty=0.7, frequency_penalty=0.0),
+    dict(presence_penalty=0.0, frequency_penalty=1.3),
+    dict(presence_penalty=-2.0, frequency_penalty=2.0, logit_bias={3: 100.0, 17: -100, 500: 0.25}),
+    dict(logit_bias={0: -3.5, 999: 42}),
+]
+
+
+@pytest.mark.parametrize("settings", OPENAI_SETTINGS)
+def test_presence_frequency_and_bias_follow_openais_formula(settings):
+    rng = np.random.default_rng(11)
+    prompt = rng.integers(0, 50, 30)  # repeats in the prompt, which must not count
+    generated = rng.integers(0, 60, 25)  # repeats and prompt tokens among them
+    previous = np.concatenate([prompt, generated])
+    presence, frequency = settings.get("presence_penalty", 0.0), settings.get("frequency_penalty", 0.0)
+    bias = settings.get("logit_bias", {})
+    for seed in range(5):
+        logits = random_logits(seed, (1000,))
+        expected = openai_formula(logits, generated, presence, frequency, bias)
+        assert not np.array_equal(expected, logits)
+        np.testing.assert_array_equal(apply_openai_adjustments(logits, generated, presence, frequency, bias),
+                                      expected)
+        greedy = process_logits(logits, previous, GenerationOptions(**settings), prompt_length=len(prompt))
+        np.testing.assert_array_equal(greedy, expected)
+        # Sampling: after the repetition penalty, before temperature and the filters.
+        sampling = dict(do_sample=True, temperature=0.6, top_k=40, top_p=0.9, repetition_penalty=1.3)
+        ours = process_logits(logits, previous, GenerationOptions(**settings, **sampling), prompt_length=len(prompt))
+        penalised = apply_repetition_penalty(logits, previous, 1.3)
+        chained = process_logits(openai_formula(penalised, generated, presence, frequency, bias), previous,
+                                 GenerationOptions(do_sample=True, temperature=0.6, top_k=40, top_p=0.9))
+        np.testing.assert_array_equal(ours, chained)
+
+
+def test_penalty_and_bias_options_are_checked():
+    for name in ("presence_penalty", "frequency_penalty"):
+        for bad in (2.5, -2.01, float("nan"), float("inf"), "1", True):
+            with pytest.raises(InputError, match=f"{name} must be a number between -2 and 2"):
+                GenerationOptions(**{name: bad})
+        assert getattr(GenerationOptions(**{name: np.float32(-2)}), name) == -2.0
+    with pytest.raises(InputError, match="logit_bias must be a mapping"):
+        GenerationOptions(logit_bias=[(1, 2.0)])
+    for key in (-1, 1.5, True, "x", "-3"):
+        with pytest.raises(InputError, match=f"logit_bias key {key!r} is not a token id"):
+            GenerationOptions(logit_bias={key: 1.0})
+    for value in (100.5, -101, float("nan"), "5"):
+        with pytest.raises(InputError, match=r"logit_bias\[7\] must be a number between -100 and 100"):
+            GenerationOptions(logit_bias={7: value})
+    # JSON object keys are strings: digit strings are ids too.
+    assert GenerationOptions(logit_bias={"12": 5, np.int64(3): -1.5}).logit_bias == {12: 5.0, 3: -1.5}
+
+
+# ----------------------------------------------------------------------------------------------- log-probabilities
+def test_logprobs_of_is_log_softmax_in_float64_with_the_likeliest_first():
+    logits = random_logits(12, (6, 300), ties=True, n_minus_inf=3)
+    tokens = np.array([0, 5, 17, 299, 42, 7])
+    exact = torch.log_softmax(torch.from_numpy(logits).double(), -1).numpy()
+    for top_n in (0, 1, 5, 20):
+        chosen, tops = logprobs_of(logits, tokens, top_n)
+        assert chosen.dtype == np.float64
+        np.testing.assert_allclose(chosen, exact[np.arange(6), tokens], rtol=1e-14, atol=0)
+        for row, top in enumerate(tops):
+            assert len(top) == top_n
+            # The likeliest first; ties (integer logits tie often) by id.
+            want = sorted(range(300), key=lambda j: (-exact[row, j], j))[:top_n]
+            assert [token for token, _ in top] == want
+            np.testing.assert_allclose([value for _, value in top], exact[row, want], rtol=1e-14, atol=0)
 
 
 # ------------------------------------------------------------------------------------------------------ sampling

@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   tinygpt tokenize "Hello world"
   tinygpt perplexity book.txt --stride 256
   tinygpt embed "first text" "second text"
+  tinygpt serve --dtype int8        (then open http://127.0.0.1:8000/)
 
 Run "tinygpt COMMAND --help" for the options of a command."""
 
@@ -194,6 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
                             help="tokens between window starts (default: half the context, 512 for distilgpt2)")
     perplexity.set_defaults(command=run_perplexity)
 
+    serve = commands.add_parser(
+        "serve", parents=[compute_options], help="an OpenAI-compatible server and the editor page",
+        description="Serve the model over HTTP: OpenAI's /v1/completions, /v1/embeddings and /v1/models, "
+                    "/health, /metrics, and the Write With Transformer editor page at /. Needs the serve extra: "
+                    'pip install "tinygpt[serve]". Ctrl-C or SIGTERM stops it.')
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 opens it to "
+                            "the network)")
+    serve.add_argument("--port", type=_checked(int, lambda n: 0 <= n <= 65535, "a port number"), default=8000,
+                       help="default 8000")
+    serve.add_argument("--max-batch", type=COUNT, metavar="N", default=16,
+                       help="output sequences generated at once (default 16)")
+    serve.add_argument("--max-queue", type=NON_NEGATIVE_INT, metavar="N", default=64,
+                       help="requests that may wait for room; past that, 503 with Retry-After (default 64)")
+    serve.add_argument("--kv-cache-tokens", type=COUNT, metavar="N",
+                       help="positions of keys and values kept for all sequences (default: max-batch x 512)")
+    serve.add_argument("--api-key", metavar="KEY",
+                       help="require 'Authorization: Bearer KEY' on the API (default: TINYGPT_API_KEY if set)")
+    serve.set_defaults(command=run_serve)
+
     embed = commands.add_parser(
         "embed", parents=[compute_options], help="mean-pooled hidden states of texts",
         description="Print one JSON array per TEXT: the mean of its final hidden states (n_embd floats).")
@@ -253,6 +274,19 @@ def run_perplexity(args: argparse.Namespace) -> None:
         if progress is not None:
             progress.close()
     print(value)
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    """Serve until stopped; a model that cannot be loaded ends the command with its error."""
+    _apply_threads(args.threads)
+    from .server import serve
+
+    kv_cache_tokens = args.kv_cache_tokens
+    if kv_cache_tokens is None:
+        kv_cache_tokens = args.max_batch * 512
+    serve(args.model, revision=args.revision, dtype=args.dtype, host=args.host, port=args.port, max_batch=args.max_batch,
+          max_queue=args.max_queue, kv_cache_tokens=kv_cache_tokens,
+          api_key=args.api_key or os.environ.get("TINYGPT_API_KEY") or None)
 
 
 def run_embed(args: argparse.Namespace) -> None:

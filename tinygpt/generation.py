@@ -24,7 +24,7 @@ import numbers
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +72,10 @@ class GenerationOptions:
     (with a warning); with neither, 20 new tokens, cut at the model's context. ``top_k`` 0 or None and
     ``top_p`` 1.0 turn those filters off; temperature, top_k, top_p and seed only matter when ``do_sample``
     (set to other values without it, they bring a warning, as in transformers).
+    ``presence_penalty`` and ``frequency_penalty`` (OpenAI's, each in [-2, 2]): token j's logit goes down by
+    ``count[j] * frequency_penalty + (count[j] > 0) * presence_penalty``, count[j] being how often the row has
+    generated j (its prompt does not count); ``logit_bias`` (OpenAI's): {token id: value in [-100, 100]} added to
+    those logits. They apply after the repetition penalty, to greedy decoding and sampling alike.
     ``eos_token_id``: an id, a list of ids, or None for none; by default ``model.eos_token_id``. ``stop``: strings
     that end a row once its decoded continuation contains one. ``pad_token_id``: accepted (and checked against
     the vocabulary) as transformers takes it; no id is ever padded here, since every row sits at its own
@@ -85,6 +89,9 @@ class GenerationOptions:
     top_k: int | None = 50
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
     num_return_sequences: int = 1
     seed: int | None = None
     eos_token_id: int | Sequence[int] | None | _FromModel = _FromModel.EOS
@@ -97,9 +104,11 @@ class GenerationOptions:
         def store(name: str, value) -> None:
             object.__setattr__(self, name, value)
 
-        for name in ("max_new_tokens", "max_length"):
-            if getattr(self, name) is not None:
-                store(name, checks.count(getattr(self, name), name, minimum=1))
+        # max_new_tokens=0 scores a prompt without generating: only Engine.submit takes it (prepare_requests).
+        if self.max_new_tokens is not None:
+            store("max_new_tokens", checks.count(self.max_new_tokens, "max_new_tokens", minimum=0))
+        if self.max_length is not None:
+            store("max_length", checks.count(self.max_length, "max_length", minimum=1))
         # Its bound is the memory the outputs need, checked against the model in prepare_requests.
         store("num_return_sequences", checks.count(self.num_return_sequences, "num_return_sequences", minimum=1))
         store("do_sample", checks.flag(self.do_sample, "do_sample"))
@@ -116,6 +125,11 @@ class GenerationOptions:
             store("top_p", checks.real(self.top_p, "top_p", lambda p: 0 <= p <= 1, "a number between 0 and 1"))
         store("repetition_penalty", checks.real(self.repetition_penalty, "repetition_penalty", _positive_finite,
                                                 "a positive finite number (1.0: no penalty)"))
+        for name in ("presence_penalty", "frequency_penalty"):
+            store(name, checks.real(getattr(self, name), name, lambda p: -2 <= p <= 2,
+                                    "a number between -2 and 2 (0: no penalty)"))
+        if self.logit_bias is not None:
+            store("logit_bias", _logit_bias(self.logit_bias))
         if self.seed is not None:
             store("seed", checks.count(self.seed, "seed"))
         if self.eos_token_id is not _FromModel.EOS:
@@ -144,6 +158,21 @@ def _positive_finite(number: float) -> bool:
 def _is_collection(value) -> bool:
     """A list, tuple or set, say; not a string or bytes (collections of characters) nor a one-pass iterator."""
     return isinstance(value, (Sequence, Set)) and not isinstance(value, (str, bytes, bytearray))
+
+
+def _logit_bias(bias) -> dict[int, float]:
+    """A logit_bias option as {id: float}, each value in [-100, 100]; ids are checked against the vocabulary
+    in prepare_requests. Keys may be ints or strings of digits (JSON object keys are strings)."""
+    if not isinstance(bias, Mapping):
+        raise InputError(f"logit_bias must be a mapping of token ids to numbers, got {type(bias).__name__}")
+    checked = {}
+    for key, value in bias.items():
+        token = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else checks.as_integer(key)
+        if token is None or token < 0:
+            raise InputError(f"logit_bias key {key!r} is not a token id (a non-negative integer)")
+        checked[token] = checks.real(value, f"logit_bias[{key!r}]", lambda b: -100 <= b <= 100,
+                                     "a number between -100 and 100")
+    return checked
 
 
 def _stop_strings(stop) -> tuple[str, ...]:
@@ -189,8 +218,8 @@ def generate(model, input_ids, *, streamer: Callable[[str], object] | None = Non
 
     input_ids: one prompt (list or 1-D array of ints) or a batch (list of such lists, lengths may differ,
     or a 2-D array). options: the fields of :class:`GenerationOptions` (max_new_tokens, max_length,
-    do_sample, temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed, eos_token_id, stop,
-    pad_token_id). streamer: called with each piece of decoded text as tokens are produced (one output
+    do_sample, temperature, top_k, top_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias,
+    num_return_sequences, seed, eos_token_id, stop, pad_token_id). streamer: called with each piece of decoded text as tokens are produced (one output
     sequence only; needs ``model.tokenizer``); the pieces join to the decoded continuation.
 
     Returns one list of ids per output sequence, prompt included, prompt-major (each prompt's
@@ -232,7 +261,7 @@ def _run(model, requests: list[Request]) -> Iterator[str]:
     pieces = []
 
     def collect(request: Request, new: list) -> None:
-        pieces.extend(piece for row, _, piece in new if row is first)
+        pieces.extend(step.piece for step in new if step.row is first)
 
     for request in requests:
         request.on_step = collect
@@ -247,19 +276,26 @@ def _run(model, requests: list[Request]) -> Iterator[str]:
 
 
 def prepare_requests(model, input_ids, options: GenerationOptions, text_for: str | None,
-                     text_of_every_row: bool = False) -> list[Request]:
+                     text_of_every_row: bool = False, scoring: bool = False) -> list[Request]:
     """Check everything against the model and lay out one request per prompt, each with its output rows
     (and their random streams).
 
     text_for: what follows the decoded text as it comes ("stream()", "a streamer"), if anything: it follows
     one output sequence. text_of_every_row: decode every row's text as it comes (needs the tokenizer).
+    scoring: accept max_new_tokens=0, a prompt computed for its log-probabilities only (the engine's requests;
+    ``generate`` refuses it, as transformers does).
     """
     config = model.config
+    if options.max_new_tokens == 0 and not scoring:
+        raise InputError("max_new_tokens must be an integer >= 1, got 0: generate makes at least one new token "
+                         "(Engine.submit takes 0 to score a prompt)")
     _warn_of_unused_sampling_options(options)
     prompts = _as_prompts(input_ids, config.vocab_size)
     eos_ids = _eos_ids(options.eos_token_id, model)
     if options.pad_token_id is not None:
         checks.token_id(options.pad_token_id, config.vocab_size, "pad_token_id")
+    for token in options.logit_bias or ():
+        checks.token_id(token, config.vocab_size, "logit_bias key")
     budgets = _new_token_budgets([len(p) for p in prompts], options, config.n_positions)
     stop_strings = options.stop_strings
     decode_text = text_for is not None or text_of_every_row
@@ -370,9 +406,11 @@ def _new_token_budgets(lengths: list[int], options: GenerationOptions, n_positio
     context = f"the model's context of {n_positions} positions (config.n_positions)"
     for index, (length, budget) in enumerate(zip(lengths, budgets)):
         has = f"prompt {index} has {plural(length, 'token')}"
-        if length >= n_positions:
+        if length > n_positions and budget == 0:
+            raise InputError(f"{has}, more than {context}")
+        if length >= n_positions and budget != 0:
             raise InputError(f"{has} and fills {context}: there is no room for a new token")
-        if budget < 1:
+        if budget < 1 and options.max_new_tokens != 0:
             raise InputError(f"{has} but max_length is {options.max_length}: raise max_length or set max_new_tokens")
         if length + budget > n_positions:
             # Only a length option can ask for this (the default stops at the context): name the one in force.

@@ -1,9 +1,10 @@
 """Next-token choice as transformers' logits processors make it: pure functions of logits, in their order.
 
-Repetition penalty, then (only when sampling) temperature, top-k and top-p; greedy decoding is the argmax after
-the repetition penalty, sampling draws from the softmax of the result (:func:`sample_token`). Each function
-follows its transformers counterpart (tests/test_sampling.py compares them), and where float32 would overflow
-(a tiny temperature or penalty) returns the limit of exact arithmetic instead of inf or NaN.
+Repetition penalty, then OpenAI's presence and frequency penalties and logit bias, then (only when sampling)
+temperature, top-k and top-p; greedy decoding is the argmax after the penalties and bias, sampling draws from the
+softmax of the result (:func:`sample_token`). Each transformers-like function follows its transformers
+counterpart (tests/test_sampling.py compares them), and where float32 would overflow (a tiny temperature or
+penalty) returns the limit of exact arithmetic instead of inf or NaN.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "apply_repetition_penalty",
+    "apply_openai_adjustments",
     "apply_temperature",
     "top_k_filter",
     "top_p_filter",
     "sample_token",
     "process_logits",
+    "logprobs_of",
 ]
 
 
@@ -45,6 +48,28 @@ def apply_repetition_penalty(logits: np.ndarray, previous_ids, penalty: float) -
         return _penalty_in_float64(logits, ids, penalty)
     out = logits.copy()
     np.put_along_axis(out, ids, penalised, axis=-1)
+    return out
+
+
+def apply_openai_adjustments(logits: np.ndarray, generated_ids, presence: float, frequency: float,
+                             bias: dict[int, float] | None) -> np.ndarray:
+    """OpenAI's presence and frequency penalties and logit bias:
+    logits[j] + bias[j] - (count[j] * frequency + (count[j] > 0) * presence), count[j] being how often token j
+    occurs in ``generated_ids`` (the row's generated tokens, not its prompt).
+
+    logits: float [V]. Returns a new array of the same dtype; each changed entry is computed in float64 and
+    rounded once.
+    """
+    ids, counts = np.unique(np.asarray(generated_ids, np.int64), return_counts=True)
+    amounts = -(counts * frequency + presence)  # every listed id occurs at least once
+    if bias:
+        ids = np.concatenate([ids, np.fromiter(bias.keys(), np.int64, len(bias))])
+        amounts = np.concatenate([amounts, np.fromiter(bias.values(), np.float64, len(bias))])
+    touched, where = np.unique(ids, return_inverse=True)
+    totals = np.zeros(touched.size)
+    np.add.at(totals, where, amounts)
+    out = np.array(logits)
+    out[touched] = out[touched].astype(np.float64) + totals
     return out
 
 
@@ -144,15 +169,21 @@ def sample_token(logits: np.ndarray, rng: np.random.Generator) -> int:
     return int(candidates[min(index, candidates.size - 1)])
 
 
-def process_logits(logits: np.ndarray, previous_ids, options: GenerationOptions) -> np.ndarray:
-    """The scores transformers' ``generate`` picks the next token from, for these options.
+def process_logits(logits: np.ndarray, previous_ids, options: GenerationOptions, prompt_length: int = 0
+                   ) -> np.ndarray:
+    """The scores the next token is picked from, for these options.
 
-    logits: float [V] after ``previous_ids`` (ints [T], prompt included) -> float [V]. Repetition penalty;
-    then, when sampling, temperature, top-k and top-p (filtered tokens at -inf). Greedy decoding takes the
-    argmax of the result, sampling draws from its softmax.
+    logits: float [V] after ``previous_ids`` (ints [T], prompt included; its first ``prompt_length`` are the
+    prompt) -> float [V]. Repetition penalty (over all of previous_ids, as transformers); presence and frequency
+    penalties (over the generated ids only, as OpenAI) and logit bias; then, when sampling, temperature, top-k and
+    top-p (filtered tokens at -inf). Greedy decoding takes the argmax of the result, sampling draws from its
+    softmax.
     """
     if options.repetition_penalty != 1.0:
         logits = apply_repetition_penalty(logits, previous_ids, options.repetition_penalty)
+    if options.presence_penalty != 0.0 or options.frequency_penalty != 0.0 or options.logit_bias:
+        logits = apply_openai_adjustments(logits, previous_ids[prompt_length:], options.presence_penalty,
+                                          options.frequency_penalty, options.logit_bias)
     if not options.do_sample:
         return logits
     if options.temperature != 1.0:
@@ -166,3 +197,30 @@ def process_logits(logits: np.ndarray, previous_ids, options: GenerationOptions)
         filtered[survivors] = top_p_filter(logits[survivors], options.top_p)
         logits = filtered
     return logits
+
+
+def logprobs_of(logits: np.ndarray, token_ids: np.ndarray, top_n: int
+                ) -> tuple[np.ndarray, list[tuple[tuple[int, float], ...]]]:
+    """Log-probabilities under log_softmax(logits), in float64: for each row, that of its ``token_ids`` entry,
+    and its ``top_n`` likeliest tokens as ((id, logprob), ...) in descending order (ties: lower id first).
+
+    logits: float [N, V] (raw model logits); token_ids: ints [N]. Returns (float64 [N], a tuple per row).
+    """
+    values = np.asarray(logits, np.float64)
+    peak = values.max(axis=-1, keepdims=True)
+    log_total = peak + np.log(np.exp(values - peak).sum(axis=-1, keepdims=True))
+    rows = np.arange(values.shape[0])
+    chosen = values[rows, token_ids] - log_total[:, 0]
+    if top_n == 0:
+        return chosen, [()] * values.shape[0]
+    vocab = values.shape[-1]
+    n = min(top_n, vocab)
+    nth_largest = np.partition(values, vocab - n, axis=-1)[:, vocab - n]
+    tops = []
+    for row in rows:
+        # Every id tied with the n-th largest is a candidate, so that ties keep the lower ids whatever the
+        # partition did.
+        ids = np.flatnonzero(values[row] >= nth_largest[row])
+        ids = ids[np.lexsort((ids, -values[row, ids]))][:n]  # by logit descending, then by id
+        tops.append(tuple(zip(ids.tolist(), (values[row, ids] - log_total[row, 0]).tolist())))
+    return chosen, tops

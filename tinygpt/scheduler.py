@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import InputError, NonFiniteError
 from .paged_cache import BlockPool, block_keys
-from .sampling import process_logits, sample_token
+from .sampling import logprobs_of, process_logits, sample_token
 
 
 @dataclass
@@ -44,20 +44,43 @@ class Row:
     computed: int = 0  # the keys and values of ids[:computed] are in its blocks
 
 
+@dataclass(frozen=True)
+class NewToken:
+    """A token a step gave one row. ``piece``: the text it completed ("" until a character is whole, never half
+    of one). ``logprob`` and ``top_logprobs``: under the model's raw logits, when the request asks for them."""
+
+    row: Row
+    token_id: int
+    piece: str
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] | None = None
+
+
+# A prompt's log-probabilities are reduced from the logits this many positions at a time (float64 [n, vocab]).
+SCORED_POSITIONS_AT_ONCE = 64
+
+
 @dataclass
 class Request:
     """One prompt and its output rows (num_return_sequences of them), with validated options.
 
-    ``on_step(request, new)`` is called after every step that gave it tokens, with a list of (row, token id,
-    text piece): the piece is "" until the token completes a character (never half of one).
+    ``on_step(request, new)`` is called after every step that gave it tokens, with a list of :class:`NewToken`.
+    top_logprobs: N for the log-probability of every generated token and its N likeliest alternatives (None: no
+    log-probabilities). prompt_top_logprobs: the same for every prompt token but the first, into
+    ``prompt_logprobs`` (such a request computes its whole prompt: it reuses no cached prefix).
     """
 
     prompt: list[int]
     rows: list[Row]
     options: object  # generation.GenerationOptions
     eos_ids: frozenset[int]
-    on_step: Callable[[Request, list[tuple[Row, int, str]]], None] | None = None
+    on_step: Callable[[Request, list[NewToken]], None] | None = None
     error: BaseException | None = None
+    top_logprobs: int | None = None
+    prompt_top_logprobs: int | None = None
+    # Set by the scheduler when prompt_top_logprobs is set: entry i is (logprob of prompt[i] given prompt[:i],
+    # ((id, logprob), ...) of the N likeliest there); entry 0 is None. Complete once the prompt is computed.
+    prompt_logprobs: list | None = None
     # Set by the scheduler:
     reserved: int = 0  # blocks of its reservation not yet taken
     prompt_keys: list[bytes] = field(default_factory=list)  # prefix keys of its full prompt blocks
@@ -74,8 +97,9 @@ class Request:
 
 
 def positions_fed(prompt_length: int, budget: int) -> int:
-    """Positions one row fills in the cache: its prompt, then every generated token but the last (never fed)."""
-    return prompt_length + budget - 1
+    """Positions one row fills in the cache: its prompt, then every generated token but the last (never fed).
+    A budget of 0 (a prompt scored, nothing generated) still computes the whole prompt."""
+    return prompt_length + max(budget - 1, 0)
 
 
 def blocks_needed(prompt_length: int, budget: int, n_rows: int, block_size: int, reused_blocks: int = 0) -> int:
@@ -99,6 +123,10 @@ class Scheduler:
         self.step_tokens = step_tokens
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        # Totals since the start, for the engine's statistics.
+        self.prompt_tokens_computed = 0  # prompt tokens fed to the model
+        self.prompt_tokens_reused = 0  # prompt positions taken from the prefix index instead
+        self.generated_tokens = 0
 
     # ---- requests in and out ---------------------------------------------------------------------
     def check_fits(self, request: Request) -> None:
@@ -116,6 +144,8 @@ class Scheduler:
                 f"pool has {self.pool.n_blocks * size} (kv_cache_tokens): shorten it or raise kv_cache_tokens")
 
     def add(self, request: Request) -> None:
+        if request.prompt_top_logprobs is not None:
+            request.prompt_logprobs = [None]  # the first token has no context to be scored in
         self.waiting.append(request)
 
     def cancel(self, request: Request) -> None:
@@ -145,9 +175,9 @@ class Scheduler:
             if not request.prompt_keys:
                 request.prompt_keys = block_keys(prompt, size, len(prompt) // size)
             # Reuse whole cached blocks only, and leave at least the last prompt token to compute: its logits
-            # give the first new token.
+            # give the first new token. A request scoring its prompt needs the logits of every position.
             reusable = request.prompt_keys[:(len(prompt) - 1) // size]
-            reused = pool.cached_prefix(reusable)
+            reused = pool.cached_prefix(reusable) if request.prompt_top_logprobs is None else []
             need = blocks_needed(len(prompt), request.rows[0].budget, len(request.rows), size, len(reused))
             if pool.unreserved() < need + pool.idle(reused):
                 return
@@ -159,6 +189,7 @@ class Scheduler:
             lead.blocks = reused
             lead.computed = request.reused_tokens = len(reused) * size
             request.indexed = len(reused)
+            self.prompt_tokens_reused += request.reused_tokens
             self.waiting.popleft()
             self.running.append(request)
 
@@ -189,13 +220,25 @@ class Scheduler:
             chunk = min(len(request.prompt) - lead.computed, room)
             feeds.extend((request, lead, request.prompt[p], p) for p in range(lead.computed, lead.computed + chunk))
             room -= chunk
+            self.prompt_tokens_computed += chunk
         if not feeds:
             return []
-        logits_at = self._forward(feeds)
+        logits, logit_row_of = self._forward(feeds)
+        # The logits after each row's last known token (keyed by id(row)), and those of the prompt positions
+        # of requests scoring their prompt (by id(request): [(position, logit row)]).
+        logits_at, scored = {}, {}
+        for t, i in logit_row_of.items():
+            request, row, _, position = feeds[t]
+            if position == len(row.ids) - 1:
+                logits_at[id(row)] = logits[i]
+            else:
+                scored.setdefault(id(request), []).append((position, i))
         ended = []
         for request in self.running:
             new = []
             try:
+                if id(request) in scored:
+                    score_prompt(request, scored[id(request)], logits)
                 self._advance(request, logits_at, new)
             except NonFiniteError as error:
                 request.error = error
@@ -209,9 +252,10 @@ class Scheduler:
             self._retire(request)
         return ended
 
-    def _forward(self, feeds: list[tuple[Request, Row, int, int]]) -> dict[int, np.ndarray]:
-        """Write the fed tokens' keys and values into their rows' blocks and return the logits after each
-        row's last fed token, when that token is the last one the row has (keyed by id(row))."""
+    def _forward(self, feeds: list[tuple[Request, Row, int, int]]) -> tuple[np.ndarray, dict[int, int]]:
+        """Write the fed tokens' keys and values into their rows' blocks; return the logits needed and, for
+        each feed they follow, its row in them: after each row's last fed token when that token is the last
+        one the row has, and after every prompt token of a request scoring its prompt."""
         pool, size = self.pool, self.pool.block_size
         rows: dict[int, int] = {}  # id(row) -> its row in the block table
         table_rows: list[Row] = []
@@ -230,15 +274,13 @@ class Scheduler:
         token_seq = np.array([rows[id(row)] for _, row, _, _ in feeds], np.int32)
         token_pos = np.array([position for _, _, _, position in feeds], np.int32)
         # The logits a row needs: after its last token, once the row has no more known tokens to feed.
-        last_feed: dict[int, int] = {}
-        for t, (_, row, _, position) in enumerate(feeds):
-            if position == len(row.ids) - 1:
-                last_feed[id(row)] = t
-        logit_rows = np.array(sorted(last_feed.values()), np.int64)
+        wanted = [t for t, (request, row, _, position) in enumerate(feeds)
+                  if position == len(row.ids) - 1 or request.prompt_top_logprobs is not None]
+        logit_rows = np.array(wanted, np.int64)
         logits = self.model._forward_tokens(pool, ids, token_seq, token_pos, tables, logit_rows)
         for _, row, _, position in feeds:
             row.computed = max(row.computed, position + 1)
-        return {id(feeds[t][1]): logits[i] for i, t in enumerate(logit_rows)}
+        return logits, {t: i for i, t in enumerate(wanted)}
 
     def _advance(self, request: Request, logits_at: dict[int, np.ndarray], new: list) -> None:
         """After a step: index the request's newly filled prompt blocks; when its prompt has just been
@@ -250,6 +292,10 @@ class Scheduler:
         request.indexed = max(request.indexed, full)
         if id(lead) not in logits_at:
             return
+        if lead.budget == 0:  # the prompt was only to be scored: it is computed now
+            for row in request.rows:
+                row.done, row.finish_reason = True, "length"
+            return
         if len(lead.ids) == len(request.prompt) and len(request.rows) > 1:
             self._share_prompt(request)
             for row in request.rows:
@@ -257,8 +303,8 @@ class Scheduler:
         for row in request.rows:
             logits = logits_at.get(id(row))
             if logits is not None and not row.done:
-                token, piece = advance(row, logits, request)
-                new.append((row, token, piece))
+                new.append(advance(row, logits, request))
+                self.generated_tokens += 1
 
     def _share_prompt(self, request: Request) -> None:
         """Rows 1.. take row 0's prompt: its full blocks shared, its partial last block copied (each row will
@@ -277,9 +323,19 @@ class Scheduler:
             row.computed = len(request.prompt)
 
 
-def advance(row: Row, logits: np.ndarray, request: Request) -> tuple[int, str]:
-    """Append the row's next token: (the token, the text it completed)."""
-    token = next_token(logits, row, request.options)
+def score_prompt(request: Request, scored: list[tuple[int, int]], logits: np.ndarray) -> None:
+    """Add the log-probabilities of the prompt tokens after the ``scored`` (position, logit row) pairs (one
+    prefill chunk, in order) to request.prompt_logprobs."""
+    for first in range(0, len(scored), SCORED_POSITIONS_AT_ONCE):
+        part = scored[first:first + SCORED_POSITIONS_AT_ONCE]
+        targets = np.array([request.prompt[position + 1] for position, _ in part], np.int64)
+        chosen, tops = logprobs_of(logits[[i for _, i in part]], targets, request.prompt_top_logprobs)
+        request.prompt_logprobs.extend(zip(chosen.tolist(), tops))
+
+
+def advance(row: Row, logits: np.ndarray, request: Request) -> NewToken:
+    """Append the row's next token (with its log-probabilities, if the request asks)."""
+    token = next_token(logits, row, request)
     row.ids.append(token)
     row.budget -= 1
     piece, stopped = row.text.push(token) if row.text is not None else ("", False)
@@ -289,14 +345,18 @@ def advance(row: Row, logits: np.ndarray, request: Request) -> tuple[int, str]:
         row.done, row.finish_reason = True, "length"
     if row.done and row.text is not None:
         piece += row.text.flush()
-    return token, piece
+    if request.top_logprobs is None:
+        return NewToken(row, token, piece)
+    chosen, tops = logprobs_of(logits[None], np.array([token]), request.top_logprobs)
+    return NewToken(row, token, piece, float(chosen[0]), tops[0])
 
 
-def next_token(logits: np.ndarray, row: Row, options) -> int:
+def next_token(logits: np.ndarray, row: Row, request: Request) -> int:
     """logits: float32 [V] from the model -> the chosen token id."""
     if not np.isfinite(logits).all():
         raise NonFiniteError(f"NaN or infinity in the model's logits after {len(row.ids)} tokens of output "
                              f"sequence {row.index}: the computation overflowed float32 (extreme weights or "
                              "activations)")
-    scores = process_logits(logits, row.ids, options)
+    options = request.options
+    scores = process_logits(logits, row.ids, options, prompt_length=len(request.prompt))
     return sample_token(scores, row.rng) if options.do_sample else int(np.argmax(scores))

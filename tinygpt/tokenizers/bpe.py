@@ -326,6 +326,15 @@ class BPETokenizer:
         except KeyError:
             raise self._bad_id_error(ids) from None
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes token ``token_id`` stands for: a byte-level token may hold only part of a UTF-8 character
+        (the server's logprobs show such a token as ``bytes:\\xNN``)."""
+        token_id = as_id(token_id, "token_bytes")
+        try:
+            return self._id_to_bytes[token_id]
+        except KeyError:
+            raise self._bad_id_error([token_id]) from None
+
     def incremental_decoder(self, skip_special_tokens: bool = False) -> IncrementalDecoder:
         """A streaming decoder that agrees with ``decode(ids, skip_special_tokens)``."""
         table = self._id_to_bytes_no_special if skip_special_tokens else self._id_to_bytes
