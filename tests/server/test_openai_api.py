@@ -188,6 +188,21 @@ def test_echo_with_logprobs_scores_the_prompt_like_lm_evaluation_harness(server,
     assert text.startswith(local_model.decode(ids))
 
 
+def test_the_openai_client_reads_echoed_prompt_logprobs(client, model_id, local_model, hf_model):
+    prompt = "Scored by the official client"
+    ids = local_model.encode_prompt(prompt)
+    result = client.completions.create(model=model_id, prompt=prompt, max_tokens=0, echo=True, logprobs=2)
+    [choice] = result.choices
+    assert choice.text == prompt and choice.finish_reason == "length"
+    assert result.usage.completion_tokens == 0
+    lp = choice.logprobs
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    reference = log_softmax_of_transformers(hf_model, ids)
+    expected = reference[np.arange(len(ids) - 1), ids[1:]]
+    assert np.abs(np.array(lp.token_logprobs[1:]) - expected).max() < 1e-4
+    assert lp.text_offset == [len(local_model.decode(ids[:i])) for i in range(len(ids))]
+
+
 def test_the_prompts_logprobs_do_not_depend_on_the_prefix_cache(server, model_id, local_model):
     """A second request with the same prompt finds its blocks cached; its prompt logprobs must still be all
     there and the same."""
