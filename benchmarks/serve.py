@@ -55,7 +55,6 @@ import argparse
 import asyncio
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import random
@@ -72,6 +71,7 @@ import httpx
 import numpy as np
 
 import peers  # benchmarks/peers.py: GPT-2's tokenizer files, the GGUF conversion
+from batching import millis, percentile, seconds  # benchmarks/batching.py: the same latency figures
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -384,18 +384,6 @@ def start_servers(args: argparse.Namespace, servers: list[Server]) -> None:
 
 
 # ---- the report ------------------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else math.nan
-
-
-def seconds(values: list[float], *qs: float) -> str:
-    return " / ".join(f"{percentile(values, q):.3f}" for q in qs)
-
-
-def millis(values: list[float], *qs: float) -> str:
-    return " / ".join(f"{1000 * percentile(values, q):.1f}" for q in qs)
 
 
 def verdict(ok: bool) -> str:
