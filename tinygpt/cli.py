@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests that may wait for room; past that, 503 with Retry-After (default 64)")
     serve.add_argument("--kv-cache-tokens", type=COUNT, metavar="N",
                        help="positions of keys and values kept for all sequences (default: max-batch x 512)")
+    serve.add_argument("--served-model-name", metavar="NAME",
+                       help="the model id clients send and /v1/models lists (default: --model as given)")
     serve.add_argument("--api-key", metavar="KEY",
                        help="require 'Authorization: Bearer KEY' on the API (default: TINYGPT_API_KEY if set)")
     serve.set_defaults(command=run_serve)
@@ -284,7 +286,8 @@ def run_serve(args: argparse.Namespace) -> None:
     kv_cache_tokens = args.kv_cache_tokens
     if kv_cache_tokens is None:
         kv_cache_tokens = args.max_batch * 512
-    serve(args.model, revision=args.revision, dtype=args.dtype, host=args.host, port=args.port, max_batch=args.max_batch,
+    serve(args.model, revision=args.revision, served_name=args.served_model_name, dtype=args.dtype,
+          host=args.host, port=args.port, max_batch=args.max_batch,
           max_queue=args.max_queue, kv_cache_tokens=kv_cache_tokens,
           api_key=args.api_key or os.environ.get("TINYGPT_API_KEY") or None)
 

@@ -55,7 +55,7 @@ async def until(condition, seconds: float = 30) -> None:
 
 
 def test_an_api_key_guards_the_api_but_not_health_or_the_page(small_gpt2_dir):
-    with running_server(small_gpt2_dir, "--api-key", "s3cret") as url:
+    with running_server(small_gpt2_dir, "--api-key", "s3cret", "--served-model-name", "tiny") as url:
         assert httpx.get(url + "/health").status_code == 200
         assert httpx.get(url + "/").status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
@@ -65,6 +65,11 @@ def test_an_api_key_guards_the_api_but_not_health_or_the_page(small_gpt2_dir):
         assert httpx.get(url + "/metrics").status_code == 401
         good = httpx.get(url + "/v1/models", headers={"Authorization": "Bearer s3cret"})
         assert good.status_code == 200
+        # --served-model-name: the id clients see and send, in place of the directory's path.
+        assert [m["id"] for m in good.json()["data"]] == ["tiny"]
+        reply = httpx.post(url + "/v1/completions", headers={"Authorization": "Bearer s3cret"},
+                           json={"model": "tiny", "prompt": "Hi", "max_tokens": 2})
+        assert reply.status_code == 200 and reply.json()["model"] == "tiny"
 
 
 def test_health_is_503_while_loading_then_200(small_gpt2_dir):

@@ -17,11 +17,12 @@ SHUTDOWN_GRACE_SECONDS = 3
 INSTALL_HINT = 'pip install "tinygpt[serve]"'
 
 
-def serve(model: str = "distilgpt2", *, revision: str | None = None, dtype: str = "float32", host: str = "127.0.0.1", port: int = 8000,
+def serve(model: str = "distilgpt2", *, revision: str | None = None, served_name: str | None = None, dtype: str = "float32", host: str = "127.0.0.1", port: int = 8000,
           max_batch: int = 16, max_queue: int = 64, kv_cache_tokens: int | None = None,
           api_key: str | None = None, log_level: str = "info") -> None:
     """Serve ``model`` on ``host:port`` until Ctrl-C or SIGTERM. Loopback by default: ``host="0.0.0.0"``
-    opens it to the network. ``api_key``: clients must send ``Authorization: Bearer <api_key>``.
+    opens it to the network. ``served_name``: the model id clients send (default: ``model`` as given).
+    ``api_key``: clients must send ``Authorization: Bearer <api_key>``.
     Raises RuntimeError if the model cannot be loaded (the server stops then)."""
     try:
         import starlette  # noqa: F401
@@ -32,7 +33,7 @@ def serve(model: str = "distilgpt2", *, revision: str | None = None, dtype: str 
     from .app import ServerSettings, create_app
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(levelname)s %(message)s")
-    settings = ServerSettings(model=model, revision=revision, dtype=dtype, max_batch=max_batch, max_queue=max_queue,
+    settings = ServerSettings(model=model, revision=revision, served_name=served_name, dtype=dtype, max_batch=max_batch, max_queue=max_queue,
                               kv_cache_tokens=kv_cache_tokens, api_key=api_key)
     server = None
 

@@ -48,13 +48,18 @@ RETRY_AFTER_SECONDS = 1
 
 @dataclass
 class ServerSettings:
-    model: str  # the name or path given: also the model id clients ask for
+    model: str  # the hub name or local path to load
     revision: str | None = None
+    served_name: str | None = None  # the model id clients ask for (default: ``model`` as given)
     dtype: str = "float32"
     max_batch: int = 16
     max_queue: int = 64
     kv_cache_tokens: int | None = None  # None: the engine's default
     api_key: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.served_name or self.model
 
 
 @dataclass
@@ -240,12 +245,12 @@ async def metrics_endpoint(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     state = _ready_state(request)
-    return JSONResponse(schemas.models_list(state.settings.model, state.created))
+    return JSONResponse(schemas.models_list(state.settings.model_id, state.created))
 
 
 async def chat_completions(request: Request) -> Response:
     _ready_state(request)
-    raise APIError(400, f"{_state(request).settings.model} has no chat template: GPT-2 models continue text, "
+    raise APIError(400, f"{_state(request).settings.model_id} has no chat template: GPT-2 models continue text, "
                    "they were not trained on conversations. Use POST /v1/completions with a prompt to continue.",
                    code="no_chat_template")
 
@@ -254,7 +259,7 @@ async def completions(request: Request) -> Response:
     state = _ready_state(request)
     body = await _json_body(request)
     model = state.model
-    params = schemas.parse_completion(body, state.settings.model, max_n=state.settings.max_batch,
+    params = schemas.parse_completion(body, state.settings.model_id, max_n=state.settings.max_batch,
                                       vocab_size=model.config.vocab_size)
     prompts = tokenize(model, params)
     _check_queue(state, len(prompts))
@@ -318,7 +323,7 @@ async def embeddings(request: Request) -> Response:
     state = _ready_state(request)
     body = await _json_body(request)
     model = state.model
-    params = schemas.parse_embedding(body, state.settings.model, n_embd=model.config.n_embd,
+    params = schemas.parse_embedding(body, state.settings.model_id, n_embd=model.config.n_embd,
                                      vocab_size=model.config.vocab_size)
     id_lists = []
     for index, given in enumerate(params.inputs):
@@ -340,4 +345,4 @@ async def embeddings(request: Request) -> Response:
     else:
         encoded = [np.asarray(v, np.float32).tolist() for v in vectors]
     state.responses[200] += 1
-    return JSONResponse(schemas.embeddings(state.settings.model, encoded, sum(map(len, id_lists))))
+    return JSONResponse(schemas.embeddings(state.settings.model_id, encoded, sum(map(len, id_lists))))
