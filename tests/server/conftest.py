@@ -22,6 +22,17 @@ def server(small_gpt2_dir, served_log):
 
 
 @pytest.fixture(scope="session")
+def distilgpt2_shape_gpt2_tokenizer_dir(tmp_path_factory, distilgpt2_shape_dir, gpt2_tokenizer_dir):
+    """distilgpt2's shape with GPT-2's tokenizer: a served model slow enough (tens of tokens a second) that a
+    test can act while a request is still generating."""
+    directory = tmp_path_factory.mktemp("distilgpt2_shape_gpt2_tokenizer")
+    for source in (distilgpt2_shape_dir / "config.json", distilgpt2_shape_dir / "model.safetensors",
+                   gpt2_tokenizer_dir / "vocab.json", gpt2_tokenizer_dir / "merges.txt"):
+        (directory / source.name).symlink_to(source)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def model_id(small_gpt2_dir) -> str:
     return str(small_gpt2_dir)
 

@@ -14,10 +14,11 @@ import pytest
 from serving import free_port, running_server, wait_until_ready
 
 
-def test_past_max_queue_requests_get_503_and_later_ones_succeed(small_gpt2_dir):
+def test_past_max_queue_requests_get_503_and_later_ones_succeed(distilgpt2_shape_gpt2_tokenizer_dir):
     """One sequence at a time and one waiting: a third request is refused with Retry-After, and once the
-    first two are done, requests are served again."""
-    with running_server(small_gpt2_dir, "--max-batch", "1", "--max-queue", "1") as url:
+    first two are done, requests are served again. (A distilgpt2-sized model: the small one could finish the
+    first request before the test has queued the second, on a busy machine.)"""
+    with running_server(distilgpt2_shape_gpt2_tokenizer_dir, "--max-batch", "1", "--max-queue", "1") as url:
         model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
         long = {"model": model, "prompt": "Busy", "max_tokens": 120, "temperature": 0, "ignore_eos": True}
 

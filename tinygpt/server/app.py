@@ -270,7 +270,7 @@ async def completions(request: Request) -> Response:
         raise APIError(400, str(error), code="invalid_value") from None
     state.responses[200] += 1
     if params.stream:
-        return StreamingResponse(_stream(completion, request), media_type="text/event-stream",
+        return StreamingResponse(_stream(completion), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     watcher = asyncio.ensure_future(_until_disconnected(request))
     result = asyncio.ensure_future(completion.whole())
@@ -291,7 +291,7 @@ async def completions(request: Request) -> Response:
     return JSONResponse(body)
 
 
-async def _stream(completion: Completion, request: Request):
+async def _stream(completion: Completion):
     """The SSE body. Starlette cancels this when the client disconnects; the sequences are cancelled then."""
     ending = "disconnected"
     try:

@@ -71,7 +71,7 @@ def tokenize(model, params: CompletionParams) -> list[Prompt]:
     return prompts
 
 
-def engine_options(params: CompletionParams, budget: int, model) -> dict:
+def engine_options(params: CompletionParams, budget: int) -> dict:
     """The engine's options for one prompt of this request."""
     options = dict(max_new_tokens=budget, repetition_penalty=params.repetition_penalty,
                    presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
@@ -222,8 +222,7 @@ class Completion:
     def start(self) -> None:
         try:
             for prompt in self.prompts:
-                self.handles.append(self.engine.submit(prompt.ids, **engine_options(self.params, prompt.budget,
-                                                                                      self.model)))
+                self.handles.append(self.engine.submit(prompt.ids, **engine_options(self.params, prompt.budget)))
         except Exception:
             self.cancel()
             raise
