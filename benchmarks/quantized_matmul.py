@@ -29,6 +29,13 @@ table show the products on any CPU, the rest need the named constant or loop cha
   dequantized float32 GEMM at 17..48 rows (2 threads, 2-core AMD EPYC Zen 3, AVX2 + FMA, a shared and noisy
   machine), the integer path took 0.67-0.99x the GEMM's time at M = 24 and 0.80-0.99x at M = 48 on
   distilgpt2's five shapes: no slower anywhere.
+* Batched decode (1 < M <= INT16_ROWS) takes two rows of weights per pass (intdot.dot_x_rows_weight_pairs,
+  one vector each, eight accumulators) instead of one row with two vectors: each x vector loaded then serves
+  two rows of weights. At M = 16, 2 threads (2-core AMD EPYC Zen 3, AVX2), the integer dot products alone of
+  the LM head took 5.2 ms against 6.1 (c_attn 0.24 against 0.28, c_fc 0.33 against 0.38); four rows of x by
+  two of weights with one vector per pass, or eight rows of x by one, were the fastest of the shapes tried
+  (2x4, 4x3 and 6x2 were slower). Keeping a slab's integer sums and scaling them afterwards, in a loop over
+  outputs, took the whole LM head product from 6.3 to 5.8 ms.
 * A 4x3 tile of integer dot products ran no faster than the float32 GEMM at M = 512 on Zen 3, whose one
   vpmaddwd per cycle does as many multiply-adds as its two float32 FMAs.
 * int16_row's peak found on the bit patterns (an integer max): a float max that keeps NaN, which does not

@@ -34,7 +34,10 @@ WEIGHTS_PER_PASS = 32  # per pass of the IR loop: two vectors into two accumulat
 PREFETCH_AHEAD_BYTES = 1536  # weights requested this far ahead: the hardware prefetcher alone falls behind
 # when every 768 bytes end a dot product
 WEIGHTS_PER_BLOCK = 4096  # per IR loop at most: keeps every int32 sum exact (see the module docstring)
-X_ROWS_PER_PASS = 4  # batched decode: rows of x per pass over a row of weights (8 accumulators of AVX2's 16)
+X_ROWS_PER_PASS = 4  # batched decode: rows of x per pass over rows of weights
+WEIGHT_PAIR_VECTORS = 1  # batched decode: each pass takes one vector of two rows of weights: 4 x 2 accumulators
+# of AVX2's 16 registers, each weight vector loaded for four rows of x and each x vector for two rows of
+# weights (two vectors per pass would need 16 accumulators)
 WEIGHT_STREAMS = 4  # decode: rows of weights read side by side as sequential streams (8 accumulators too)
 
 _I16, _I32, _I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
@@ -42,24 +45,25 @@ _EVEN = ir.Constant(ir.VectorType(_I32, VECTOR_WIDTH // 2), list(range(0, VECTOR
 _ODD = ir.Constant(ir.VectorType(_I32, VECTOR_WIDTH // 2), list(range(1, VECTOR_WIDTH, 2)))
 
 
-def int_dots(x_rows, weight_rows):
+def int_dots(x_rows, weight_rows, weights_per_pass=WEIGHTS_PER_PASS):
     """``dots(x_int, first, q, row, stride, totals)``: totals[w * x_rows + r] = x_int[first + r] . q[row + w *
     stride] exactly (int64) for r < ``x_rows``, w < ``weight_rows``, x_int int16 [M, K] and q int8 [N, K], both
     C-contiguous (the rows must exist: not checked). Each VECTOR_WIDTH weights of q are loaded and widened
     once for all ``x_rows`` rows of x; each row of x once for all ``weight_rows`` rows of q, which are read
     side by side as that many sequential streams. The IR loop takes blocks of at most WEIGHTS_PER_BLOCK
-    weights (exact int32 sums), then the tail past the last WEIGHTS_PER_PASS one weight at a time.
+    weights (exact int32 sums), ``weights_per_pass`` (a multiple of VECTOR_WIDTH) per pass, each vector of them
+    into an accumulator of its own, then the tail past the last whole pass one weight at a time.
 
     Inlined into the kernels' loops (Numba IR inlining), which call it once per row of weights or two: as a
     call, its overhead shows in the decode products' time."""
-    block_dots = _block_dots(x_rows, weight_rows)
+    block_dots = _block_dots(x_rows, weight_rows, weights_per_pass)
 
     @jit(inline="always")
     def dots(x_int, first, q, row, stride, totals):
         depth = q.shape[1]
         totals[:] = 0
         k0 = 0
-        vector_end = depth - depth % WEIGHTS_PER_PASS
+        vector_end = depth - depth % weights_per_pass
         while k0 < vector_end:
             n = min(WEIGHTS_PER_BLOCK, vector_end - k0)
             sums = block_dots(x_int, first, q, row, stride, k0, n)
@@ -75,10 +79,10 @@ def int_dots(x_rows, weight_rows):
     return dots
 
 
-def _block_dots(x_rows, weight_rows):
+def _block_dots(x_rows, weight_rows, weights_per_pass):
     """The IR loop of :func:`int_dots`, an intrinsic ``block(x, first, q, row, stride, k0, n)``: the tuple of
     int64 sums x[first + r, k0:k0+n] . q[row + w * stride, k0:k0+n] (w outer, r inner), n a multiple of
-    WEIGHTS_PER_PASS with 0 <= n <= WEIGHTS_PER_BLOCK."""
+    ``weights_per_pass`` with 0 <= n <= WEIGHTS_PER_BLOCK."""
 
     @intrinsic
     def block(typingctx, x, first, q, row, stride, k0, n):
@@ -120,7 +124,7 @@ def _block_dots(x_rows, weight_rows):
 
         builder.position_at_end(loop)
         k = builder.phi(_I64)
-        vectors_per_pass = WEIGHTS_PER_PASS // VECTOR_WIDTH
+        vectors_per_pass = weights_per_pass // VECTOR_WIDTH
         pairs_of_rows = [(w, r) for w in range(weight_rows) for r in range(x_rows)]
         sums = {pair: [builder.phi(sums_type) for _ in range(vectors_per_pass)] for pair in pairs_of_rows}
         for q_start in q_starts:
@@ -145,7 +149,7 @@ def _block_dots(x_rows, weight_rows):
                         builder.shuffle_vector(products, ir.Constant(products_type, None), _ODD),
                     )
                     updated[w, r][part] = builder.add(sums[w, r][part], pairs)
-        k_next = builder.add(k, _i64(WEIGHTS_PER_PASS))
+        k_next = builder.add(k, _i64(weights_per_pass))
         k.add_incoming(_i64(0), entry)
         k.add_incoming(k_next, loop)
         for pair in pairs_of_rows:
@@ -180,6 +184,7 @@ def _i64(value):
 # The three shapes the int8 kernels take, all built by int_dots(x_rows, weight_rows):
 dot_one_row = int_dots(1, 1)  # one row of x . one row of q
 dot_x_rows = int_dots(X_ROWS_PER_PASS, 1)  # X_ROWS_PER_PASS rows of x . one row of q, read once for all of them
+dot_x_rows_weight_pairs = int_dots(X_ROWS_PER_PASS, 2, WEIGHT_PAIR_VECTORS * VECTOR_WIDTH)  # ... . two rows of q
 dot_weight_streams = int_dots(1, WEIGHT_STREAMS)  # one row of x . WEIGHT_STREAMS rows of q, read side by side
 
 _ABS_MASK = np.int32(0x7FFFFFFF)  # a float32's bits without its sign

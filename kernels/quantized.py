@@ -21,8 +21,9 @@ no second pass to add up partial sums, as streaming ``[inputs, outputs]`` rows w
   instead leaves these products compute-bound; the rounding moves x by at most half a step, 1/65534 of its
   largest element, where the weights' own rounding is 1/254 of theirs (tests/test_model.py bounds what it
   does to the logits).
-* 1 < M <= INT16_ROWS = SMALL_M (batched decode, prompt chunks beside it): the same integer products, each row of q read once for
-  X_ROWS_PER_PASS rows of x at a time (``intdot.dot_x_rows``); every row of x has its own step.
+* 1 < M <= INT16_ROWS = SMALL_M (batched decode, prompt chunks beside it): the same integer products, each pair of
+  rows of q read once for X_ROWS_PER_PASS rows of x at a time (``intdot.dot_x_rows_weight_pairs``); every row
+  of x has its own step.
 * M > INT16_ROWS (prompts): ``tiles.panel_gemm``, the float32 GEMM, whose packing step here dequantizes
   a 64-row panel of q (``q * scale``) into the K-contiguous buffer it fills anyway; the panel serves every
   row of x. (Integer tiles would not pay there: on a CPU with one vpmaddwd per cycle, that does as many
@@ -38,7 +39,15 @@ import numpy as np
 from numba import prange
 
 from .activations import gelu_in_place
-from .intdot import WEIGHT_STREAMS, X_ROWS_PER_PASS, dot_one_row, dot_weight_streams, dot_x_rows, int16_row
+from .intdot import (
+    WEIGHT_STREAMS,
+    X_ROWS_PER_PASS,
+    dot_one_row,
+    dot_weight_streams,
+    dot_x_rows,
+    dot_x_rows_weight_pairs,
+    int16_row,
+)
 from .jit import jit, jit_step
 from .matmul import SMALL_M
 from .threads import apply_num_threads
@@ -244,7 +253,9 @@ def _gemv_nt_int8(x, q, scale, b, out, accumulate, gelu, slabs):
 @jit(parallel=True, fastmath=_ROW_EXACT)
 def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
     """``_gemv_nt_int8`` for a few rows of x (batched decode): every row rounded to int16 steps, then each
-    row of q, read once, dotted exactly with X_ROWS_PER_PASS rows at a time (``dot_x_rows``)."""
+    pair of rows of q, read once, dotted exactly with X_ROWS_PER_PASS rows of x at a time
+    (``dot_x_rows_weight_pairs``; a slab's odd last row of q alone, ``dot_x_rows``). A slab's integer sums
+    are kept until all are made, then scaled row by row (a loop over outputs that vectorises)."""
     rows, depth = x.shape
     n = q.shape[0]
     padded_rows = (rows + X_ROWS_PER_PASS - 1) // X_ROWS_PER_PASS * X_ROWS_PER_PASS
@@ -255,15 +266,24 @@ def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
     for p in prange((n + _NC - 1) // _NC):
         j0 = p * _NC
         j1 = min(n, j0 + _NC)
-        totals = np.empty(X_ROWS_PER_PASS, np.int64)
-        for j in range(j0, j1):
+        totals = np.empty(2 * X_ROWS_PER_PASS, np.int64)  # totals[w * X_ROWS_PER_PASS + r]: x row r, q row j + w
+        sums = np.empty((padded_rows, j1 - j0), np.int64)  # sums[i, j - j0] = x_int[i] . q[j]
+        j = j0
+        while j < j1:
+            pair = j + 1 < j1
             for first in range(0, rows, X_ROWS_PER_PASS):
-                dot_x_rows(x_int, first, q, j, 0, totals)
-                for i in range(first, min(rows, first + X_ROWS_PER_PASS)):
-                    value = _output_value(totals[i - first], steps[i], x, i, q, scale, j)
-                    _finish_output(value, b, out, i, j, accumulate)
-        if gelu:
-            for i in range(rows):
+                if pair:
+                    dot_x_rows_weight_pairs(x_int, first, q, j, 1, totals)
+                else:
+                    dot_x_rows(x_int, first, q, j, 0, totals)
+                for w in range(2 if pair else 1):
+                    for r in range(X_ROWS_PER_PASS):
+                        sums[first + r, j - j0 + w] = totals[w * X_ROWS_PER_PASS + r]
+            j += 2 if pair else 1
+        for i in range(rows):
+            for j in range(j0, j1):
+                _finish_output(_output_value(sums[i, j - j0], steps[i], x, i, q, scale, j), b, out, i, j, accumulate)
+            if gelu:
                 gelu_in_place(out[i, j0:j1])
 
 

@@ -117,16 +117,15 @@ class Handle:
 
     # ---- the engine thread's side ------------------------------------------------------------------
     def _publish(self, events: list[Event], done: bool) -> None:
+        """Add events (and the end); the async iterators waiting for them are woken by the engine's
+        :meth:`Engine._wake_waiters`, once per event loop for all the handles of a step."""
         with self._lock:
             self._events.extend(events)
             self._done = self._done or done
             self._lock.notify_all()
             waiters, self._waiters = self._waiters, []
         for loop, flag in waiters:
-            try:
-                loop.call_soon_threadsafe(flag.set)
-            except RuntimeError:  # that loop has closed: nobody is waiting there any more
-                pass
+            self._engine._waiting.setdefault(loop, []).append(flag)
 
     # ---- the caller's side -------------------------------------------------------------------------
     @property
@@ -223,6 +222,8 @@ class Engine:
         self.pool = BlockPool(cfg.n_layer, cfg.n_head, cfg.head_dim, n_blocks, BLOCK_SIZE)
         self._scheduler = Scheduler(model, self.pool, max_batch=max_batch, step_tokens=step_tokens)
         self._handles: dict[int, Handle] = {}  # id(request) -> its handle, while it runs or waits
+        # Async iterators to wake after this step (or inbox), by event loop (only the compute thread touches it).
+        self._waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
         self._inbox: list[tuple[str, object]] = []  # ("submit" | "cancel", handle) or ("run", call)
         # Guards the inbox and the statistics below, which the compute thread updates once per step and
         # stats() reads (so a snapshot never mixes two steps).
@@ -333,10 +334,12 @@ class Engine:
                     closing = self._closing
                 while inbox:
                     self._take(*inbox.pop(0))
+                self._wake_waiters()
                 if closing:
                     for handle in list(self._handles.values()):
                         scheduler.cancel(handle.request)
                         self._end(handle.request)
+                    self._wake_waiters()
                     self._record(None)
                     return
                 if scheduler.has_work():
@@ -345,12 +348,24 @@ class Engine:
                     seconds = time.perf_counter() - start
                     for request in ended:
                         self._end(request)
+                    self._wake_waiters()
                     self._record(seconds)
                 else:
                     self._record(None)
         except BaseException as error:  # a bug, not a request's fault: fail every request, loudly
             self._fail(error, inbox)
             raise
+
+    def _wake_waiters(self) -> None:
+        """Set the flags of the async iterators that events were published to: one call_soon_threadsafe per
+        event loop, however many of its handles got events (each such call wakes the loop's thread, which then
+        contends for the GIL with this one)."""
+        waiting, self._waiting = self._waiting, {}
+        for loop, flags in waiting.items():
+            try:
+                loop.call_soon_threadsafe(set_all, flags)
+            except RuntimeError:  # that loop has closed: nobody is waiting there any more
+                pass
 
     def _take(self, what: str, item) -> None:
         """Act on one message of the inbox."""
@@ -400,6 +415,7 @@ class Engine:
         for handle in list(self._handles.values()):
             handle.request.error = RuntimeError(f"the engine's compute thread failed: {error!r}")
             self._end(handle.request)
+        self._wake_waiters()
 
     def _on_step(self, request: Request, new: list[NewToken]) -> None:
         handle = self._handles.get(id(request))
@@ -427,6 +443,11 @@ def finish_reason_of(request: Request) -> str:
         return "error"
     reasons = {row.finish_reason for row in request.rows}
     return next((reason for reason in ("error", "cancelled", "length") if reason in reasons), "stop")
+
+
+def set_all(flags: list[asyncio.Event]) -> None:
+    for flag in flags:
+        flag.set()
 
 
 def call(future: Future, fn: Callable, args: tuple, kwargs: dict) -> None:

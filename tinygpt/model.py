@@ -59,11 +59,11 @@ def project_rows(x: np.ndarray, weight, bias: np.ndarray, out: np.ndarray | None
     return out
 
 
-def lm_head(x: np.ndarray, weight) -> np.ndarray:
-    """Logits x [M, n_embd] -> [M, vocab] from a [vocab, n_embd] head, float32 or int8."""
+def lm_head(x: np.ndarray, weight, out: np.ndarray | None = None) -> np.ndarray:
+    """Logits x [M, n_embd] -> [M, vocab] from a [vocab, n_embd] head, float32 or int8 (into out if given)."""
     if isinstance(weight, QuantizedWeight):
-        return linear_nt_int8(x, weight.q, weight.scale)
-    return linear_nt(x, weight)
+        return linear_nt_int8(x, weight.q, weight.scale, out=out)
+    return linear_nt(x, weight, out=out)
 
 
 @dataclass
@@ -314,9 +314,11 @@ class Model:
             inner = project_rows(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"], gelu=True)  # [T, I]
             project_rows(inner, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"], out=x, accumulate=True)
         x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], cfg.layer_norm_epsilon)
-        head = w["lm_head.weight"]
-        return np.concatenate([lm_head(x[first:first + ROWS_PER_PRODUCT], head)
-                               for first in range(0, x.shape[0], ROWS_PER_PRODUCT)])
+        logits = np.empty((x.shape[0], cfg.vocab_size), np.float32)
+        for first in range(0, x.shape[0], ROWS_PER_PRODUCT):
+            rows = slice(first, first + ROWS_PER_PRODUCT)
+            lm_head(x[rows], w["lm_head.weight"], out=logits[rows])
+        return logits
 
     def _forward(self, cache: KVCache, ids: np.ndarray, all_positions: bool, output: str) -> np.ndarray:
         cfg, w = self.config, self.weights

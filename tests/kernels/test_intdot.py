@@ -11,6 +11,8 @@ from target import is_x86_64, target_assembly, target_has_avx2
 from tinygpt.kernels import quantized
 from tinygpt.kernels.intdot import (
     INT16_MAX,
+    VECTOR_WIDTH,
+    WEIGHT_PAIR_VECTORS,
     WEIGHT_STREAMS,
     WEIGHTS_PER_BLOCK,
     WEIGHTS_PER_PASS,
@@ -18,6 +20,7 @@ from tinygpt.kernels.intdot import (
     dot_one_row,
     dot_weight_streams,
     dot_x_rows,
+    dot_x_rows_weight_pairs,
     int16_row,
     int_dots,
 )
@@ -26,12 +29,14 @@ linear_nt_int8 = checked(quantized.linear_nt_int8)
 
 # Lengths around a pass of the IR loop and the block: tails only, one pass, a pass plus a tail, a full block,
 # a block plus a tail, several blocks with a ragged end.
-DEPTHS = [0, 1, WEIGHTS_PER_PASS - 1, WEIGHTS_PER_PASS, WEIGHTS_PER_PASS + 1, 768, WEIGHTS_PER_BLOCK,
+PAIR_PASS = WEIGHT_PAIR_VECTORS * VECTOR_WIDTH  # weights per pass of dot_x_rows_weight_pairs
+DEPTHS = [0, 1, PAIR_PASS - 1, PAIR_PASS + 1, WEIGHTS_PER_PASS - 1, WEIGHTS_PER_PASS, WEIGHTS_PER_PASS + 1, 768,
+          WEIGHTS_PER_BLOCK,
           WEIGHTS_PER_BLOCK + 7, 2 * WEIGHTS_PER_BLOCK + 3 * WEIGHTS_PER_PASS + 5]
-# (x_rows, weight_rows, the function the kernels use): the three the int8 kernels take, and one more shape
+# (x_rows, weight_rows, the function the kernels use): the four the int8 kernels take, and one more shape
 # from the same factory.
-SHAPES = [(1, 1, dot_one_row), (X_ROWS_PER_PASS, 1, dot_x_rows), (1, WEIGHT_STREAMS, dot_weight_streams),
-          (2, 3, None)]
+SHAPES = [(1, 1, dot_one_row), (X_ROWS_PER_PASS, 1, dot_x_rows), (X_ROWS_PER_PASS, 2, dot_x_rows_weight_pairs),
+          (1, WEIGHT_STREAMS, dot_weight_streams), (2, 3, None)]
 
 
 @pytest.mark.parametrize("x_rows, weight_rows, dots", SHAPES)
@@ -64,6 +69,9 @@ def test_int_dots_do_not_overflow_at_the_extremes(depth):
     totals = np.empty(X_ROWS_PER_PASS, np.int64)
     dot_x_rows(np.tile(x, (X_ROWS_PER_PASS, 1)), 0, q, 1, 0, totals)
     np.testing.assert_array_equal(totals, -depth * INT16_MAX * 127)
+    pairs = np.empty(2 * X_ROWS_PER_PASS, np.int64)  # one vector per pass: twice the multiply-adds per element
+    dot_x_rows_weight_pairs(np.tile(x, (X_ROWS_PER_PASS, 1)), 0, q, 0, 1, pairs)
+    np.testing.assert_array_equal(pairs, depth * INT16_MAX * 127 * np.repeat([1, -1], X_ROWS_PER_PASS))
     streams = np.empty(WEIGHT_STREAMS, np.int64)
     dot_weight_streams(x[None], 0, np.tile(q, (WEIGHT_STREAMS, 1)), 0, 1, streams)  # rows 127, -127, 127, ...
     np.testing.assert_array_equal(streams, depth * INT16_MAX * 127 * (-1) ** np.arange(WEIGHT_STREAMS))
