@@ -181,7 +181,7 @@ def _i64(value):
     return ir.Constant(_I64, value)
 
 
-# The three shapes the int8 kernels take, all built by int_dots(x_rows, weight_rows):
+# The four shapes the int8 kernels take, all built by int_dots(x_rows, weight_rows[, weights_per_pass]):
 dot_one_row = int_dots(1, 1)  # one row of x . one row of q
 dot_x_rows = int_dots(X_ROWS_PER_PASS, 1)  # X_ROWS_PER_PASS rows of x . one row of q, read once for all of them
 dot_x_rows_weight_pairs = int_dots(X_ROWS_PER_PASS, 2, WEIGHT_PAIR_VECTORS * VECTOR_WIDTH)  # ... . two rows of q

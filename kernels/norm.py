@@ -27,7 +27,7 @@ def _normalize_row(x, i, gamma, beta, eps, out):
         out[i, j] = np.float32((np.float64(x[i, j]) - mean) * inv_std * gamma[j] + beta[j])
 
 
-_SERIAL_ROWS = 16  # up to this many rows (batched decode) one thread is quicker than waking the others
+_SERIAL_ROWS = 4  # up to this many rows (decode) one thread is quicker than waking the others
 
 
 @jit(parallel=True, fastmath={"reassoc", "contract"})
