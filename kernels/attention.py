@@ -245,6 +245,53 @@ def attention(
     return out
 
 
+# --- packed attention: many sequences in one array of tokens, each attending to its own -------------------
+
+
+@jit(parallel=True, fastmath=_FAST)
+def _packed_attention(qkv, offsets, scale, out):
+    """One task per (head, segment). Tasks are numbered head by head, so the even split of a parallel loop
+    gives each thread its share of the heads of every segment, however unequal the segments' lengths."""
+    n_segments = offsets.shape[0] - 1
+    heads, dim = qkv.shape[2], qkv.shape[3]
+    for task in prange(heads * n_segments):
+        h = task // n_segments
+        s = task % n_segments
+        first = offsets[s]
+        count = offsets[s + 1] - first
+        if count == 0:
+            continue
+        keys_t = _transposed(qkv[first : first + count, 1, h], 0, count)  # [D, count]
+        values_t = _transposed(qkv[first : first + count, 2, h], 0, count)
+        queries = np.ascontiguousarray(qkv[first : first + count, 0, h])  # [count, D]
+        weights = np.empty((_QUERY_BLOCK, count), np.float32)
+        block = np.empty((_QUERY_BLOCK, dim), np.float32)
+        for t0 in range(0, count, _QUERY_BLOCK):
+            n_rows = min(_QUERY_BLOCK, count - t0)
+            _attend_block(queries, t0, n_rows, 0, keys_t, values_t, 0, scale, weights, block)
+            out[first + t0 : first + t0 + n_rows, h * dim : (h + 1) * dim] = block[:n_rows]
+
+
+def packed_attention(qkv: np.ndarray, offsets: np.ndarray, scale: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Causal multi-head attention within each of several sequences packed into one array of tokens.
+
+    qkv [N, 3, H, D] float32: each token's query, key and value (one head per h). offsets [S + 1] int64,
+    0 = offsets[0] <= offsets[1] <= ... <= offsets[S] = N: sequence s is tokens offsets[s] .. offsets[s+1]-1,
+    and token t of it attends to the sequence's tokens 0..t with softmax(scale * q.k). out [N, H*D] float32
+    (head h in columns h*D:(h+1)*D); None allocates. All arrays C-contiguous. A sequence's output is the same
+    bits as ``attention`` gives it alone (same arithmetic, in the same order), whatever is packed beside it.
+    Returns out.
+
+    Checks none of this: a caller passing arrays it did not build calls ``checks.packed_attention`` first."""
+    apply_num_threads()
+    n_tokens, _, heads, dim = qkv.shape
+    if out is None:
+        out = np.empty((n_tokens, heads * dim), np.float32)
+    if n_tokens:
+        _packed_attention(qkv, offsets, np.float32(scale), out)
+    return out
+
+
 # --- paged attention: queries of any sequences over a pool of key/value blocks ----------------------------
 #
 # Batch invariance: each query's output must be the same bits whatever else shares the call, so its arithmetic

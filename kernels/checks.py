@@ -166,6 +166,45 @@ def paged_attention(q, k_pool, v_pool, tables, token_seq, token_pos, scale, out=
     check_out(out, (n_tokens, heads * dim), {"q": q, "k_pool": k_pool, "v_pool": v_pool})
 
 
+def packed_attention(qkv, offsets, scale, out=None) -> None:
+    """The contract of ``attention.packed_attention``: qkv [N, 3, H, D] float32; offsets [S + 1] int64 rising
+    from 0 to N (never falling); scale finite; out None or [N, H * D] float32."""
+    check_f32("qkv", qkv, 4)
+    n_tokens, three, heads, dim = qkv.shape
+    if three != 3:
+        raise ValueError(f"qkv must have shape (N, 3, H, D): query, key and value of each token, got {qkv.shape}")
+    check_int64("offsets", offsets, 1)
+    if offsets.shape[0] < 1 or offsets[0] != 0 or offsets[-1] != n_tokens or (np.diff(offsets) < 0).any():
+        raise ValueError(f"offsets must rise from 0 to N = {n_tokens} (the tokens of qkv), never falling, got "
+                         f"{offsets.tolist()[:16]}")
+    if _finite_real(scale) is None:
+        raise ValueError(f"scale must be finite, got {scale!r}")
+    check_out(out, (n_tokens, heads * dim), {"qkv": qkv})
+
+
+def cross_entropy(logits, targets, out=None) -> None:
+    """The contract of ``softmax.cross_entropy``: logits [M, V] float32 with V >= 1; targets [M] int64 in
+    0 .. V-1; out None or a writable C-contiguous [M] float64 array overlapping neither."""
+    check_f32("logits", logits, 2)
+    rows, width = logits.shape
+    if width < 1:
+        raise ValueError(f"logits must have at least one column, got shape {logits.shape}")
+    check_int64("targets", targets, 1)
+    check_shape("targets", targets, (rows,))
+    if rows and (targets.min() < 0 or targets.max() >= width):
+        raise ValueError(f"targets must be in 0 .. {width - 1} (columns of logits), got "
+                         f"{targets[(targets < 0) | (targets >= width)].tolist()[:8]}")
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.shape != (rows,) or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float64 array of shape ({rows},)")
+    if not out.flags.writeable:
+        raise ValueError("out must be writable")
+    for name, a in {"logits": logits, "targets": targets}.items():
+        if np.may_share_memory(out, a):
+            raise ValueError(f"out must not overlap {name}")
+
+
 # --- shared by the checks above ---------------------------------------------------------------------------
 
 
@@ -195,10 +234,19 @@ def check_int8(name: str, a: object) -> None:
 
 def check_int32(name: str, a: object, ndim: int) -> None:
     """Raise ValueError unless ``a`` is a C-contiguous int32 ndarray with ``ndim`` dimensions."""
+    check_integers(name, a, ndim, np.int32)
+
+
+def check_int64(name: str, a: object, ndim: int) -> None:
+    """Raise ValueError unless ``a`` is a C-contiguous int64 ndarray with ``ndim`` dimensions."""
+    check_integers(name, a, ndim, np.int64)
+
+
+def check_integers(name: str, a: object, ndim: int, dtype) -> None:
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.int32:
-        raise ValueError(f"{name} must be int32, got {a.dtype}")
+    if a.dtype != dtype:
+        raise ValueError(f"{name} must be {np.dtype(dtype).name}, got {a.dtype}")
     if a.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
     if not a.flags.c_contiguous:

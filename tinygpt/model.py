@@ -29,7 +29,7 @@ from .errors import InputError, NonFiniteError
 # The kernels check no arguments (their contracts are in kernels.checks): every array the forward pass hands
 # them is valid by construction (weights checked against the config at load, activations and cache allocated
 # here), and the public methods below check what a caller gives them once.
-from .kernels.attention import attention, paged_attention
+from .kernels.attention import attention, packed_attention, paged_attention
 from .kernels.matmul import SMALL_M, linear, linear_nt
 from .kernels.norm import layer_norm
 from .kernels.quantized import linear_nt_int8
@@ -37,11 +37,12 @@ from .tokenizers import load_model_tokenizer, prompt_rules
 from .weights import QuantizedWeight, load_weights
 
 
-def project(x: np.ndarray, weight, bias: np.ndarray, **options) -> np.ndarray:
-    """A linear layer, x [M, in] -> [M, out], on float32 or int8 weights (options: out, accumulate, gelu)."""
+def project(x: np.ndarray, weight, bias: np.ndarray, gemm: str = "auto", **options) -> np.ndarray:
+    """A linear layer, x [M, in] -> [M, out], on float32 or int8 weights (options: out, accumulate, gelu).
+    ``gemm`` picks the float32 GEMM for many rows (see ``kernels.matmul.gemm_kernel``); int8 has one."""
     if isinstance(weight, QuantizedWeight):
         return linear_nt_int8(x, weight.q, weight.scale, bias, **options)
-    return linear(x, weight, bias, **options)
+    return linear(x, weight, bias, gemm=gemm, **options)
 
 
 # Products of the token-by-token path (Model._forward_tokens) take at most this many rows per kernel call: up
@@ -59,11 +60,11 @@ def project_rows(x: np.ndarray, weight, bias: np.ndarray, out: np.ndarray | None
     return out
 
 
-def lm_head(x: np.ndarray, weight, out: np.ndarray | None = None) -> np.ndarray:
+def lm_head(x: np.ndarray, weight, out: np.ndarray | None = None, gemm: str = "auto") -> np.ndarray:
     """Logits x [M, n_embd] -> [M, vocab] from a [vocab, n_embd] head, float32 or int8 (into out if given)."""
     if isinstance(weight, QuantizedWeight):
         return linear_nt_int8(x, weight.q, weight.scale, out=out)
-    return linear_nt(x, weight, out=out)
+    return linear_nt(x, weight, out=out, gemm=gemm)
 
 
 @dataclass
@@ -249,6 +250,26 @@ class Model:
             text = self._require_tokenizer("score text (pass its token ids instead)").encode(text)
         return scoring.perplexity(self, text, stride=stride, max_length=max_length, progress=progress)
 
+    def score(self, documents, *, embed: bool = False, stride: int | None = None, progress=None):
+        """Per-token log-probabilities, perplexity and (``embed=True``) mean-pooled embedding of documents.
+
+        documents: one document (a str, or its token ids: a list or 1-D array of ints) -> a
+        :class:`~tinygpt.scoring.DocumentScore`; a list of them -> a list, in order. Short documents are
+        packed into shared forward passes, a document longer than the context is scored in sliding windows
+        as :meth:`perplexity` (``stride``); see :func:`tinygpt.scoring.score`. A document needs 2 tokens.
+        """
+        single = isinstance(documents, str) or (
+            not isinstance(documents, (bytes, bytearray))
+            and np.asarray(documents, dtype=object).ndim == 1
+            and all(checks.as_integer(i) is not None for i in documents))
+        batch = [documents] if single else list(documents)
+        if not single and not batch:
+            raise InputError("score needs at least one document, got an empty list")
+        ids = [self._require_tokenizer("score text (pass its token ids instead)").encode(d) if isinstance(d, str)
+               else d for d in batch]
+        results = scoring.score(self, ids, embed=embed, stride=stride, progress=progress)
+        return results[0] if single else results
+
     def embed(self, texts: str | list[str]) -> np.ndarray:
         """Mean-pooled final hidden states: float32 [n_embd] for one text, [N, n_embd] for a list."""
         if isinstance(texts, str):
@@ -319,6 +340,31 @@ class Model:
             rows = slice(first, first + ROWS_PER_PRODUCT)
             lm_head(x[rows], w["lm_head.weight"], out=logits[rows])
         return logits
+
+    def _packed_hidden(self, ids: np.ndarray, positions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Final hidden states (after ln_f) of sequences packed into one array of tokens (``scoring``).
+
+        ids, positions [N]: each token and its position in its own sequence; offsets [S + 1]: sequence s is
+        tokens offsets[s] .. offsets[s+1]-1 (see ``kernels.attention.packed_attention``). Returns float32
+        [N, n_embd]. Every product runs on our GEMM (``gemm="numba"``), which sums each output in one order
+        for any number of rows above SMALL_M, so a sequence's result does not depend on what is packed with
+        it, given at least SMALL_M + 1 tokens in all.
+        """
+        cfg, w = self.config, self.weights
+        n, H, D = len(ids), cfg.n_head, cfg.head_dim
+        x = w["wte.weight"][ids] + w["wpe.weight"][positions]  # residual stream [N, C]
+        for layer in range(cfg.n_layer):
+            p = f"h.{layer}."
+            h = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], cfg.layer_norm_epsilon)
+            qkv = project(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"], gemm="numba")
+            heads = packed_attention(qkv.reshape(n, 3, H, D), offsets, cfg.attention_scale(layer))  # [N, C]
+            project(heads, w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"], gemm="numba", out=x,
+                    accumulate=True)
+            h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], cfg.layer_norm_epsilon)
+            inner = project(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"], gemm="numba", gelu=True)
+            project(inner, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"], gemm="numba", out=x,
+                    accumulate=True)
+        return layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], cfg.layer_norm_epsilon, out=x)
 
     def _forward(self, cache: KVCache, ids: np.ndarray, all_positions: bool, output: str) -> np.ndarray:
         cfg, w = self.config, self.weights
