@@ -6,7 +6,9 @@ intdot      exact int16 x int8 dot products (LLVM IR vector multiply-adds) for t
 tiles       the 3x4 dot-product tile, the panel GEMM built around it, the weight streams of small products,
             the explicit-lane dot products that sum in one order for any number of rows
 attention   attention: causal multi-head attention over a KV cache with left padding; paged_attention:
-            queries of any sequences over a pool of key/value blocks, batch-invariant
+            queries of any sequences over a pool of key/value blocks, batch-invariant; packed_attention:
+            sequences packed into one array of tokens, each attending within itself
+softmax     cross_entropy: -log softmax(row)[target] of rows of logits, in float64
 activations gelu_new (tanh GELU)
 norm        layer_norm
 checks      the argument contract of each kernel above, one check function per kernel, under its name
@@ -28,19 +30,22 @@ other rows share the call, at a fixed thread count (so a request's numbers do no
 from .threads import available_cores, get_num_threads, set_num_threads  # isort: skip
 from . import checks
 from .activations import gelu_new
-from .attention import attention, paged_attention
+from .attention import attention, packed_attention, paged_attention
 from .matmul import linear, linear_nt
 from .norm import layer_norm
+from .softmax import cross_entropy
 
 __all__ = [
     "attention",
     "available_cores",
     "checks",
+    "cross_entropy",
     "gelu_new",
     "get_num_threads",
     "layer_norm",
     "linear",
     "linear_nt",
+    "packed_attention",
     "paged_attention",
     "set_num_threads",
 ]

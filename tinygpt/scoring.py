@@ -28,8 +28,8 @@ from .kernels.softmax import cross_entropy
 # Tokens per forward pass of packed windows: enough rows that the products run at the GEMM's speed; small
 # enough that the activations ([tokens, 4 * n_embd] floats for the MLP) stay a few tens of MB.
 PACK_TOKENS = 2048
-# Rows of logits computed at once: [rows, vocab] float32 is the largest buffer scoring holds (~26 MB here).
-LOGIT_ROWS = 128
+# Rows of logits computed at once: [rows, vocab] float32 is the largest buffer scoring holds (~51 MB here).
+LOGIT_ROWS = 256
 # Products of more rows than this give each row the same bits whatever the other rows (see the docstring).
 _MIN_ROWS = SMALL_M + 1
 

@@ -8,6 +8,7 @@ from checked import checked
 from tinygpt.kernels import checks
 from tinygpt.kernels import threads
 from tinygpt.kernels.attention import attention as attention_kernel
+from tinygpt.kernels.attention import packed_attention as packed_attention_kernel
 from tinygpt.kernels.attention import paged_attention as paged_attention_kernel
 
 attention = checked(attention_kernel)
@@ -414,3 +415,102 @@ def test_paged_check_accepts_valid_arguments():
     checks.paged_attention(**args, out=out)
     with pytest.raises(ValueError, match="out must not overlap q"):
         checks.paged_attention(**{**args, "out": args["q"].reshape(3, 10)})
+
+
+# --- packed_attention -------------------------------------------------------------------------------------
+
+packed_attention = checked(packed_attention_kernel)
+
+
+def pack(rng, lengths, heads, dim):
+    """Random queries/keys/values of sequences of ``lengths`` tokens packed as [N, 3, H, D], and the offsets."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    qkv = rng.standard_normal((int(offsets[-1]), 3, heads, dim)).astype(np.float32)
+    return qkv, offsets
+
+
+def alone(qkv, first, count, scale):
+    """attention's output for tokens first .. first+count-1 as one prompt in a cache of their own."""
+    segment = qkv[first:first + count]
+    q = np.ascontiguousarray(segment[None, :, 0])  # [1, T, H, D]
+    keys = np.ascontiguousarray(segment[:, 1].transpose(1, 0, 2)[None])  # [1, H, T, D]
+    values = np.ascontiguousarray(segment[:, 2].transpose(1, 0, 2)[None])
+    return attention(q, keys, values, 0, np.zeros(1, np.int64), scale)[0]
+
+
+@pytest.mark.parametrize("lengths", [[1], [7], [2, 5, 1, 9], [30, 0, 3, 64, 4]])
+@pytest.mark.parametrize("heads, dim", [(1, 4), (3, 5), (2, 64)])
+def test_packed_matches_reference_and_attention_alone(lengths, heads, dim):
+    rng = np.random.default_rng(sum(lengths) + heads * dim)
+    qkv, offsets = pack(rng, lengths, heads, dim)
+    out = packed_attention(qkv, offsets, 0.3)
+    for s, length in enumerate(lengths):
+        first = int(offsets[s])
+        rows = out[first:first + length]
+        segment = qkv[first:first + length]
+        q = segment[None, :, 0]
+        keys = segment[:, 1].transpose(1, 0, 2)[None]
+        values = segment[:, 2].transpose(1, 0, 2)[None]
+        want, bound = reference(q, keys, values, 0, np.zeros(1, np.int64), 0.3)
+        assert np.all(np.abs(rows - want[0]) <= bound[0])
+        if length > 1:  # a prompt of one token goes through attention's decode path instead
+            np.testing.assert_array_equal(rows, alone(qkv, first, length, 0.3))
+
+
+def test_packed_sequence_alone_equals_it_among_others_at_any_thread_count():
+    rng = np.random.default_rng(21)
+    qkv, offsets = pack(rng, [40, 3, 17, 90, 1], 4, 16)
+    together = packed_attention(qkv, offsets, 0.2)
+    for s in range(len(offsets) - 1):
+        first, last = int(offsets[s]), int(offsets[s + 1])
+        own = np.ascontiguousarray(qkv[first:last])
+        np.testing.assert_array_equal(packed_attention(own, np.array([0, last - first], np.int64), 0.2),
+                                      together[first:last])
+    saved = threads._num_threads
+    try:
+        threads.set_num_threads(1)
+        np.testing.assert_array_equal(packed_attention(qkv, offsets, 0.2), together)
+    finally:
+        threads._num_threads = saved
+
+
+def test_packed_large_scores_are_stable():
+    rng = np.random.default_rng(22)
+    qkv, offsets = pack(rng, [12, 5], 2, 8)
+    qkv *= 30.0  # scores in the thousands: exp would overflow without subtracting the max
+    out = packed_attention(qkv, offsets, 1.0)
+    assert np.isfinite(out).all()
+
+
+def test_packed_writes_into_out_and_takes_no_tokens():
+    rng = np.random.default_rng(23)
+    qkv, offsets = pack(rng, [3, 4], 2, 4)
+    out = np.full((7, 8), np.nan, np.float32)
+    assert packed_attention(qkv, offsets, 0.5, out=out) is out
+    np.testing.assert_array_equal(out, packed_attention(qkv, offsets, 0.5))
+    empty = packed_attention(np.zeros((0, 3, 2, 4), np.float32), np.zeros(1, np.int64), 0.5)
+    assert empty.shape == (0, 8)
+
+
+def packed_args():
+    return dict(qkv=np.zeros((6, 3, 2, 4), np.float32), offsets=np.array([0, 2, 6], np.int64), scale=0.5)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(qkv=np.zeros((6, 3, 2, 4), np.float64)), "qkv must be float32"),
+        (dict(qkv=np.zeros((6, 3, 8), np.float32)), "qkv must have 4 dimensions"),
+        (dict(qkv=np.zeros((6, 2, 2, 4), np.float32)), r"qkv must have shape \(N, 3, H, D\)"),
+        (dict(offsets=np.array([0, 2, 6], np.int32)), "offsets must be int64"),
+        (dict(offsets=np.array([1, 2, 6], np.int64)), "offsets must rise from 0 to N = 6"),
+        (dict(offsets=np.array([0, 2, 5], np.int64)), "offsets must rise from 0 to N = 6"),
+        (dict(offsets=np.array([0, 4, 2, 6], np.int64)), "never falling"),
+        (dict(offsets=np.zeros(0, np.int64)), "offsets must rise"),
+        (dict(scale=float("nan")), "scale must be finite"),
+        (dict(out=np.zeros((6, 4), np.float32)), r"out must have shape \(6, 8\)"),
+    ],
+)
+def test_packed_rejects_bad_arguments(changes, match):
+    with pytest.raises(ValueError, match=match):
+        checks.packed_attention(**{**packed_args(), **changes})

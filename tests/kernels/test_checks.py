@@ -6,8 +6,8 @@ import inspect
 
 import pytest
 
-from tinygpt.kernels import activations, checks, matmul, norm, quantized
-from tinygpt.kernels.attention import attention, paged_attention
+from tinygpt.kernels import activations, checks, matmul, norm, quantized, softmax
+from tinygpt.kernels.attention import attention, packed_attention, paged_attention
 
 KERNELS = [
     matmul.linear,
@@ -18,6 +18,8 @@ KERNELS = [
     norm.layer_norm,
     attention,
     paged_attention,
+    packed_attention,
+    softmax.cross_entropy,
     activations.gelu_new,
 ]
 
