@@ -132,8 +132,121 @@ def test_perplexity_lengths_may_be_numpy_integers(models):
 def test_perplexity_checks_progress_before_the_first_window(models, monkeypatch):
     model, _ = models
     windows = []
-    logits = model.logits
-    monkeypatch.setattr(model, "logits", lambda ids: windows.append(ids) or logits(ids))
+    packed_hidden = model._packed_hidden
+    monkeypatch.setattr(model, "_packed_hidden", lambda *args: windows.append(args) or packed_hidden(*args))
     with pytest.raises(InputError, match=r"progress must be callable as progress\(done, total\), got int"):
         model.perplexity(TEXT, progress=5)
     assert windows == []
+    model.perplexity(TEXT, progress=None)
+    assert windows  # the hook sees the forward passes
+
+
+# ---- Model.score: many documents packed into shared forward passes ---------------------------------------
+
+DOCUMENTS = [
+    "Hi there",
+    "The Eiffel Tower is in Paris.",
+    TEXT[:300],
+    TEXT,  # longer than the small model's context: sliding windows
+    "A tower, a bridge and a river.",
+]
+
+
+def transformers_token_logprobs(hf_model, ids: list[int]) -> np.ndarray:
+    with torch.no_grad():
+        logits = hf_model(torch.tensor([ids])).logits[0, :-1].double()
+    return torch.log_softmax(logits, dim=-1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].numpy()
+
+
+def test_score_gives_transformers_token_logprobs_and_the_guides_perplexity(models):
+    model, hf = models
+    results = model.score(DOCUMENTS, stride=100)
+    assert len(results) == len(DOCUMENTS)
+    for text, result in zip(DOCUMENTS, results):
+        ids = model.tokenizer.encode(text)
+        assert result.tokens == len(ids) and result.token_logprobs.shape == (len(ids) - 1,)
+        assert result.token_logprobs.dtype == np.float64 and result.embedding is None
+        assert result.perplexity == pytest.approx(np.exp(result.nll), rel=1e-12)
+        n_positions = model.config.n_positions
+        assert result.perplexity == pytest.approx(
+            transformers_perplexity(hf, ids, max_length=n_positions, stride=100), rel=1e-5)
+        if len(ids) <= n_positions:
+            # float32 logits off by ~1e-6 move a log-probability by at most twice that.
+            np.testing.assert_allclose(result.token_logprobs, transformers_token_logprobs(hf, ids), rtol=0, atol=2e-5)
+            assert result.nll == pytest.approx(-result.token_logprobs.mean(), rel=1e-12)
+        else:
+            # Each token is scored once, by the first window that holds it, with that window's context.
+            begin = 100 * ((len(ids) - n_positions + 99) // 100)  # the last window
+            last = ids[begin:]
+            new = len(ids) - (begin - 100 + n_positions)
+            np.testing.assert_allclose(result.token_logprobs[-new:],
+                                       transformers_token_logprobs(hf, last)[-new:], rtol=0, atol=2e-5)
+
+
+def test_a_document_scores_the_same_bits_alone_or_among_others(models):
+    """A document's numbers never depend on its batch: the same whatever is packed beside it."""
+    model, _ = models
+    together = model.score(DOCUMENTS, embed=True, stride=100)
+    for text, result in zip(DOCUMENTS, together):
+        alone = model.score(text, embed=True, stride=100)
+        np.testing.assert_array_equal(alone.token_logprobs, result.token_logprobs)
+        np.testing.assert_array_equal(alone.embedding, result.embedding)
+        assert (alone.nll, alone.perplexity) == (result.nll, result.perplexity)
+    reordered = model.score(DOCUMENTS[::-1] + DOCUMENTS, embed=True, stride=100)
+    for result, again in zip(together, reordered[len(DOCUMENTS):]):
+        np.testing.assert_array_equal(again.token_logprobs, result.token_logprobs)
+
+
+def test_int8_scores_are_batch_invariant_and_close_to_float32(small_gpt2_dir, models):
+    model, _ = models
+    int8 = Model.from_pretrained(small_gpt2_dir, dtype="int8")
+    together = int8.score(DOCUMENTS)
+    for text, result, full in zip(DOCUMENTS, together, model.score(DOCUMENTS)):
+        np.testing.assert_array_equal(int8.score(text).token_logprobs, result.token_logprobs)
+        assert result.perplexity == pytest.approx(full.perplexity, rel=0.05)
+
+
+def test_score_embedding_is_the_mean_of_the_hidden_states(models):
+    model, _ = models
+    short = DOCUMENTS[:3]
+    for result, vector in zip(model.score(short, embed=True), model.embed(short)):
+        assert result.embedding.dtype == np.float32
+        np.testing.assert_allclose(result.embedding, vector, rtol=0, atol=1e-5)
+    # Longer than the context: each token's hidden state as the first window holding it saw it.
+    long_ids = model.tokenizer.encode(TEXT)
+    n = model.config.n_positions
+    first, = model.score([long_ids[:n]], embed=True, stride=n)
+    whole = model.score(long_ids, embed=True, stride=n)
+    rest = model.hidden_states(long_ids[n:2 * n]).sum(axis=0, dtype=np.float64)
+    tail = model.hidden_states(long_ids[2 * n:]).sum(axis=0, dtype=np.float64) if len(long_ids) > 2 * n else 0.0
+    expected = (first.embedding.astype(np.float64) * n + rest + tail) / len(long_ids)
+    np.testing.assert_allclose(whole.embedding, expected, rtol=0, atol=1e-5)
+
+
+def test_score_takes_ids_and_names_the_document_it_cannot_take(models, tiny_model_dir):
+    model, _ = models
+    ids = model.tokenizer.encode(DOCUMENTS[1])
+    by_text = model.score(DOCUMENTS[1])
+    for form in (ids, np.array(ids, np.uint16)):
+        np.testing.assert_array_equal(model.score(form).token_logprobs, by_text.token_logprobs)
+    assert [r.tokens for r in model.score([ids, DOCUMENTS[0]])] == [len(ids), 2]
+    with pytest.raises(InputError, match="score needs at least one document"):
+        model.score([])
+    with pytest.raises(InputError, match="document 1 has 1 token; scoring needs at least 2"):
+        model.score(["Hi there", "Hi"])
+    with pytest.raises(InputError, match=r"document 0: token id 50257 at position 1 is outside"):
+        model.score([[1, 50257]])
+    with pytest.raises(InputError, match="embed must be"):
+        model.score(DOCUMENTS[0], embed="yes")
+    bare = Model.from_pretrained(tiny_model_dir)
+    with pytest.raises(InputError, match="no tokenizer"):
+        bare.score("text")
+    assert bare.score([[1, 2, 3], [4, 5]])[1].tokens == 2
+
+
+def test_score_reports_progress_in_tokens(models):
+    model, _ = models
+    seen = []
+    model.score(DOCUMENTS, stride=100, progress=lambda done, total: seen.append((done, total)))
+    total = sum(len(model.tokenizer.encode(text)) for text in DOCUMENTS)
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)

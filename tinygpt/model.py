@@ -258,9 +258,11 @@ class Model:
         packed into shared forward passes, a document longer than the context is scored in sliding windows
         as :meth:`perplexity` (``stride``); see :func:`tinygpt.scoring.score`. A document needs 2 tokens.
         """
+        if isinstance(documents, (bytes, bytearray)):
+            raise InputError(f"score takes a str, token ids, or a list of them, got {type(documents).__name__}")
         single = isinstance(documents, str) or (
-            not isinstance(documents, (bytes, bytearray))
-            and np.asarray(documents, dtype=object).ndim == 1
+            isinstance(documents, np.ndarray) and documents.ndim == 1) or (
+            isinstance(documents, (list, tuple)) and len(documents) > 0
             and all(checks.as_integer(i) is not None for i in documents))
         batch = [documents] if single else list(documents)
         if not single and not batch:

@@ -87,7 +87,10 @@ def window_options(model, stride, max_length) -> tuple[int, int]:
 
 def document_ids(document, vocab_size: int, index: int) -> np.ndarray:
     """One document's token ids, checked: int64 [T] with T >= 2 (a prediction needs a token before it)."""
-    ids = checks.token_ids(document, vocab_size, name=f"document {index}'s token ids")
+    try:
+        ids = checks.token_ids(document, vocab_size)
+    except InputError as error:
+        raise InputError(f"document {index}: {error}") from None
     if ids.ndim != 1:
         raise InputError(f"document {index}: token ids of shape [T], got {list(ids.shape)}")
     if len(ids) < 2:
