@@ -324,6 +324,61 @@ def test_embed_prints_one_json_vector_per_text(small_gpt2_dir, model):
     np.testing.assert_array_equal(vectors, model.embed(texts))
 
 
+# -------------------------------------------------------------------------------------------------------- score
+SCORE_TEXTS = ["Hello world, this is a test.", "The quick brown fox jumps over the lazy dog.", "A short one."]
+
+
+def test_score_writes_the_model_scores_of_each_row(small_gpt2_dir, model, tmp_path):
+    lines = [json.dumps({"id": "a", "text": SCORE_TEXTS[0]}), "not json", json.dumps({"text": SCORE_TEXTS[1]})]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = subprocess.run([*COMMAND, "score", str(tmp_path / "in.jsonl"), str(tmp_path / "out.parquet"),
+                             "--model", str(small_gpt2_dir), "--embed", "--batch-size", "2"],
+                            capture_output=True, timeout=300, env={**os.environ, **ONE_THREAD})  # stderr: a pipe
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""  # the scores are in the file
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert [row["id"] for row in rows] == ["a", "1", "2"]  # the row number where a row has no id
+    assert rows[1]["error"].startswith("line 2 is not valid JSON") and rows[1]["embedding"] is None
+    for row, text in ((rows[0], SCORE_TEXTS[0]), (rows[2], SCORE_TEXTS[1])):
+        expected = model.score(text, embed=True)
+        assert (row["tokens"], row["nll"], row["perplexity"]) == (expected.tokens, expected.nll, expected.perplexity)
+        np.testing.assert_array_equal(np.array(row["embedding"], np.float32), expected.embedding)
+    # progress off a terminal: plain ASCII, documents/s and tokens/s; then one line on what was written
+    stderr = result.stderr.decode("ascii")
+    *draws, summary = stderr.split("\r")[-1].splitlines()
+    assert "\033" not in stderr and "Traceback" not in stderr
+    assert re.fullmatch(r"score: 3 docs \[\d\d:\d\d, +[\d.]+ docs/s, \d+ tokens, \d+ tokens/s\]", draws[-1]), stderr
+    tokens = rows[0]["tokens"] + rows[2]["tokens"]
+    assert summary == (f"wrote {tmp_path / 'out.parquet'}: 3 rows, 2 scored ({tokens} tokens), 1 with an error "
+                       "(see their error column)")
+
+
+def test_score_folder_resumes(small_gpt2_dir, model, tmp_path):
+    shards = tmp_path / "in"
+    shards.mkdir()
+    for number, text in enumerate(SCORE_TEXTS):
+        (shards / f"part-{number}.jsonl").write_text(json.dumps({"id": number, "text": text}) + "\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "part-1.jsonl").write_text("done before\n")
+
+    result = tinygpt("score", shards, tmp_path / "out", "--model", small_gpt2_dir, "--output-format", "jsonl")
+    assert succeeded(result)
+    assert result.stderr.startswith("skipping 1 shard already done\n")
+    assert (tmp_path / "out" / "part-1.jsonl").read_text() == "done before\n"
+    for number in (0, 2):
+        (row,) = [json.loads(line) for line in (tmp_path / "out" / f"part-{number}.jsonl").read_text().splitlines()]
+        assert row["id"] == number and row["nll"] == model.score(SCORE_TEXTS[number]).nll
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [f"part-{n}.jsonl" for n in range(3)]
+
+
+def test_score_help():
+    result = tinygpt("score", "--help")
+    assert succeeded(result)
+    assert result.stdout.startswith("usage: tinygpt score ") and "--ray [ADDRESS]" in result.stdout
+
+
 # --------------------------------------------------------------------------------------------------------- help
 @pytest.mark.parametrize("command", ["", "generate", "tokenize", "perplexity", "embed"])
 def test_help(command):
@@ -383,6 +438,11 @@ ERRORS = {
                                      "has no tokenizer files (vocab.json + merges.txt, tokenizer.json or "
                                      "vocab.txt), which perplexity needs to read text"),
     "no tokenizer": (["tokenize", "x", "--model", "{tiny}"], {}, "found no tokenizer"),
+    "score missing input": (["score", "{tmp}/corpus.jsonl", "{tmp}/out.jsonl", "--model", "{model}"], {},
+                            "corpus.jsonl: no such file or folder"),
+    "score output format": (["score", "{model}/config.json", "{tmp}/out.txt", "--model", "{model}"], {},
+                            "cannot tell the format of the output file"),
+    "score actors without ray": (["score", "in.jsonl", "out.jsonl", "--actors", "2"], {}, "--actors needs --ray"),
     "unknown command": (["translate", "x"], {}, "invalid choice: 'translate'"),
     "no command": ([], {}, "the following arguments are required"),
 }

@@ -1,4 +1,4 @@
-"""The ``tinygpt`` command: generate, tokenize, perplexity, embed.
+"""The ``tinygpt`` command: generate, tokenize, perplexity, embed, score, serve.
 
 Start-up time matters (a whole short generation should take about a second), so only the standard library
 is imported here; NumPy, Numba and the model load inside the commands that need them, and ``tinygpt --help``
@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   tinygpt tokenize "Hello world"
   tinygpt perplexity book.txt --stride 256
   tinygpt embed "first text" "second text"
+  tinygpt score corpus.jsonl scores.parquet --embed
   tinygpt serve --dtype int8        (then open http://127.0.0.1:8000/)
 
 Run "tinygpt COMMAND --help" for the options of a command."""
@@ -222,6 +223,39 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print one JSON array per TEXT: the mean of its final hidden states (n_embd floats).")
     embed.add_argument("texts", metavar="TEXT", nargs="+", help="a text to embed")
     embed.set_defaults(command=run_embed)
+
+    score = commands.add_parser(
+        "score", parents=[compute_options], help="score every document of a corpus (JSON Lines or Parquet)",
+        description="Score each row of INPUT, a JSON Lines (.jsonl, .json) or Parquet (.parquet) file or a folder "
+                    "of them, into OUTPUT: one row per input row, in order, with its id, tokens, nll (mean "
+                    "negative log-likelihood per token), perplexity, [embedding] and error (null when the row "
+                    "was scored). A row that cannot be scored gets its error and the run goes on. A folder "
+                    "INPUT gives a folder OUTPUT, one file per input file; files already there are complete and "
+                    "skipped, so an interrupted run resumes where it stopped. Parquet needs pyarrow: "
+                    'pip install "tinygpt[parquet]". Shows its progress on stderr (documents/s, tokens/s).')
+    score.add_argument("input", metavar="INPUT", help="a .jsonl, .json or .parquet file, or a folder of them")
+    score.add_argument("output", metavar="OUTPUT",
+                       help="the output file (its extension picks the format), or folder for a folder INPUT")
+    score.add_argument("--text-column", default="text", metavar="NAME",
+                       help="the column (JSON field) holding the text (default: text)")
+    score.add_argument("--id-column", default="id", metavar="NAME",
+                       help="the column copied to the output's id; rows without it get their row number "
+                            "within their file, from 0 (default: id)")
+    score.add_argument("--embed", action="store_true",
+                       help="add an embedding column: the mean of each document's final hidden states")
+    score.add_argument("--stride", type=COUNT, metavar="N",
+                       help="tokens between window starts for documents longer than the context "
+                            "(default: half the context)")
+    score.add_argument("--batch-size", type=COUNT, metavar="N", default=256,
+                       help="rows read, scored and written at a time (default 256)")
+    score.add_argument("--output-format", choices=("jsonl", "parquet"),
+                       help="the format of a folder's output files (default: each input file's own)")
+    score.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run on a Ray cluster: ADDRESS of a running cluster, auto to find one, none to start "
+                            "a local one")
+    score.add_argument("--actors", type=COUNT, metavar="N", help="with --ray: model replicas scoring at once")
+    score.add_argument("--cpus-per-actor", type=COUNT, metavar="K", help="with --ray: CPUs each replica takes")
+    score.set_defaults(command=run_score)
     return parser
 
 
@@ -298,6 +332,53 @@ def run_embed(args: argparse.Namespace) -> None:
     model = _load_model_with_tokenizer(args, "embed")
     for vector in model.embed(args.texts):
         print(json.dumps(vector.tolist()))
+
+
+def run_score(args: argparse.Namespace) -> None:
+    """Score a corpus file or folder into the output, in-process or (--ray) on a Ray cluster."""
+    if args.ray is None:
+        for flag in ("actors", "cpus_per_actor"):
+            if getattr(args, flag) is not None:
+                raise InputError(f"--{flag.replace('_', '-')} needs --ray: it sizes the Ray actor pool")
+    else:
+        _run_score_on_ray(args)
+        return
+    from .corpus import plan, score_files
+
+    plan(args.input, args.output, args.output_format)  # a mistyped path fails now, not after the model's load
+    _apply_threads(args.threads)
+    model = _load_model_with_tokenizer(args, "score")
+    summary = score_files(model, args.input, args.output, text_column=args.text_column,
+                          id_column=args.id_column, embed=args.embed, stride=args.stride,
+                          batch_size=args.batch_size, output_format=args.output_format,
+                          progress=sys.stderr is not None)
+    if sys.stderr is not None:
+        _report_scores(summary, args.output)
+
+
+def _run_score_on_ray(args: argparse.Namespace) -> None:
+    from .ray import score_files as ray_score_files
+
+    # --output-format is passed on only when given: the Ray runner may pick output formats its own way
+    extra = {"output_format": args.output_format} if args.output_format is not None else {}
+    ray_score_files(model=args.model, dtype=args.dtype, revision=args.revision, input_path=args.input,
+                    output_path=args.output, text_column=args.text_column, id_column=args.id_column,
+                    embed=args.embed, stride=args.stride, batch_size=args.batch_size, address=args.ray,
+                    actors=args.actors, cpus_per_actor=args.cpus_per_actor, **extra)
+
+
+def _report_scores(summary, output: str) -> None:
+    """One line on stderr: what was written where (stdout stays empty: the scores are in the files)."""
+    from .generation import plural
+
+    if not summary.shards_written:
+        print(f"nothing to score: every output file in {output} is already done", file=sys.stderr)
+        return
+    files = f" ({plural(summary.shards_written, 'file')})" if summary.shards_written > 1 else ""
+    scored = summary.documents - summary.errors
+    errors = f", {summary.errors} with an error (see their error column)" if summary.errors else ""
+    print(f"wrote {output}{files}: {plural(summary.documents, 'row')}, {scored} scored "
+          f"({plural(summary.tokens, 'token')}){errors}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
