@@ -118,31 +118,33 @@ BAD_LINES = [
     "",  # a blank line: not a row
     "not json",
     [1, 2],
+    "[" * 100_000,  # deeper than Python's parser goes
     {"id": "c", "text": 5},
     {"id": "d", "text": ""},
     {"id": "e"},  # no text
-    {"text": TEXTS[1]},  # no id: its row number, 7
+    {"text": TEXTS[1]},  # no id: its row number, 8
 ]
-BAD_ERRORS = [None, "'text' has 1 token", "line 4 is not valid JSON", "line 5 holds an array, not a JSON object",
-              "'text' must be a string", "'text' is an empty string", "no text", None]
+BAD_ERRORS = [None, "'text' has 1 token", "line 4 is not valid JSON (Expecting value at column 1)", "line 5 holds an array, not a JSON object",
+              "line 6 is not valid JSON (nested too deeply)", "'text' must be a string", "'text' is an empty string",
+              "no text", None]
 
 
 def assert_bad_lines_output(rows: list[dict], model) -> None:
     assert len(rows) == len(BAD_ERRORS)  # every row but the blank line, in order
-    assert [row["id"] for row in rows] == ["a", "b", 2, 3, "c", "d", "e", 7]
+    assert [row["id"] for row in rows] == ["a", "b", 2, 3, 4, "c", "d", "e", 8]
     for row, error in zip(rows, BAD_ERRORS):
         assert (row["error"] is None) if error is None else row["error"].startswith(error), row
         if error is not None:
             assert row["nll"] is None and row["perplexity"] is None  # NaN is written null: JSON has no NaN
     assert_scores(rows[0], model.score(TEXTS[0]))
-    assert_scores(rows[7], model.score(TEXTS[1]))
+    assert_scores(rows[8], model.score(TEXTS[1]))
 
 
 def test_jsonl_in_jsonl_out_keeps_every_row_in_order(model, tmp_path):
     write_jsonl(tmp_path / "in.jsonl", BAD_LINES)
     summary = score_files(model, tmp_path / "in.jsonl", tmp_path / "out.jsonl", batch_size=3, progress=False)
     assert_bad_lines_output(read_jsonl(tmp_path / "out.jsonl"), model)
-    assert (summary.documents, summary.errors, summary.shards_written) == (8, 6, 1)
+    assert (summary.documents, summary.errors, summary.shards_written) == (9, 7, 1)
     assert summary.tokens == len(model.tokenizer.encode(TEXTS[0])) + len(model.tokenizer.encode(TEXTS[1]))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]  # no temporary left
 
@@ -177,7 +179,7 @@ def test_row_numbers_stand_for_missing_ids_and_json_ids_go_to_parquet(model, tmp
     write_jsonl(tmp_path / "in.jsonl", BAD_LINES)
     score_files(model, tmp_path / "in.jsonl", tmp_path / "out.parquet", batch_size=20, progress=False)
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
-    assert [row["id"] for row in rows] == ["a", "b", "2", "3", "c", "d", "e", "7"]
+    assert [row["id"] for row in rows] == ["a", "b", "2", "3", "4", "c", "d", "e", "8"]
     write_jsonl(tmp_path / "ints.jsonl", [{"id": 1, "text": TEXTS[0]}, {"text": TEXTS[1]}])
     score_files(model, tmp_path / "ints.jsonl", tmp_path / "ints.parquet", progress=False)
     assert pq.read_table(tmp_path / "ints.parquet")["id"].to_pylist() == [1, 1]  # 1, and row number 1
