@@ -39,7 +39,7 @@ FIELDS = ("Rss", "Pss", "Pss_Anon", "Pss_File")
 
 
 def smaps_rollup(pid: int) -> dict[str, float]:
-    """The memory totals of a process, in MB."""
+    """The memory totals of a process, in MiB."""
     values = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         name, _, rest = line.partition(":")
@@ -115,8 +115,8 @@ def main() -> None:
         ray.shutdown()
 
     print(machine_line())
-    print(f"distilgpt2's shape ({(model_dir / 'model.safetensors').stat().st_size / 2**20:.0f} MB of float32 "
-          f"weights), each actor 1 CPU = 1 kernel thread, {args.documents} documents scored per actor. MB:")
+    print(f"distilgpt2's shape ({(model_dir / 'model.safetensors').stat().st_size / 2**20:.0f} MiB of float32 "
+          f"weights), each actor 1 CPU = 1 kernel thread, {args.documents} documents scored per actor. MiB:")
     print()
     print("| weights | actors | PSS, sum | of it file-backed (Pss_File) | of it the rest (Pss_Anon) | RSS, sum |")
     print("|---|---|---|---|---|---|")
@@ -126,8 +126,8 @@ def main() -> None:
                   f"| {total['Rss']:.0f} |")
     print()
     for dtype, (one, two) in results.items():
-        print(f"{dtype}: the second actor adds {two['Pss'] - one['Pss']:.0f} MB of PSS "
-              f"(the first costs {one['Pss']:.0f} MB)")
+        print(f"{dtype}: the second actor adds {two['Pss'] - one['Pss']:.0f} MiB of PSS "
+              f"(the first costs {one['Pss']:.0f} MiB)")
 
 
 if __name__ == "__main__":
