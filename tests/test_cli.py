@@ -18,6 +18,7 @@ import pytest
 
 from tinygpt import pipeline
 from tinygpt.model import Model
+from tinygpt.scoring import PACK_TOKENS
 
 pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
@@ -249,7 +250,8 @@ def test_version():
 
 # --------------------------------------------------------------------------------------------------- perplexity
 def test_perplexity_equals_the_model_perplexity(small_gpt2_dir, model, tmp_path):
-    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(22))
+    # Long enough for several forward passes: each packs PACK_TOKENS // n_positions windows (see below).
+    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(80))
     assert len(model.tokenizer.encode(text)) > model.config.n_positions  # more than one window
     file = tmp_path / "text.txt"
     file.write_text(text, encoding="utf-8")
@@ -263,19 +265,22 @@ def test_perplexity_equals_the_model_perplexity(small_gpt2_dir, model, tmp_path)
 
 
 def test_perplexity_progress_off_a_terminal_is_plain_and_brief(small_gpt2_dir, tmp_path):
-    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(22))
+    # Long enough for several forward passes: each packs PACK_TOKENS // n_positions windows (see below).
+    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(80))
     file = tmp_path / "text.txt"
     file.write_text(text, encoding="utf-8")
     result = subprocess.run([*COMMAND, "perplexity", str(file), "--model", str(small_gpt2_dir), "--stride", "32"],
                             capture_output=True, timeout=300, env={**os.environ, **ONE_THREAD})  # stderr: a pipe
     assert result.returncode == 0, result.stderr
-    # tqdm's plain form: ASCII, drawn when the first window is scored and once more at the end (redraws in
-    # between wait LOG_INTERVAL seconds), the last state left as a line of its own.
+    # tqdm's plain form: ASCII, drawn when the first forward pass is done and once more at the end (redraws in
+    # between wait LOG_INTERVAL seconds), the last state left as a line of its own. The first pass packs
+    # PACK_TOKENS // 256 windows of the model's 256 positions: 256 new tokens in the first, 32 in each other.
     stderr = result.stderr.decode("ascii")
     draws = stderr.split("\r")
     assert draws[0] == "" and 2 <= len(draws) - 1 <= 3, stderr
     assert "\033" not in stderr and "Traceback" not in stderr
-    first = re.fullmatch(r"perplexity: +\d+%\|[#\d ]+\| 256/(\d+) \[00:00<\?, \?token/s\]", draws[1])  # a window
+    first_pass = 256 + (PACK_TOKENS // 256 - 1) * 32
+    first = re.fullmatch(rf"perplexity: +\d+%\|[#\d ]+\| {first_pass}/(\d+) \[00:00<\?, \?token/s\]", draws[1])
     assert first, draws[1]
     total = first.group(1)
     assert re.fullmatch(rf"perplexity: 100%\|#+\| {total}/{total} \[\d\d:\d\d<00:00, +[\d.]+token/s\]\n", draws[-1])
@@ -287,7 +292,8 @@ def test_perplexity_progress_on_a_terminal_is_redrawn_in_place_then_erased(small
     import struct
     import termios
 
-    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(22))
+    # Long enough for several forward passes: each packs PACK_TOKENS // n_positions windows (see below).
+    text = " ".join(f"Sentence {i} says something new about the lazy dog and the fox." for i in range(80))
     file = tmp_path / "text.txt"
     file.write_text(text, encoding="utf-8")
     terminal, stderr_end = os.openpty()

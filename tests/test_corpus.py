@@ -100,12 +100,14 @@ def test_a_non_finite_document_gets_the_error_and_its_batch_is_scored(model, mon
 
     def score(model, documents, **options):  # the model overflows on one document only
         if any(list(document) == poisoned for document in documents):
-            raise NonFiniteError(f"scoring documents {len(documents) - 1}: NaN or infinity in the logits")
+            of = f" of document {len(documents) - 1}" if len(documents) > 1 else ""  # as scoring names it
+            raise NonFiniteError(f"the window of tokens 0..9{of}: NaN or infinity in the logits at position 3")
         return real_score(model, documents, **options)
 
     monkeypatch.setattr(scoring, "score", score)
     out = score_batch(model, {"text": TEXTS})
-    assert out["error"][1] == "NaN or infinity in the logits" and math.isnan(out["nll"][1])
+    assert out["error"][1] == "the window of tokens 0..9: NaN or infinity in the logits at position 3"
+    assert math.isnan(out["nll"][1])
     assert out["tokens"][1] == len(poisoned)
     for row in (0, 2, 3):
         assert out["error"][row] is None and out["nll"][row] == model.score(TEXTS[row]).nll

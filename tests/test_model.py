@@ -333,8 +333,11 @@ def test_nan_or_infinity_in_any_output_is_an_error_naming_where(overflowing):
     with pytest.raises(NonFiniteError, match="^text 0: NaN or infinity in the hidden states at position 0"):
         model.embed(["The tower", "is tall"])
     with pytest.raises(NonFiniteError, match=rf"^the window of tokens 0..{len(ids) - 1}: NaN or infinity in the "
-                                             "logits at position 0"):
+                                             "hidden states at position 0"):
         model.perplexity("The tower is tall.")
+    with pytest.raises(NonFiniteError, match=rf"^the window of tokens 0..{len(ids) - 1} of document 0: NaN or "
+                                             "infinity in the hidden states at position 0"):
+        model.score([ids, ids[:2]])
     with pytest.raises(NonFiniteError, match=f"NaN or infinity in the model's logits after {len(ids)} tokens of "
                                              "output sequence 0"):
         model.generate(ids, max_new_tokens=3)

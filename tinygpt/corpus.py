@@ -21,7 +21,6 @@ import datetime
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,9 +145,8 @@ def _score_documents(model, documents: list[list[int]], embed: bool, stride) -> 
     try:
         return scoring.score(model, documents, embed=embed, stride=stride)
     except NonFiniteError as error:
-        if len(documents) == 1:
-            # scoring names the document by its place in this call, which means nothing to the reader
-            return [re.sub(r"^(scoring documents \d+|document \d+): ", "", str(error))]
+        if len(documents) == 1:  # alone in its call, the document is not named in the message
+            return [str(error)]
     # Which documents overflowed? Score them one by one (same numbers: a document's scores do not depend on its
     # batch), so that the error lands on those rows only.
     return [_score_documents(model, [document], embed, stride)[0] for document in documents]

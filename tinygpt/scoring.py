@@ -123,11 +123,7 @@ def _score(model, docs: list[np.ndarray], embed: bool, max_length: int, stride: 
     pooled = np.zeros((len(docs), model.config.n_embd)) if embed else None  # float64 sums of hidden states
     total, done = sum(len(ids) for ids in docs), 0
     for pack in _packs(plan):
-        try:
-            _score_pack(model, docs, pack, token_nll, window_sums, pooled)
-        except NonFiniteError as error:
-            names = ", ".join(sorted({str(w.document) for w in pack}))
-            raise NonFiniteError(f"scoring documents {names}: {error}") from None
+        _score_pack(model, docs, pack, token_nll, window_sums, pooled)
         done += sum(w.new for w in pack)
         if progress is not None:
             progress(done, total)
@@ -170,7 +166,8 @@ def _score_pack(model, docs, pack: list[_Window], token_nll, window_sums, pooled
         lengths = [*lengths, padding]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     hidden = model._packed_hidden(ids, positions, offsets)  # [N, C] after ln_f
-    checks.finite(hidden, "the hidden states", ("row",))
+    n_real = int(offsets[len(pack)])  # the padding's rows are never read
+    _check_finite(hidden[:n_real], np.arange(n_real), pack, offsets, len(docs), "the hidden states")
     # Row p of a window predicts its token p + 1. The guide scores the window's new tokens, so the rows
     # from (length - new - 1) on, but a first window's token 0 has no row before it.
     rows, targets = [], []
@@ -181,6 +178,9 @@ def _score_pack(model, docs, pack: list[_Window], token_nll, window_sums, pooled
         targets.append(docs[w.document][w.begin + row0 + 1:w.end])
     rows, targets = np.concatenate(rows), np.concatenate(targets)
     nll = _token_nll(model, hidden, rows, targets)
+    # A NaN or +inf logit makes its row's loss NaN or inf: checking the losses covers the logits, in one pass
+    # over the rows instead of rows x vocab. (A -inf logit is a probability of 0, as it should be.)
+    _check_finite(nll, rows, pack, offsets, len(docs), "the logits")
     at = 0
     for w, first in zip(pack, offsets):
         length = w.end - w.begin
@@ -210,9 +210,23 @@ def _token_nll(model, hidden: np.ndarray, rows: np.ndarray, targets: np.ndarray)
         block = logits[:len(x)] if len(x) <= LOGIT_ROWS else np.empty((len(x), logits.shape[1]), np.float32)
         lm_head(x, head, out=block, gemm="numba")
         cross_entropy(block[:len(chunk)], targets[first:first + len(chunk)], out=out[first:first + len(chunk)])
-    # A NaN or +inf logit makes its row's loss NaN or inf: checking the losses covers the logits, in one pass
-    # over len(rows) numbers instead of len(rows) x vocab. (A -inf logit is a probability of 0, as it should be.)
-    return checks.finite(out, "the token losses", ("row",))
+    return out
+
+
+def _check_finite(values: np.ndarray, rows: np.ndarray, pack: list[_Window], offsets: np.ndarray, n_docs: int,
+                  what: str) -> None:
+    """A NonFiniteError naming the window and position of the first of ``values`` (one per pack row ``rows``)
+    that holds a NaN or infinity, if any."""
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not bad.any():
+        return
+    row = int(rows[np.argmax(bad)])
+    w = int(np.searchsorted(offsets, row, side="right")) - 1
+    window = pack[w]
+    of = f" of document {window.document}" if n_docs > 1 else ""
+    raise NonFiniteError(f"the window of tokens {window.begin}..{window.end - 1}{of}: NaN or infinity in {what} at "
+                         f"position {row - int(offsets[w])}: the computation overflowed float32 (extreme weights or "
+                         "activations)")
 
 
 def perplexity(model, ids: Sequence[int], *, stride: int | None = None, max_length: int | None = None,

@@ -429,7 +429,7 @@ def pack(rng, lengths, heads, dim):
     return qkv, offsets
 
 
-def alone(qkv, first, count, scale):
+def attention_alone(qkv, first, count, scale):
     """attention's output for tokens first .. first+count-1 as one prompt in a cache of their own."""
     segment = qkv[first:first + count]
     q = np.ascontiguousarray(segment[None, :, 0])  # [1, T, H, D]
@@ -454,7 +454,7 @@ def test_packed_matches_reference_and_attention_alone(lengths, heads, dim):
         want, bound = reference(q, keys, values, 0, np.zeros(1, np.int64), 0.3)
         assert np.all(np.abs(rows - want[0]) <= bound[0])
         if length > 1:  # a prompt of one token goes through attention's decode path instead
-            np.testing.assert_array_equal(rows, alone(qkv, first, length, 0.3))
+            np.testing.assert_array_equal(rows, attention_alone(qkv, first, length, 0.3))
 
 
 def test_packed_sequence_alone_equals_it_among_others_at_any_thread_count():
