@@ -279,7 +279,8 @@ def packed_attention(qkv: np.ndarray, offsets: np.ndarray, scale: float, out: np
     0 = offsets[0] <= offsets[1] <= ... <= offsets[S] = N: sequence s is tokens offsets[s] .. offsets[s+1]-1,
     and token t of it attends to the sequence's tokens 0..t with softmax(scale * q.k). out [N, H*D] float32
     (head h in columns h*D:(h+1)*D); None allocates. All arrays C-contiguous. A sequence's output is the same
-    bits as ``attention`` gives it alone (same arithmetic, in the same order), whatever is packed beside it.
+    bits whatever is packed beside it, and for two tokens or more the bits ``attention`` gives it as a prompt
+    alone (the same arithmetic, in the same order).
     Returns out.
 
     Checks none of this: a caller passing arrays it did not build calls ``checks.packed_attention`` first."""

@@ -610,8 +610,6 @@ class _Progress:
     def update(self, documents: int, tokens: int) -> None:
         if self.bar is None:
             return
-        from tqdm import tqdm
-
         self.tokens += tokens
         elapsed = self.bar.format_dict["elapsed"]
         rate = _number(self.tokens / elapsed) if elapsed > 0 else "?"
