@@ -171,8 +171,9 @@ def test_score_gives_transformers_token_logprobs_and_the_guides_perplexity(model
         assert result.perplexity == pytest.approx(
             transformers_perplexity(hf, ids, max_length=n_positions, stride=100), rel=1e-5)
         if len(ids) <= n_positions:
-            # float32 logits off by ~1e-6 move a log-probability by at most twice that.
-            np.testing.assert_allclose(result.token_logprobs, transformers_token_logprobs(hf, ids), rtol=0, atol=2e-5)
+            # float32 logits differ from transformers' by ~1e-6 (float32 rounding in another order); a
+            # log-probability moves by at most twice a logit's error.
+            np.testing.assert_allclose(result.token_logprobs, transformers_token_logprobs(hf, ids), rtol=0, atol=5e-6)
             assert result.nll == pytest.approx(-result.token_logprobs.mean(), rel=1e-12)
         else:
             # Each token is scored once, by the first window that holds it, with that window's context.
@@ -180,7 +181,7 @@ def test_score_gives_transformers_token_logprobs_and_the_guides_perplexity(model
             last = ids[begin:]
             new = len(ids) - (begin - 100 + n_positions)
             np.testing.assert_allclose(result.token_logprobs[-new:],
-                                       transformers_token_logprobs(hf, last)[-new:], rtol=0, atol=2e-5)
+                                       transformers_token_logprobs(hf, last)[-new:], rtol=0, atol=5e-6)
 
 
 def test_a_document_scores_the_same_bits_alone_or_among_others(models):

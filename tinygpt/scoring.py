@@ -168,23 +168,18 @@ def _score_pack(model, docs, pack: list[_Window], token_nll, window_sums, pooled
     hidden = model._packed_hidden(ids, positions, offsets)  # [N, C] after ln_f
     n_real = int(offsets[len(pack)])  # the padding's rows are never read
     _check_finite(hidden[:n_real], np.arange(n_real), pack, offsets, len(docs), "the hidden states")
-    # Row p of a window predicts its token p + 1. The guide scores the window's new tokens, so the rows
-    # from (length - new - 1) on, but a first window's token 0 has no row before it.
-    rows, targets = [], []
-    for w, first in zip(pack, offsets):
-        length = w.end - w.begin
-        row0 = max(length - w.new - 1, 0)
-        rows.append(np.arange(first + row0, first + length - 1))
-        targets.append(docs[w.document][w.begin + row0 + 1:w.end])
-    rows, targets = np.concatenate(rows), np.concatenate(targets)
+    # Row p of a window predicts its token p + 1. The guide scores the window's new tokens: its last ``new``
+    # tokens, predicted by the rows before them, except a first window's token 0, which has no row before it.
+    scored = [min(w.new, w.end - w.begin - 1) for w in pack]  # tokens each window scores
+    rows = np.concatenate([np.arange(first + length - 1 - n, first + length - 1)
+                           for first, length, n in zip(offsets, lengths, scored)])
+    targets = np.concatenate([docs[w.document][w.end - n:w.end] for w, n in zip(pack, scored)])
     nll = _token_nll(model, hidden, rows, targets)
     # A NaN or +inf logit makes its row's loss NaN or inf: checking the losses covers the logits, in one pass
     # over the rows instead of rows x vocab. (A -inf logit is a probability of 0, as it should be.)
     _check_finite(nll, rows, pack, offsets, len(docs), "the logits")
     at = 0
-    for w, first in zip(pack, offsets):
-        length = w.end - w.begin
-        n_scored = length - 1 - max(length - w.new - 1, 0)
+    for w, first, length, n_scored in zip(pack, offsets, lengths, scored):
         window_nll = nll[at:at + n_scored]
         at += n_scored
         # token t of the document was predicted from row t - 1 - begin; scored tokens are the window's last
@@ -207,7 +202,7 @@ def _token_nll(model, hidden: np.ndarray, rows: np.ndarray, targets: np.ndarray)
         x = hidden[chunk]
         if len(chunk) < _MIN_ROWS:  # pad: the same GEMM, so the same bits, as a full chunk
             x = np.concatenate([x, np.zeros((_MIN_ROWS - len(chunk), x.shape[1]), np.float32)])
-        block = logits[:len(x)] if len(x) <= LOGIT_ROWS else np.empty((len(x), logits.shape[1]), np.float32)
+        block = logits[:len(x)]  # _MIN_ROWS < LOGIT_ROWS: a padded chunk fits too
         lm_head(x, head, out=block, gemm="numba")
         cross_entropy(block[:len(chunk)], targets[first:first + len(chunk)], out=out[first:first + len(chunk)])
     return out
