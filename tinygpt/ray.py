@@ -23,7 +23,6 @@ Needs the ``ray`` extra: ``pip install "tinygpt[ray]"``.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import re
@@ -39,8 +38,9 @@ try:
     import ray
     import ray.data
     from ray.data.datasource import BlockBasedFileDatasink
+    from threadpoolctl import threadpool_info, threadpool_limits
 except ImportError as _error:  # raised from here, so the message is the first thing a user reads
-    raise ImportError(f'tinygpt.ray needs Ray Data and pyarrow, which cannot be imported here ({_error}): '
+    raise ImportError(f'tinygpt.ray needs Ray Data, pyarrow and threadpoolctl, which cannot be imported here ({_error}): '
                       f'pip install "tinygpt[ray]"') from _error
 
 from . import checks
@@ -183,61 +183,20 @@ def use_reserved_cpus() -> int | None:
     return threads
 
 
-# Thread-count functions of the BLAS libraries NumPy ships with or links to: OpenBLAS under the names of its
-# builds (NumPy's wheels: scipy_openblas64_), and MKL.
-_BLAS_THREAD_FUNCTIONS = (
-    ("openblas_set_num_threads", "openblas_get_num_threads"),
-    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-    ("MKL_Set_Num_Threads", "MKL_Get_Max_Threads"),
-)
-_BLAS_NAMES = ("openblas", "mkl_rt")
-
-
 def limit_blas_threads(threads: int) -> dict[str, int]:
-    """Hold the BLAS libraries to ``threads`` threads: those loaded in this process now (their thread count is
-    set in place: they read the environment only once, when loaded, and NumPy is loaded before any actor
-    code runs), and through OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS any loaded later or
-    started by a child process. Returns {library file: its thread count now}."""
+    """Hold the BLAS libraries to ``threads`` threads: those loaded in this process now, through threadpoolctl
+    (they read the environment only once, when loaded, and NumPy is loaded before any actor code runs), and
+    through OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS any loaded later or started by a child
+    process. Returns {library file: its thread count now}."""
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(threads)
-    for library, (setter, _) in _blas_thread_functions().items():
-        setter(threads)
+    threadpool_limits(limits=threads, user_api="blas")
     return blas_threads()
 
 
 def blas_threads() -> dict[str, int]:
-    """{library file: thread count} of each BLAS library loaded in this process that says (Linux only)."""
-    return {library: int(getter()) for library, (_, getter) in _blas_thread_functions().items()}
-
-
-def _blas_thread_functions() -> dict:
-    functions = {}
-    for path in _loaded_libraries(_BLAS_NAMES):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for set_name, get_name in _BLAS_THREAD_FUNCTIONS:
-            setter, getter = getattr(library, set_name, None), getattr(library, get_name, None)
-            if setter is not None and getter is not None:
-                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
-                functions[os.path.basename(path)] = (setter, getter)
-                break
-    return functions
-
-
-def _loaded_libraries(names) -> list[str]:
-    """Paths of the shared libraries mapped into this process whose file name holds one of ``names``."""
-    try:
-        with open("/proc/self/maps") as maps:
-            fields = [line.split(maxsplit=5) for line in maps]
-    except OSError:  # not Linux: the environment variables are all we can set
-        return []
-    paths = {parts[5].strip() for parts in fields if len(parts) == 6}
-    return sorted(path for path in paths if ".so" in os.path.basename(path)
-                  and any(name in os.path.basename(path).lower() for name in names))
+    """{library file: thread count} of each BLAS library loaded in this process."""
+    return {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
 
 
 # ------------------------------------------------------------------------------------------------ files
