@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,20 @@ from checkpoints import (
     build_gpt2_dir,
     build_uer_layout_dir,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def int8_cache_folder(tmp_path_factory) -> Path:
+    """int8 loads write their cache here, never into the user's ~/.cache/tinygpt: set in the environment, so
+    the command lines and servers the tests start use it too. A test of the cache itself sets its own."""
+    folder = tmp_path_factory.mktemp("int8_cache")
+    previous = os.environ.get("TINYGPT_CACHE")
+    os.environ["TINYGPT_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["TINYGPT_CACHE"]
+    else:
+        os.environ["TINYGPT_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ The safetensors format is an 8-byte little-endian header length, a JSON header m
 its dtype, shape and byte range, then the raw little-endian data. We parse the header ourselves so float32
 tensors can be memory-mapped in place: a 330 MB model costs no heap copy, and the OS shares the pages between
 processes. float16 / bfloat16 files are converted to float32 once at load. For int8, linear weights are read
-from the file and quantized piece by piece, so their float32 form never sits in memory as a whole.
+from the file and quantized piece by piece, so their float32 form never sits in memory as a whole; the result
+is written to the int8 cache (``tinygpt.int8_cache``), a safetensors file that later loads map in the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ DTYPES = {
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
 FLOAT_DTYPES = ("F32", "F16", "BF16")
+MAPPED_DTYPES = ("F32", "I8")  # read in place; the others are converted to float32
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 # Elements per NaN/inf check pass: a 256 KB mask at a time, never one the size of a tensor.
 FINITE_CHECK_ITEMS = 1 << 18
@@ -70,13 +72,16 @@ class StoredTensor:
     offset: int  # of the first byte, from the start of the file
 
     def mapped(self) -> np.ndarray:
-        """The whole tensor as float32: F32 memory-mapped in place (copy-on-write, so a writable view that
-        never writes back), F16/BF16 converted into a new array."""
-        if self.dtype_name == "F32":
+        """The whole tensor: F32 (and I8, in int8 cache files) memory-mapped in place (copy-on-write, so a
+        writable view that never writes back), F16/BF16 converted into a new float32 array."""
+        if self.dtype_name in MAPPED_DTYPES:
+            dtype = DTYPES[self.dtype_name]
             if 0 in self.shape:
-                return np.zeros(self.shape, np.float32)
-            mapped = np.memmap(self.path, dtype=DTYPES["F32"], mode="c", offset=self.offset, shape=self.shape)
-            return np.asarray(mapped)  # a plain ndarray view: Numba and NumPy results stay ordinary arrays
+                return np.zeros(self.shape, dtype)
+            mapped = np.memmap(self.path, dtype=dtype, mode="c", offset=self.offset, shape=self.shape)
+            # A plain ndarray view: Numba and NumPy results stay ordinary arrays. Writable (copy-on-write), as
+            # arrays computed in memory are: Numba compiles a kernel apart for read-only arguments.
+            return np.asarray(mapped)
         return self.read_rows(0, self.shape[0])
 
     def rows_to_quantize(self, start: int, stop: int) -> np.ndarray:
@@ -132,8 +137,9 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = 
     Reads ``model.safetensors`` or the shards listed in ``model.safetensors.index.json``. The result always
     has ``lm_head.weight`` [vocab, n_embd]: the file's own if present, else the token embedding ``wte``
     (GPT-2 ties them). dtype "float32": every tensor a float32 array. dtype "int8": the linear weights and
-    the LM head are :class:`QuantizedWeight` (quantized at load, read from the file in slabs so no float32
-    copy of them stays in memory); embeddings, biases and LayerNorm parameters stay float32.
+    the LM head are :class:`QuantizedWeight`, mapped from the int8 cache (quantized at the first load and
+    written there, read from the source in slabs so no float32 copy of them stays in memory); embeddings,
+    biases and LayerNorm parameters stay float32.
     Raises WeightsError naming the file and tensor of a NaN or infinite value, which would make every logit NaN.
     """
     if dtype not in WEIGHT_DTYPES:
@@ -151,27 +157,87 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = 
                 weights[name] = _finite(tensor, tensor.mapped())
         weights.setdefault("lm_head.weight", weights["wte.weight"])
         return weights
+    # The tensors that stay float32 first, checked (the embedding that is the tied head is checked as it is
+    # quantized): a cache file is then only ever written for a checkpoint that loads.
+    head = stored.get("lm_head.weight", stored["wte.weight"])
+    weights = {}
+    for name, tensor in stored.items():
+        if name in EMBEDDINGS:
+            if tensor is not head:
+                _check_lookup_table(tensor)
+            weights[name] = tensor.mapped()
+        elif not name.endswith(LINEAR_SUFFIXES) and name != "lm_head.weight":
+            weights[name] = _finite(tensor, tensor.mapped())
+    weights.update(_int8_weights(stored, head))
+    return weights
+
+
+def _int8_weights(stored: dict[str, StoredTensor], head: StoredTensor) -> dict[str, QuantizedWeight]:
+    """The quantized linear weights and LM head, mapped from the int8 cache file; on a miss (no file, or a
+    truncated, foreign or stale one) quantized here, written there and mapped back, so that this process
+    shares the pages with the next ones too. Where the cache cannot be written: quantized here, one warning.
+    Mapped weights skip the NaN/inf check: the file was written from checked weights, which its key says
+    have not changed since."""
+    from . import int8_cache
+
+    shapes = {name: tensor.shape[::-1] for name, tensor in stored.items() if name.endswith(LINEAR_SUFFIXES)}
+    shapes["lm_head.weight"] = head.shape  # [out, in] of every quantized weight
+    try:
+        metadata = int8_cache.key(sorted({tensor.path for tensor in stored.values()}))
+        path = int8_cache.file_for(metadata)
+    except OSError as error:  # no folder to use (no home directory)
+        int8_cache.warn_unwritable(None, error)
+        return _quantize(stored, head)
+    cached = _read_int8_file(path, metadata, shapes)
+    if cached is not None:
+        return cached
+    quantized = _quantize(stored, head)
+    try:
+        int8_cache.write(path, {f"{name}.{part}": getattr(weight, part) for name, weight in quantized.items()
+                                for part in ("q", "scale")}, metadata)
+    except OSError as error:
+        int8_cache.warn_unwritable(path.parent, error)
+        return quantized
+    mapped = _read_int8_file(path, metadata, shapes)
+    return quantized if mapped is None else mapped  # None: deleted since it was written (a cache cleared)
+
+
+def _quantize(stored: dict[str, StoredTensor], head: StoredTensor) -> dict[str, QuantizedWeight]:
+    """The quantized linear weights ([in, out] in the file, quantized into [out, in]) and LM head, each
+    checked for NaN/inf as it is read."""
     from .kernels.quantized import quantize_columns, quantize_rows  # Numba: only when int8 is asked for
 
     weights = {}
     for name, tensor in stored.items():
-        if name.endswith(LINEAR_SUFFIXES):  # [in, out] in the file: quantized into [out, in], outputs as rows
+        if name.endswith(LINEAR_SUFFIXES):
             weights[name] = QuantizedWeight(
                 *quantize_columns(_finite(tensor, tensor.rows_to_quantize(0, tensor.shape[0]))))
-        elif name in EMBEDDINGS:  # checked below, unless it is the tied head, checked as it is quantized
-            weights[name] = tensor.mapped()
-        elif name != "lm_head.weight":
-            weights[name] = _finite(tensor, tensor.mapped())
-    head = stored.get("lm_head.weight", stored["wte.weight"])
     q = np.empty(head.shape, np.int8)
     scale = np.empty(head.shape[0], np.float32)
     for start, stop in _slabs(head):
         q[start:stop], scale[start:stop] = quantize_rows(_finite(head, head.rows_to_quantize(start, stop), start))
     weights["lm_head.weight"] = QuantizedWeight(q, scale)
-    for embedding in (stored[name] for name in EMBEDDINGS):
-        if embedding is not head:
-            _check_lookup_table(embedding)
     return weights
+
+
+def _read_int8_file(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[int, ...]]
+                    ) -> dict[str, QuantizedWeight] | None:
+    """The quantized weights in the int8 cache file ``path``, memory-mapped, if it is complete and was made
+    by this quantizer from these sources (``metadata``) with these ``shapes`` ([out, in] by name); None
+    otherwise: missing, unreadable, truncated, not safetensors, foreign or stale."""
+    layout = {}
+    for name, shape in shapes.items():
+        layout[f"{name}.q"] = ("I8", shape)
+        layout[f"{name}.scale"] = ("F32", shape[:1])
+    try:
+        tensors, found = _read_header(path, len(layout))
+        by_name = {tensor.name: tensor for tensor in tensors}
+        if found != metadata or {name: (t.dtype_name, t.shape) for name, t in by_name.items()} != layout:
+            return None
+        return {name: QuantizedWeight(by_name[f"{name}.q"].mapped(), by_name[f"{name}.scale"].mapped())
+                for name in shapes}
+    except (OSError, ValueError):  # ValueError: WeightsError, or NumPy's of a file cut short since its header
+        return None
 
 
 def _check_lookup_table(tensor: StoredTensor) -> None:
@@ -209,7 +275,7 @@ def stored_tensors(model_dir: Path, config: GPT2Config) -> dict[str, StoredTenso
     max_tensors = len(expected) + 1 + len(IGNORED_SUFFIXES) * config.n_layer
     tensors: dict[str, StoredTensor] = {}
     for path in _safetensors_files(model_dir):
-        for tensor in _read_header(path, max_tensors):
+        for tensor in _read_header(path, max_tensors)[0]:
             name = _canonical_name(tensor.name)
             if name.endswith(IGNORED_SUFFIXES):
                 continue
@@ -283,9 +349,9 @@ def _index_shards(index: Path) -> list[Path]:
     return shards
 
 
-def _read_header(path: Path, max_tensors: int) -> list[StoredTensor]:
+def _read_header(path: Path, max_tensors: int) -> tuple[list[StoredTensor], object]:
     """The tensors listed in one safetensors file's header (at most ``max_tensors``), each checked to lie inside
-    the file, none sharing a byte with another."""
+    the file, none sharing a byte with another; and the header's ``__metadata__`` (None if it has none)."""
     file_size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)
@@ -317,7 +383,7 @@ def _read_header(path: Path, max_tensors: int) -> list[StoredTensor]:
         tensors.append(StoredTensor(path, name, dtype_name, shape, data_start + begin))
         ranges.append((begin, end, name))
     _check_no_overlap(path, ranges)
-    return tensors
+    return tensors, header.get("__metadata__")
 
 
 def _tensor_info(path: Path, name: str, info) -> tuple[str, tuple[int, ...], tuple[int, int]]:
