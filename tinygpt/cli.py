@@ -3,7 +3,9 @@
 Start-up time matters (a whole short generation should take about a second), so only the standard library
 is imported here; NumPy, Numba and the model load inside the commands that need them, and ``tinygpt --help``
 imports neither (nor does ``--version``). Every error ends the command with one line on stderr and exit status 1
-(2 for bad usage); Ctrl-C ends it quietly with status 130, whatever it was doing.
+(2 for bad usage); Ctrl-C ends it quietly with status 130, whatever it was doing (in the middle of compiling a
+kernel, at the next point where Numba can stop: see ``tinygpt.compiling``). The first run on a machine, which
+compiles the kernels, says so once on stderr.
 
 The commands call :class:`~tinygpt.model.Model` directly, as ``tinygpt.pipeline`` does beside them.
 """
@@ -22,6 +24,7 @@ from .errors import InputError, TinyGPTError, TokenizerError
 DEFAULT_MODEL = "distilgpt2"
 SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed")  # each of them implies sampling
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+COMPILING = "tinygpt: compiling kernels for this CPU (first run only, 20 s to a minute)..."
 EXAMPLES = """examples:
   tinygpt generate "Hello, I'm a language model," --seed 42
   echo "这是很久之前的事情了" | tinygpt generate - --model uer/gpt2-distil-chinese-cluecorpussmall
@@ -264,7 +267,7 @@ def run_generate(args: argparse.Namespace) -> None:
     """Print the prompt, then its continuation piece by piece (or several continuations, one after another)."""
     prompt = _text_argument(args.prompt)
     options = _generation_options(args)
-    _apply_threads(args.threads)
+    _prepare_kernels(args.threads)
     from .generation import with_defaults
 
     model = _load_model_with_tokenizer(args, "generate")
@@ -301,7 +304,7 @@ def run_tokenize(args: argparse.Namespace) -> None:
 def run_perplexity(args: argparse.Namespace) -> None:
     """Print the perplexity of a file (full precision)."""
     text = _read_file(args.file)
-    _apply_threads(args.threads)
+    _prepare_kernels(args.threads)
     model = _load_model_with_tokenizer(args, "perplexity")
     progress = ProgressBar(sys.stderr) if sys.stderr is not None else None
     try:
@@ -314,7 +317,7 @@ def run_perplexity(args: argparse.Namespace) -> None:
 
 def run_serve(args: argparse.Namespace) -> None:
     """Serve until stopped; a model that cannot be loaded ends the command with its error."""
-    _apply_threads(args.threads)
+    _prepare_kernels(args.threads)
     from .server import serve
 
     kv_cache_tokens = args.kv_cache_tokens
@@ -328,7 +331,7 @@ def run_serve(args: argparse.Namespace) -> None:
 
 def run_embed(args: argparse.Namespace) -> None:
     """Print one JSON array of floats per text."""
-    _apply_threads(args.threads)
+    _prepare_kernels(args.threads)
     model = _load_model_with_tokenizer(args, "embed")
     for vector in model.embed(args.texts):
         print(json.dumps(vector.tolist()))
@@ -346,7 +349,7 @@ def run_score(args: argparse.Namespace) -> None:
     from .corpus import plan, score_files
 
     plan(args.input, args.output, args.output_format)  # a mistyped path fails now, not after the model's load
-    _apply_threads(args.threads)
+    _prepare_kernels(args.threads)
     model = _load_model_with_tokenizer(args, "score")
     summary = score_files(model, args.input, args.output, text_column=args.text_column,
                           id_column=args.id_column, embed=args.embed, stride=args.stride,
@@ -433,10 +436,13 @@ def _generation_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def _apply_threads(threads: int | None) -> None:
-    if threads is not None:
-        from .kernels.threads import set_num_threads
+def _prepare_kernels(threads: int | None) -> None:
+    """Before a command's first kernel: the notice and the Ctrl-C guard of a compile, the thread count."""
+    from .kernels.threads import set_num_threads  # first: it checks NUMBA_NUM_THREADS before Numba's import
+    from .compiling import watch
 
+    watch(_say_compiling)
+    if threads is not None:
         try:
             set_num_threads(threads)
         except ValueError as error:
@@ -497,9 +503,24 @@ def _print_sequences(texts: list[str]) -> None:
         _write(f"--- sequence {number} of {len(texts)} ---\n{text}\n")
 
 
+def _say_compiling() -> None:
+    """The cold-cache notice. On a terminal, generate's prompt may be waiting on its line for the
+    continuation: the notice then takes a line of its own."""
+    if sys.stderr is None:
+        return
+    on_own_line = _stdout_line_open and sys.stdout.isatty() and sys.stderr.isatty()
+    print(("\n" if on_own_line else "") + COMPILING, file=sys.stderr, flush=True)
+
+
+_stdout_line_open = False  # whether _write left stdout in the middle of a line
+
+
 def _write(text: str) -> None:
+    global _stdout_line_open
     sys.stdout.write(text)
     sys.stdout.flush()
+    if text:
+        _stdout_line_open = not text.endswith("\n")
 
 
 if __name__ == "__main__":
