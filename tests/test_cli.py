@@ -386,7 +386,7 @@ def test_score_help():
 
 
 # --------------------------------------------------------------------------------------------------------- help
-@pytest.mark.parametrize("command", ["", "generate", "tokenize", "perplexity", "embed"])
+@pytest.mark.parametrize("command", ["", "generate", "tokenize", "perplexity", "embed", "warmup"])
 def test_help(command):
     result = tinygpt(*command.split(), "--help")
     assert succeeded(result)
@@ -449,6 +449,7 @@ ERRORS = {
     "score output format": (["score", "{model}/config.json", "{tmp}/out.txt", "--model", "{model}"], {},
                             "cannot tell the format of the output file"),
     "score actors without ray": (["score", "in.jsonl", "out.jsonl", "--actors", "2"], {}, "--actors needs --ray"),
+    "warmup dtype": (["warmup", "--dtype", "int4"], {}, "argument --dtype: invalid choice: 'int4'"),
     "unknown command": (["translate", "x"], {}, "invalid choice: 'translate'"),
     "no command": ([], {}, "the following arguments are required"),
 }

@@ -1,4 +1,4 @@
-"""The ``tinygpt`` command: generate, tokenize, perplexity, embed, score, serve.
+"""The ``tinygpt`` command: generate, tokenize, perplexity, embed, score, serve, warmup.
 
 Start-up time matters (a whole short generation should take about a second), so only the standard library
 is imported here; NumPy, Numba and the model load inside the commands that need them, and ``tinygpt --help``
@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import sys
+import time
 
 from .errors import InputError, TinyGPTError, TokenizerError
 
@@ -33,6 +34,7 @@ EXAMPLES = """examples:
   tinygpt embed "first text" "second text"
   tinygpt score corpus.jsonl scores.parquet --embed
   tinygpt serve --dtype int8        (then open http://127.0.0.1:8000/)
+  tinygpt warmup                    (compile the kernels ahead, e.g. in a container image)
 
 Run "tinygpt COMMAND --help" for the options of a command."""
 
@@ -259,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--actors", type=COUNT, metavar="N", help="with --ray: model replicas scoring at once")
     score.add_argument("--cpus-per-actor", type=COUNT, metavar="K", help="with --ray: CPUs each replica takes")
     score.set_defaults(command=run_score)
+
+    warmup = commands.add_parser(
+        "warmup", help="compile the kernels ahead of time (for container images and deploys)",
+        description="Compile every kernel that generate, serve, embed, perplexity and score use, into Numba's "
+                    "cache, so that the first real run does not spend 20 s to a minute compiling. Needs no model: "
+                    "it runs small random ones. Run it where tinygpt will run (the machine code is for this CPU), "
+                    "as the user that runs it, with the same NUMBA_CACHE_DIR if that is set. On a warm cache it "
+                    "only loads the kernels and takes a few seconds.")
+    warmup.add_argument("--dtype", choices=("float32", "int8", "both"), default="both",
+                        help="the weights whose kernels to compile (default both)")
+    warmup.set_defaults(command=run_warmup)
     return parser
 
 
@@ -368,6 +381,23 @@ def _run_score_on_ray(args: argparse.Namespace) -> None:
                     output_path=args.output, text_column=args.text_column, id_column=args.id_column,
                     embed=args.embed, stride=args.stride, batch_size=args.batch_size, address=args.ray,
                     actors=args.actors, cpus_per_actor=args.cpus_per_actor, **extra)
+
+
+def run_warmup(args: argparse.Namespace) -> None:
+    """Compile (or load from Numba's cache) every kernel the commands use; print what was done and its time."""
+    _prepare_kernels(None)
+    from .generation import plural
+    from .warmup import warmup
+
+    dtypes = ("float32", "int8") if args.dtype == "both" else (args.dtype,)
+    start = time.perf_counter()
+    compiled = 0
+    for step in warmup(dtypes):
+        compiled += step.compiled
+        print(f"{step.dtype} kernels, models {step.width} wide: {step.seconds:.1f} s "
+              f"({plural(step.compiled, 'function')} compiled)", flush=True)
+    done = "compiled and cached" if compiled else "already in Numba's cache, loaded"
+    print(f"kernels for {' and '.join(dtypes)} weights {done} in {time.perf_counter() - start:.1f} s")
 
 
 def _report_scores(summary, output: str) -> None:
