@@ -114,11 +114,20 @@ def median_seconds(run, repeats: int) -> float:
     return float(np.median(times))
 
 
-def time_per_call(call, weights, repeats: int) -> float:
-    """Median seconds per call, each repeat calling once per weight copy."""
-    call(weights[0])  # compile / warm up
-    time.sleep(PAUSE_S)
-    return median_seconds(lambda: [call(w) for w in weights], repeats) / len(weights)
+def paired_seconds(ours, theirs, weights, repeats: int) -> tuple[float, float, np.ndarray]:
+    """Median seconds per call of each engine, and the per-repeat ratios theirs / ours: each repeat times one
+    pass of ours then one of theirs (every weight copy once), so both see the same moment of a shared machine."""
+    for call in (ours, theirs):
+        call(weights[0])  # compile / warm up
+    times = np.empty((repeats, 2))
+    for r in range(repeats):
+        for e, call in enumerate((ours, theirs)):
+            time.sleep(PAUSE_S)
+            start = time.perf_counter()
+            for w in weights:
+                call(w)
+            times[r, e] = (time.perf_counter() - start) / len(weights)
+    return float(np.median(times[:, 0])), float(np.median(times[:, 1])), times[:, 1] / times[:, 0]
 
 
 def bench_shape(name, depth, width, layout, rows, repeats, rng) -> str:
@@ -130,17 +139,18 @@ def bench_shape(name, depth, width, layout, rows, repeats, rng) -> str:
     bias = rng.standard_normal(width, dtype=np.float32)
     out = np.empty((rows, width), np.float32)
     if layout == "kn":
-        ours = time_per_call(lambda w: linear(x, w, bias, out, gemm="numba"), weights, repeats)
-        theirs = time_per_call(lambda w: np.matmul(x, w, out=out), weights, repeats)
+        ours, theirs, ratios = paired_seconds(lambda w: linear(x, w, bias, out, gemm="numba"),
+                                              lambda w: np.matmul(x, w, out=out), weights, repeats)
     else:
-        ours = time_per_call(lambda w: linear_nt(x, w, out, gemm="numba"), weights, repeats)
-        theirs = time_per_call(lambda w: np.matmul(x, w.T, out=out), weights, repeats)
+        ours, theirs, ratios = paired_seconds(lambda w: linear_nt(x, w, out, gemm="numba"),
+                                              lambda w: np.matmul(x, w.T, out=out), weights, repeats)
     flops = 2.0 * rows * depth * width
 
     def cells(seconds):
         return f"{seconds * 1e3:9.3f} {flops / seconds / 1e9:7.1f} {weight_bytes / seconds / 1e9:6.1f}"
 
-    return f"{name:12s} {shape[0]:>5}x{shape[1]:<5} {rows:4d} | {cells(ours)} | {cells(theirs)} | {theirs / ours:5.2f}"
+    return (f"{name:12s} {shape[0]:>5}x{shape[1]:<5} {rows:4d} | {cells(ours)} | {cells(theirs)} | "
+            f"{np.median(ratios):5.2f} ({ratios.min():.2f}-{ratios.max():.2f})")
 
 
 def main() -> None:
@@ -156,7 +166,7 @@ def main() -> None:
     print(f"parallel read bandwidth: {one_stream:.1f} GB/s reading one stream per thread, {four_streams:.1f} GB/s "
           "reading four")
     print(f"{'weight':12s} {'shape':>11s} {'M':>4s} | {'ours ms':>9s} {'GFLOP/s':>7s} {'GB/s':>6s} |"
-          f" {'numpy ms':>9s} {'GFLOP/s':>7s} {'GB/s':>6s} | numpy time / ours")
+          f" {'numpy ms':>9s} {'GFLOP/s':>7s} {'GB/s':>6s} | numpy time / ours, median of paired repeats (range)")
     rng = np.random.default_rng(0)
     for name, depth, width, layout in SHAPES:
         for rows in args.rows:

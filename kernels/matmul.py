@@ -31,6 +31,7 @@ from numba import prange
 
 from .activations import gelu_in_place
 from .checks import check_gemm
+from .gemm import broadcast_gemm, pack_strips
 from .jit import jit, jit_step
 from .threads import apply_num_threads, get_num_threads, max_threads
 from .tiles import FAST as _FAST
@@ -85,18 +86,6 @@ def _linear_small_m(x, w, b, out, accumulate, gelu, slabs):
 
 
 @jit_step(fastmath=_FAST)
-def _pack_transposed(w, k0, k1, j0, width, panel):
-    """panel[c, k - k0] = w[k, j0 + c]: a K-contiguous copy of a column panel of w [K, N]. Strips of 8
-    columns keep the 8 panel rows being written in L1 (whole-panel rows would not stay there)."""
-    for c0 in range(0, width, 8):
-        strip = min(8, width - c0)
-        for k in range(k0, k1):
-            row = w[k, j0 + c0 : j0 + c0 + strip]
-            for c in range(strip):
-                panel[c0 + c, k - k0] = row[c]
-
-
-@jit_step(fastmath=_FAST)
 def _pack_rows(w, k0, k1, j0, width, panel):
     """panel[c, k - k0] = w[j0 + c, k]: a k-block of rows of w [N, K]."""
     for c in range(width):
@@ -104,7 +93,7 @@ def _pack_rows(w, k0, k1, j0, width, panel):
             panel[c, k - k0] = w[j0 + c, k]
 
 
-_linear_gemm = panel_gemm(_pack_transposed)  # out = [out +] x @ w + b, then GELU if asked, for w [K, N]
+_linear_gemm = broadcast_gemm(pack_strips)  # out = [out +] x @ w + b, then GELU if asked, for w [K, N]
 _gemm_nt = panel_gemm(_pack_rows)  # out = x @ w.T for w [N, K] deeper than one k-block
 
 
@@ -199,7 +188,7 @@ def linear(
     if rows <= SMALL_M:
         _linear_small_m(x, w, b, out, accumulate, gelu, slabs)
     elif gemm_kernel(gemm) == "numba":
-        _linear_gemm(split_k(x), x.shape[1], w, b, out, accumulate, gelu)
+        _linear_gemm(x, w, b, out, accumulate, gelu)
     else:
         product = np.matmul(x, w) if accumulate else np.matmul(x, w, out=out)
         _add_bias(product, b, out, accumulate, gelu)

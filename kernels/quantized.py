@@ -24,10 +24,9 @@ no second pass to add up partial sums, as streaming ``[inputs, outputs]`` rows w
 * 1 < M <= INT16_ROWS = SMALL_M (batched decode, prompt chunks beside it): the same integer products, each pair of
   rows of q read once for X_ROWS_PER_PASS rows of x at a time (``intdot.dot_x_rows_weight_pairs``); every row
   of x has its own step.
-* M > INT16_ROWS (prompts): ``tiles.panel_gemm``, the float32 GEMM, whose packing step here dequantizes
-  a 64-row panel of q (``q * scale``) into the K-contiguous buffer it fills anyway; the panel serves every
-  row of x. (Integer tiles would not pay there: on a CPU with one vpmaddwd per cycle, that does as many
-  multiply-adds as its two float32 FMAs.)
+* M > INT16_ROWS (prompts, scoring): ``gemm.int8_gemm``, a GEMM of the same integers: x rounded per row as
+  above, register tiles of vpmaddwd over packed int16 pairs of weights, the exact sums scaled by the same
+  formula. So a row of x gets bit-identical outputs from every path, for any number of rows.
 
 Measured against the float32 kernels on distilgpt2's shapes by ``benchmarks/quantized_matmul.py``, whose
 docstring records the measurements behind these choices.
@@ -48,17 +47,16 @@ from .intdot import (
     dot_x_rows_weight_pairs,
     int16_row,
 )
-from .jit import jit, jit_step
+from .gemm import int8_gemm
+from .jit import jit
 from .matmul import SMALL_M
 from .threads import apply_num_threads
-from .tiles import FAST as _FAST
 from .tiles import NC as _NC
-from .tiles import dot_row, panel_gemm, split_k
+from .tiles import dot_row
 
-# Products of up to INT16_ROWS rows of x (decode, batched decode, chunks of prompts beside them) round x to
-# int16 and multiply integers; more rows (prompts) run the float32 GEMM on dequantized panels. It is SMALL_M,
-# the most rows one engine step puts in a product, so that every row of such a step is computed the same way
-# (rows independent: see linear_nt_int8) even where the float32 GEMM would be faster.
+# Products of up to INT16_ROWS rows of x (decode, batched decode, chunks of prompts beside them) take the integer
+# dot products; more rows (prompts) the integer GEMM. Both give the same numbers, so this is a speed choice:
+# SMALL_M, where the float32 kernels switch too.
 INT16_ROWS = SMALL_M
 _QMAX = 127  # symmetric range [-127, 127]: -128 is never produced, so -q never overflows
 
@@ -287,20 +285,17 @@ def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
                 gelu_in_place(out[i, j0:j1])
 
 
-@jit_step(fastmath=_FAST)
-def _pack_dequantized_rows(weights, k0, k1, j0, width, panel):
-    """panel[c, k - k0] = q[j0 + c, k] * scale[j0 + c] for weights = (q, scale), q [N, K]: a dequantized
-    k-block of rows of q."""
-    q, scale = weights
-    for c in range(width):
-        s = scale[j0 + c]
-        src = q[j0 + c, k0:k1]
-        dst = panel[c]
-        for k in range(k1 - k0):  # zero-based, unit-stride: vectorises (vpmovsxbd, vcvtdq2ps, vmulps)
-            dst[k] = np.float32(src[k]) * s
-
-
-_gemm_nt_int8 = panel_gemm(_pack_dequantized_rows)  # out = [out +] x @ (q * scale[:, None]).T + b, GELU if asked
+@jit(parallel=True)
+def _int16_rows(x):
+    """Every row of x [M, K] rounded to int16 steps (``int16_row``), into [M, K rounded up to even] with a zero
+    last column when K is odd (the GEMM multiplies pairs of elements); returns those and the steps [M]."""
+    rows, depth = x.shape
+    x_int = np.empty((rows, depth + depth % 2), np.int16)
+    steps = np.empty(rows)
+    for i in prange(rows):
+        steps[i] = int16_row(x[i], x_int[i, :depth])
+        x_int[i, depth:] = 0
+    return x_int, steps
 
 
 # --- the kernel -------------------------------------------------------------------------------------------
@@ -321,10 +316,9 @@ def linear_nt_int8(
     x [M, K] float32, q [N, K] int8, scale [N] float32, b [N] float32 or None (no bias), all C-contiguous.
     out [M, N] float32: ``out = x @ (q * scale[:, None]).T + b``; ``gelu=True``: GELU of that;
     ``accumulate=True``: ``out += ...`` (out must then be given). gelu and accumulate together are an
-    error. out=None allocates. Returns out. For M <= INT16_ROWS each row of x is first rounded to int16
-    steps of max|row| / 32767 (the product is then exact up to that rounding and the final float32 one);
-    more rows compute in float32. Rows are independent for M <= INT16_ROWS (= SMALL_M): out[i] is
-    bit-identical to the result for x[i:i+1] alone (same thread count and options).
+    error. out=None allocates. Returns out. Each row of x is first rounded to int16 steps of max|row| / 32767
+    (the product is then exact up to that rounding and the final float32 one). Rows are independent for any
+    M: out[i] is bit-identical to the result for x[i:i+1] alone (same options), at any thread count.
 
     Checks none of this: a caller passing arrays it did not build calls ``checks.linear_nt_int8`` first."""
     slabs = apply_num_threads()
@@ -338,5 +332,8 @@ def linear_nt_int8(
     elif rows <= INT16_ROWS:
         _few_rows_int8(x, q, scale, b, out, accumulate, gelu)
     else:
-        _gemm_nt_int8(split_k(x), x.shape[1], (q, scale), b, out, accumulate, gelu)
+        x_int, steps = _int16_rows(x)
+        int8_gemm(x_int, steps, q, scale, b, out, accumulate, gelu)
+        for i in np.flatnonzero(np.isnan(steps)):  # rows holding NaN or infinity: in float32, as decode does
+            _gemv_nt_int8(x[i : i + 1], q, scale, b, out[i : i + 1], accumulate, gelu, slabs)
     return out

@@ -43,23 +43,20 @@ def test_kernels_work_when_no_cache_directory_is_writable(tmp_path):
     assert not any((package / "kernels").glob("*.nbi"))
 
 
-def test_panel_gemms_load_from_the_disk_cache(tmp_path):
-    """tiles.panel_gemm's kernels are closures over their packing step. Numba keys a closure's cache entry by
+def test_gemms_load_from_the_disk_cache(tmp_path):
+    """tiles.panel_gemm's and gemm.broadcast_gemm's kernels are closures over their packing step. Numba keys a closure's cache entry by
     a hash of what it holds, so a step that pickles differently in every process (a jit dispatcher rather than
-    a jit_step function) would have them compiled again on every run: a second process must load all three."""
+    a jit_step function) would have them compiled again on every run: a second process must load both."""
     package_copy(tmp_path)
-    code = ("import numpy as np; from tinygpt.kernels import matmul, quantized\n"
+    code = ("import numpy as np; from tinygpt.kernels import matmul\n"
             "x = np.ones((4, 800), np.float32); w = np.ones((800, 3), np.float32); b = np.ones(3, np.float32)\n"
-            "matmul._linear_gemm(matmul.split_k(x), 800, w, b, np.empty((4, 3), np.float32), False, False)\n"
+            "matmul._linear_gemm(x, w, b, np.empty((4, 3), np.float32), False, False)\n"
             "matmul._gemm_nt(matmul.split_k(x), 800, w.T.copy(), None, np.empty((4, 3), np.float32), False, False)\n"
-            "q, scale = quantized.quantize_rows(w.T.copy())\n"
-            "quantized._gemm_nt_int8(matmul.split_k(x), 800, (q, scale), b, np.empty((4, 3), np.float32), False, "
-            "False)\n"
-            "kernels = (matmul._linear_gemm, matmul._gemm_nt, quantized._gemm_nt_int8)\n"
+            "kernels = (matmul._linear_gemm, matmul._gemm_nt)\n"
             "print([sum(k.stats.cache_hits.values()) for k in kernels])\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
                            timeout=600, check=False) for _ in range(2)]
     assert all(run.returncode == 0 for run in runs), runs[-1].stderr
-    assert runs[0].stdout.split() == ["[0,", "0,", "0]"]  # the copy started without a cache
-    assert runs[1].stdout.split() == ["[1,", "1,", "1]"]
+    assert runs[0].stdout.split() == ["[0,", "0]"]  # the copy started without a cache
+    assert runs[1].stdout.split() == ["[1,", "1]"]

@@ -175,31 +175,25 @@ def test_quantize_columns_rejects_non_finite_weights(bad, row):
 
 # --- linear_nt_int8 ---------------------------------------------------------------------------------------
 # Tolerances: the reference is float64 x @ d.T (+ b) with d = q * scale[:, None] as NumPy makes it (float32).
-# With more than INT16_ROWS rows of x the kernel runs the float32 GEMM on d itself: the error is that of a float32 sum of
-# K products in some order (gamma_{K+1}, as for matmul.linear), plus one rounding each for: applying the
-# scale, d's own rounding in the reference (d = q * scale * (1 + delta)), the bias add, and the add into out
-# when accumulating. Each extra rounding is one more term in gamma_n, so the bound is
-# sum_error_bound(K + 3, |x| @ |d.T| + |b|) (+1 for accumulate), with |x| @ |d.T| the sum of the magnitudes
-# of the terms.
-# Up to INT16_ROWS rows of x (decode) are first rounded to int16 steps, step = max|row| / 32767: each x[k]
-# moves by at most half a step, plus 2**-36 of a step for the float64 quotient x * (32767 / max|row|), whose
-# two roundings are each within 2**-53 of a value below 32768. The integer dot product is then exact and
-# the rest rounds as above (fewer times), so activation_bound adds (1/2 + 2**-36) * step * sum_k |d[j, k]|.
+# Every row of x is first rounded to int16 steps, step = max|row| / 32767: each x[k] moves by at most half a
+# step, plus 2**-36 of a step for the float64 quotient x * (32767 / max|row|), whose two roundings are each
+# within 2**-53 of a value below 32768 (activation_bound: (1/2 + 2**-36) * step * sum_k |d[j, k]|). The
+# integer dot product is then exact, and the rest rounds a few times: scaling, d's own rounding in the
+# reference (d = q * scale * (1 + delta)), the bias add, the add into out when accumulating. The bound counts
+# those as terms of a float32 sum (sum_error_bound(K + 3, |x| @ |d.T| + |b|), +1 for accumulate), more than
+# they need.
 
 
 def activation_bound(x: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """How far rounding each row of x to int16 steps can move x @ d.T: [M, N]; zero for more than INT16_ROWS
-    rows (those run the float32 GEMM)."""
-    if x.shape[0] > INT16_ROWS:
-        return np.zeros((x.shape[0], d.shape[0]))
+    """How far rounding each row of x to int16 steps can move x @ d.T: [M, N]."""
     step = np.abs(x).max(axis=1, keepdims=True).astype(np.float64) / 32767  # [M, 1]
     return (0.5 + 2.0**-36) * step * np.abs(d).astype(np.float64).sum(axis=1)[None, :]
 
 
 # M covers decode (1) and batched decode up to INT16_ROWS = SMALL_M (3, 5, 8, 17, SMALL_M: groups of 4 rows,
-# full and ragged) on the integer path, then the GEMM from INT16_ROWS + 1 to prompts (65, 130) with ragged
-# 3-row tiles; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two 768-deep
-# k-blocks of the GEMM; K = 801 leaves a tail after the integer path's 32-weight chunks.
+# full and ragged), then the GEMM from INT16_ROWS + 1 to prompts (65, 130) with ragged 6-row tiles; N covers
+# ragged 16-column strips and several 64-wide panels; K = 800 spans two 512-deep k-blocks of the GEMM, and
+# K = 801 leaves a tail after the decode path's 32-weight chunks and an odd element after the GEMM's pairs.
 SHAPES = [
     (1, 1, 1),
     (1, 17, 5),
@@ -217,6 +211,7 @@ SHAPES = [
     (130, 130, 5),
     (17, 800, 130),
     (65, 800, 130),
+    (65, 801, 3),
     (65, 1, 3),
 ]
 
@@ -365,11 +360,6 @@ INT8_CASES = [
     (5000, 70, "rows", {"accumulate": True}),
     (13, 5, "rows", {}),
 ]
-
-
-def test_integer_path_covers_every_engine_step():
-    """Every product of up to SMALL_M rows takes the integer path (the GEMM's float32 numbers differ)."""
-    assert INT16_ROWS == SMALL_M
 
 
 @pytest.mark.parametrize("k, n, layout, options", INT8_CASES)
