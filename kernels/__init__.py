@@ -3,8 +3,9 @@
 matmul      linear (x @ w + b, fused GELU / accumulate), linear_nt (x @ w.T)
 quantized   quantize_rows, quantize_columns, and linear_nt_int8: the same products on int8 weights
 intdot      exact int16 x int8 dot products (LLVM IR vector multiply-adds) for the int8 decode products
-tiles       the 3x4 dot-product tile, the panel GEMM built around it, the weight streams of small products,
-            the explicit-lane dot products that sum in one order for any number of rows
+gemm        the GEMM of products of many rows: 6x16 broadcast register tiles, float32 and exact int8
+tiles       the 3x4 dot-product tile, the panel GEMM built around it (linear_nt), the weight streams of small
+            products, the explicit-lane dot products that sum in one order for any number of rows
 attention   attention: causal multi-head attention over a KV cache with left padding; paged_attention:
             queries of any sequences over a pool of key/value blocks, batch-invariant; packed_attention:
             sequences packed into one array of tokens, each attending within itself
@@ -23,7 +24,9 @@ kernel applies the thread count of :func:`set_num_threads` to the Python thread 
 cached on disk (``cache=True``), so only the first run on a machine pays for compiling (see ``jit``).
 
 Rows are independent: for up to SMALL_M (48) rows of x, every kernel's output row is bit-identical whatever
-other rows share the call, at a fixed thread count (so a request's numbers do not depend on its batch).
+other rows share the call, at a fixed thread count (so a request's numbers do not depend on its batch); and
+again among products of more than SMALL_M rows computed by our own GEMMs. int8 products give a row the same
+bits for any number of rows.
 """
 
 # threads first: it checks NUMBA_NUM_THREADS before anything imports Numba, which rejects a bad value unnamed

@@ -66,6 +66,14 @@ def broadcast_tile(typingctx, a, a_rows, k0, kc, strip, c, c_rows, c0):
     return types.void(a, a_rows, k0, kc, strip, c, c_rows, c0), _broadcast_tile_codegen
 
 
+def _opaque(builder, pointer):
+    """pointer, through an empty inline-asm statement: LLVM then cannot see that the tile's rows of x lie a
+    fixed stride apart, and keeps one base register per row instead of rebuilding the addresses from one
+    base and the stride inside the k loop (which spilled registers there)."""
+    barrier = ir.InlineAsm(ir.FunctionType(pointer.type, [pointer.type]), "", "=r,0")
+    return builder.call(barrier, [pointer])
+
+
 def _broadcast_tile_codegen(context, builder, signature, args):
     a_type, a_rows_type, k0_type, kc_type, strip_type, c_type, c_rows_type, c0_type = signature.args
     a_value, a_rows, k0, kc, strip_value, c_value, c_rows, c0 = args
@@ -80,7 +88,7 @@ def _broadcast_tile_codegen(context, builder, signature, args):
         index = context.cast(builder, builder.extract_value(rows, r), rows_type.dtype, types.int64)
         return cgutils.get_item_pointer(context, builder, array_type, array, [index, column])
 
-    a_starts = [row_pointer(a_type, a_array, a_rows, a_rows_type, r, k0) for r in range(TILE_ROWS)]
+    a_starts = [_opaque(builder, row_pointer(a_type, a_array, a_rows, a_rows_type, r, k0)) for r in range(TILE_ROWS)]
     c_starts = [row_pointer(c_type, c_array, c_rows, c_rows_type, r, c0) for r in range(TILE_ROWS)]
     weights = cgutils.get_item_pointer(context, builder, strip_type, strip_array, [_i64(0)])
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
@@ -130,33 +138,37 @@ def _broadcast_tile_codegen(context, builder, signature, args):
 
 
 @jit()
-def _tile_at(x, i, i_end, k0, kc, strip, out, j, cols, edge):
-    """The tile of out's rows i..i+5 (stopping at i_end) and columns j..j+cols-1 (cols <= 16). A tile cut by
-    either edge runs on a copy in ``edge`` [6, 16], with its missing rows of x repeating the last real one;
-    its real outputs follow the same chains as in a whole tile."""
-    if i + TILE_ROWS <= i_end and cols == TILE_COLS:
-        rows = (i, i + 1, i + 2, i + 3, i + 4, i + 5)
-        broadcast_tile(x, rows, k0, kc, strip, out, rows, j)
-        return
+def _edge_tile(x, i, i_end, k0, kc, strip, out, j, cols, edge):
+    """The tile of out's rows i..i+5 and columns j..j+cols-1 where the product's edge cuts it (fewer than 6 rows
+    before i_end, or cols < 16): computed on a copy in ``edge`` [6, 16], its missing rows of x repeating the
+    last real one; its real outputs follow the same chains as in a whole tile."""
     last = i_end - 1
     count = min(TILE_ROWS, i_end - i)
-    edge[:count, :cols] = out[i : i + count, j : j + cols]
+    for r in range(count):
+        for c in range(cols):
+            edge[r, c] = out[i + r, j + c]
     rows = (i, min(i + 1, last), min(i + 2, last), min(i + 3, last), min(i + 4, last), min(i + 5, last))
     broadcast_tile(x, rows, k0, kc, strip, edge, (0, 1, 2, 3, 4, 5), 0)
-    out[i : i + count, j : j + cols] = edge[:count, :cols]
+    for r in range(count):
+        for c in range(cols):
+            out[i + r, j + c] = edge[r, c]
 
 
 @jit()
 def _start_row(out_row, b, j0, accumulate):
     """out_row (a row's slice of a panel, starting at column j0) = [out_row +] b's slice: the start of every
-    output's chain (0 without a bias)."""
+    output's chain (0 without a bias). Element loops: a slice assigned from another array is copied through a
+    temporary first (Numba cannot rule out overlap), an allocation per row."""
     if b is None:
         if not accumulate:
-            out_row[:] = 0.0
+            for c in range(out_row.size):
+                out_row[c] = 0.0
     elif accumulate:
-        out_row += b[j0 : j0 + out_row.size]
+        for c in range(out_row.size):
+            out_row[c] += b[j0 + c]
     else:
-        out_row[:] = b[j0 : j0 + out_row.size]
+        for c in range(out_row.size):
+            out_row[c] = b[j0 + c]
 
 
 def broadcast_gemm(pack):
@@ -190,8 +202,13 @@ def broadcast_gemm(pack):
                     for s in range(strips):
                         j = j0 + s * TILE_COLS
                         cols = min(TILE_COLS, j0 + width - j)
-                        for i in range(i0, i1, TILE_ROWS):
-                            _tile_at(x, i, i1, k0, kc, panel[kb, s], out, j, cols, edge)
+                        strip = panel[kb, s]
+                        whole_rows = i0 + (i1 - i0) // TILE_ROWS * TILE_ROWS if cols == TILE_COLS else i0
+                        for i in range(i0, whole_rows, TILE_ROWS):
+                            rows_i = (i, i + 1, i + 2, i + 3, i + 4, i + 5)
+                            broadcast_tile(x, rows_i, k0, kc, strip, out, rows_i, j)
+                        for i in range(whole_rows, i1, TILE_ROWS):
+                            _edge_tile(x, i, i1, k0, kc, strip, out, j, cols, edge)
                 if gelu:  # while the block's outputs are still in L2
                     for i in range(i0, i1):
                         gelu_in_place(out[i, j0 : j0 + width])
@@ -206,10 +223,12 @@ def pack_strips(w, k0, k1, j0, width, panel):
         j = j0 + s * TILE_COLS
         cols = min(TILE_COLS, j0 + width - j)
         strip = panel[s]
-        for k in range(k1 - k0):
-            destination = strip[k * TILE_COLS : (k + 1) * TILE_COLS]
-            destination[:cols] = w[k0 + k, j : j + cols]
-            destination[cols:] = 0.0
+        for k in range(k1 - k0):  # element loops: see _start_row
+            source = w[k0 + k]
+            for c in range(cols):
+                strip[k * TILE_COLS + c] = source[j + c]
+            for c in range(cols, TILE_COLS):
+                strip[k * TILE_COLS + c] = 0.0
 
 
 # --- int8 weights: exact integer products ----------------------------------------------------------------------

@@ -5,25 +5,26 @@ The kernel is chosen by the number of rows M of x:
 * ``linear``, M <= SMALL_M (decode, batched decode, short prompts): memory-bound at small M. Each thread
   streams its own contiguous slab of rows of w exactly once, applying every weight it loads to all M rows
   of x (``tiles.stream_rows``); a second pass sums the per-thread partials and applies bias, accumulate, GELU.
-* ``linear``, M > SMALL_M (prefill): compute-bound. By default (see ``gemm_kernel``) np.matmul, i.e.
-  NumPy's BLAS, then one pass for bias/accumulate/GELU. Our own GEMM stays available (``gemm="numba"``)
-  and is used when the thread count is lowered: ``tiles.panel_gemm``, whose tasks each transpose a 64-column
-  panel of w into a K-contiguous buffer that stays in L2 while the rows of x stream past it through a 3x4
-  register tile of dot products (``tiles.dot_3x4``), then apply bias/accumulate/GELU to their panel.
+* ``linear``, M > SMALL_M (prefill, scoring): compute-bound. Our GEMM (``gemm.broadcast_gemm``): each task
+  packs a 64-column panel of w into 16-column strips that 6-row register tiles of x stream past, with the
+  bias, accumulate and GELU applied while the panel's outputs are in L2. It runs level with OpenBLAS on these
+  shapes and needs no second pass, so it is the default; ``gemm="blas"`` takes np.matmul plus that pass.
 * ``linear_nt``: rows of w are already K-contiguous. M = 1 takes one dot product per row of w
-  (``_gemv_nt``, four rows at a time from the four quarters of each thread's slab); larger M the GEMM (BLAS
-  or ours, as above; ours reads w in place when K fits one k-block).
+  (``_gemv_nt``, four rows at a time from the four quarters of each thread's slab); larger M a GEMM (BLAS or
+  ours, see ``gemm_kernel``; ours, ``tiles.panel_gemm``, reads w in place when K fits one k-block).
 
 Rows are independent up to SMALL_M rows: at a fixed thread count, out[i] is bit-identical whether x[i] is
 computed alone or among up to SMALL_M rows, in any position. ``stream_rows`` sums each output in one order
-for any M; ``_gemv_nt`` and the GEMM's tiles compute every dot product with ``tiles.lane_dots``, k-block by
-k-block, in the same order. (Products of more than SMALL_M rows go to BLAS, whose order is its own.)
+for any M; ``_gemv_nt`` and the nt GEMM's tiles compute every dot product with ``tiles.lane_dots``, k-block
+by k-block, in the same order. Products of more than SMALL_M rows on our GEMMs are row-independent among
+themselves, and ``linear``'s at any thread count (see gemm.py); BLAS's order is its own.
 
-All products accumulate in float32. The decode kernels run at the memory's bandwidth, like np.matmul; for
-large M, OpenBLAS's GEMM is faster than ours, so the engine hands it those products. Two thread pools then
-take turns on the same cores, which only pays because ``tinygpt/__init__.py`` shortens how long each pool's
-idle threads spin. ``benchmarks/matmul.py`` prints both GEMMs side by side, and its docstring records the
-measurements behind these choices.
+All products accumulate in float32. The decode kernels run at the memory's bandwidth, like np.matmul. For
+``linear_nt`` of many rows (the LM head over every position), OpenBLAS's GEMM is faster than ours, so it takes
+those products when our kernels run on every core. Two thread pools then take turns on the same cores, which
+only pays because ``tinygpt/__init__.py`` shortens how long each pool's idle threads spin; prefill, whose LM
+head takes one row, never calls BLAS. ``benchmarks/matmul.py`` prints our GEMMs and np.matmul side by side,
+and its docstring records the measurements behind these choices.
 """
 
 import numpy as np
@@ -174,8 +175,8 @@ def linear(
     x [M, K], w [K, N], b [N]: float32, C-contiguous (w may be a np.memmap view). out [M, N] float32:
     ``out = x @ w + b``; ``gelu=True``: ``out = gelu_new(x @ w + b)``; ``accumulate=True``:
     ``out += x @ w + b`` (out must then be given). gelu and accumulate together are an error.
-    out=None allocates. ``gemm`` picks the kernel for M > SMALL_M (see :func:`gemm_kernel`). Returns out.
-    Rows are independent for M <= SMALL_M: out[i] is bit-identical to the result for x[i:i+1] alone (same
+    out=None allocates. ``gemm`` picks the kernel for M > SMALL_M: "auto" and "numba" our GEMM, "blas"
+    np.matmul. Returns out. Rows are independent for M <= SMALL_M: out[i] is bit-identical to the result for x[i:i+1] alone (same
     thread count and options).
 
     Checks none of this: a caller passing arrays it did not build calls ``checks.linear`` first."""
@@ -187,7 +188,7 @@ def linear(
         return out
     if rows <= SMALL_M:
         _linear_small_m(x, w, b, out, accumulate, gelu, slabs)
-    elif gemm_kernel(gemm) == "numba":
+    elif gemm != "blas":
         _linear_gemm(x, w, b, out, accumulate, gelu)
     else:
         product = np.matmul(x, w) if accumulate else np.matmul(x, w, out=out)
@@ -224,8 +225,8 @@ def linear_nt(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None, *, ge
 
 
 def gemm_kernel(choice: str = "auto") -> str:
-    """Which GEMM computes products of more than SMALL_M rows: "numba" (our blocked kernel) or "blas"
-    (np.matmul, i.e. NumPy's BLAS). "auto" takes BLAS when our kernels run on every available core, which
+    """Which GEMM computes ``linear_nt``'s products of more than SMALL_M rows: "numba" (our blocked kernel) or
+    "blas" (np.matmul, i.e. NumPy's BLAS). "auto" takes BLAS when our kernels run on every available core, which
     is BLAS's own default; with fewer threads it takes ours, so that a thread limit set with
     ``set_num_threads`` holds for whole forward passes (NumPy's BLAS pool cannot be resized at run time)."""
     check_gemm(choice)

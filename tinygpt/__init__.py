@@ -8,12 +8,12 @@ import os
 import sys
 from importlib import import_module
 
-# Prompts run NumPy's BLAS (large products) and Numba's OpenMP pool (everything else) in turn on the same
-# cores. Both pools keep their threads spinning for milliseconds after each call by default, stealing the
-# cores from the other pool's next call, which made prompts markedly slower (README.md, "Speed and memory",
-# has the figure). These shorten the spinning. Each is read once, when its library starts: OpenBLAS's when NumPy is
-# first imported (so it only takes effect if tinygpt is imported first), libgomp's at our first kernel.
-# A value the user set is kept.
+# The LM head over every position (Model.logits) runs on NumPy's BLAS, beside Numba's OpenMP pool on the same
+# cores. Both pools keep their threads spinning for milliseconds after each call by default, stealing the cores
+# from the other pool's next call. These shorten the spinning. Each is read once, when its library starts:
+# OpenBLAS's when NumPy is first imported (so it only takes effect if tinygpt is imported first), libgomp's at
+# our first kernel. A value the user set is kept. (Prompts no longer depend on this: every product of a
+# prefill runs on Numba.)
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # ~0.1-0.3 ms: still bridges the gaps between decode kernels
 if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # 2**4 cycles, OpenBLAS's shortest

@@ -39,7 +39,7 @@ from .weights import QuantizedWeight, load_weights
 
 def project(x: np.ndarray, weight, bias: np.ndarray, gemm: str = "auto", **options) -> np.ndarray:
     """A linear layer, x [M, in] -> [M, out], on float32 or int8 weights (options: out, accumulate, gelu).
-    ``gemm`` picks the float32 GEMM for many rows (see ``kernels.matmul.gemm_kernel``); int8 has one."""
+    ``gemm`` picks the float32 GEMM for many rows (see ``kernels.matmul.linear``); int8 has one."""
     if isinstance(weight, QuantizedWeight):
         return linear_nt_int8(x, weight.q, weight.scale, bias, **options)
     return linear(x, weight, bias, gemm=gemm, **options)

@@ -11,10 +11,11 @@ from tinygpt.kernels.matmul import SMALL_M
 
 linear, linear_nt = checked(matmul.linear), checked(matmul.linear_nt)
 
-# M covers the streaming path (1, 3, 17, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with ragged 3-row
-# tiles and row blocks; N covers ragged 4-column tiles and several 64-wide panels; K = 800 spans two
-# 768-deep k-blocks of the GEMM, and K not a multiple of 4 exercises the streaming kernel's remainder; at
-# M = 1, K = 803 gives each thread's slab 8 streams of 50 rows and one or two rows left over.
+# M covers the streaming path (1, 3, 17, SMALL_M) and the GEMM path (SMALL_M + 1, 65, 130) with ragged row
+# tiles (3 rows in linear_nt's, 6 in linear's) and row blocks; N covers ragged tiles (4 columns, 16-column
+# strips) and several 64-wide panels; K = 800 spans k-blocks of both GEMMs (768 and 256 deep), and K not a
+# multiple of 4 exercises the streaming kernel's remainder; at M = 1, K = 803 gives each thread's slab 8
+# streams of 50 rows and one or two rows left over.
 SHAPES = [
     (1, 1, 1),
     (1, 17, 5),
@@ -30,7 +31,7 @@ SHAPES = [
     (65, 800, 130),
     (65, 1, 3),
 ]
-# Products of more than SMALL_M rows go to BLAS or to our blocked GEMM (gemm_kernel): both are checked.
+# Products of more than SMALL_M rows go to BLAS or to our blocked GEMMs (gemm=): both are checked.
 GEMMS = ["numba", "blas"]
 
 
@@ -133,7 +134,8 @@ def test_one_row_products_on_a_single_thread(k, n):
 
 
 def test_auto_gemm_follows_the_thread_count():
-    """BLAS runs on all cores; when our thread count is lowered, our own GEMM keeps products within it."""
+    """linear_nt's many-row products: BLAS runs on all cores; when our thread count is lowered, our own GEMM
+    keeps products within it. (linear's take our GEMM either way.)"""
     from tinygpt.kernels import get_num_threads, set_num_threads
     from tinygpt.kernels.matmul import gemm_kernel
     from tinygpt.kernels.threads import max_threads
