@@ -20,7 +20,8 @@ not needed). Then, in one run and with the same thread count, it times each engi
                 below the table, tinygpt's runtime alone: a fresh process that imported tinygpt and ran
                 one small cached kernel, no model (Python, NumPy, Numba and its LLVM)
 
-Engines: tinygpt-f32, tinygpt-int8, transformers (float32, torch with N intra-op threads), ct2-f32 and
+Engines: tinygpt-f32, tinygpt-int8, tinygpt-f32-after-torch (float32 in a process that imported numpy, torch
+and transformers first, as most scripts do), transformers (float32, torch with N intra-op threads), ct2-f32 and
 ct2-int8 (when ctranslate2 is installed), llama-f32 and llama-q8_0 (when llama-cpp-python is installed and
 its GGUF files are cached or can be converted; one sequence at a time, so no batch-8 row). Every
 generation is checked to produce exactly 128 new tokens (end-of-text disabled). Each row is the best of R
@@ -94,6 +95,14 @@ class TinygptRunner:
         self.model.step(self.model.new_cache(capacity=len(prompt)), [prompt])  # last position's logits only
 
 
+class TinygptAfterTorchRunner(TinygptRunner):
+    """The same, in a process that imported NumPy, PyTorch and transformers before tinygpt, as most user
+    scripts do: NumPy's BLAS and PyTorch's OpenMP pools then start with their default spinning threads."""
+
+    libraries = ("numpy", "torch", "transformers", *TinygptRunner.libraries)
+    package = "tinygpt"
+
+
 @dataclass(frozen=True)
 class Engine:
     runner: type  # constructed as runner(model, threads, **options); has .libraries, .max_batch, generate, prefill
@@ -104,7 +113,7 @@ class Engine:
 
     @property
     def package(self) -> str:
-        return self.runner.libraries[0].split(".")[0]
+        return getattr(self.runner, "package", self.runner.libraries[0].split(".")[0])
 
     def missing(self, args: argparse.Namespace) -> str | None:
         """What this engine lacks on this machine, or None when it can run."""
@@ -134,6 +143,7 @@ def gguf_files(outtype: str) -> Callable[[argparse.Namespace], Path]:
 ENGINES = {
     "tinygpt-f32": Engine(TinygptRunner, {"dtype": "float32"}, lambda args: build_model()),
     "tinygpt-int8": Engine(TinygptRunner, {"dtype": "int8"}, lambda args: build_model()),
+    "tinygpt-f32-after-torch": Engine(TinygptAfterTorchRunner, {"dtype": "float32"}, lambda args: build_model()),
     "transformers": Engine(peers.TransformersRunner, {}, lambda args: build_model()),
     "ct2-f32": Engine(peers.CTranslate2Runner, {"compute_type": "float32"}, ct2_files("float32")),
     "ct2-int8": Engine(peers.CTranslate2Runner, {"compute_type": "int8"}, ct2_files("int8")),
@@ -404,8 +414,12 @@ def machine_line(threads: int) -> str:
             versions.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
             pass
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    vectors = [flag for flag in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni") if flag in flags]
     used = f"{threads} thread{'s' if threads > 1 else ''}"
-    return (f"machine: {cpu}, {used} used of {len(os.sched_getaffinity(0))} available cores; "
+    return (f"machine: {cpu} ({' '.join(vectors) or 'no AVX2'}), {used} used of {len(os.sched_getaffinity(0))} "
+            "available cores; "
             f"Python {platform.python_version()}, {', '.join(versions)}")
 
 

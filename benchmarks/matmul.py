@@ -15,13 +15,21 @@ runs.
 Measurements behind the float32 kernels' design (tinygpt/kernels/matmul.py, tiles.py, activations.py), from
 paired runs on the 2-core AMD EPYC (Zen 3, AVX2 + FMA, 2 threads) the kernels were tuned on; this table
 shows the first two on any CPU, the others need the named constant or loop changed and this benchmark rerun:
-* Decode products (M = 1, 8) of both engines ran at DRAM bandwidth. At M = 512 our GEMM reached 0.7-0.8x
-  OpenBLAS's speed (126 vs 179 GFLOP/s), hence BLAS for products of more than SMALL_M rows.
+* Decode products (M = 1, 8) of both engines ran at DRAM bandwidth. At M = 512 the first GEMM, 3x4 tiles of
+  dot products (now only linear_nt's), reached 0.7-0.8x OpenBLAS's speed (126 vs 179 GFLOP/s).
+* linear's GEMM (kernels/gemm.py), 6x16 broadcast tiles, whose inner loop alone runs at ~100 GFLOP/s on one
+  core (the FMA peak at ~3.1 GHz): packing a panel of w one k-block at a time left it at 0.8-0.9x OpenBLAS
+  (the panel's outputs went out to L3 between k-blocks); packing the whole panel first and keeping a 96-row
+  block of outputs in L2 across k-blocks, 0.95-1.0x in a prototype. Packing x as well changed nothing. In the
+  kernel, slice assignments (Numba copies the source to a temporary first) cost 5-15 %, and LLVM rebuilding
+  the six row addresses of x from one base inside the k loop (spilling) a few % more; with both fixed, bare
+  products at M = 512 and 2048 ran 0.88-0.94x np.matmul (paired, 2 threads). A whole 512-token prefill with
+  this GEMM for every product ran 1.08x faster than with BLAS plus its bias/GELU pass, and 1.77x faster in a
+  process that imported torch and transformers first (their spinning pools): hence our GEMM by default.
 * SMALL_M = 48: the M up to which streaming w (tiles.stream_rows) beat the GEMM, which packs w first.
 * A 512-token prefill with BLAS for the large products was ~1.3x slower than all-Numba while both thread
   pools kept their idle threads spinning, and 1.1-1.4x faster once tinygpt/__init__.py shortened that
   (GOMP_SPINCOUNT, OPENBLAS_THREAD_TIMEOUT; benchmarks/engine.py times whole prefills).
-* _pack_transposed in strips of 8 columns: 3x faster than writing whole panel rows.
 * _gemv_nt reading the two halves of each thread's slab side by side: the LM head read 10-14 % faster than
   as one stream per thread, and than with the two halves' rows taken in turn. (It now reads four quarters,
   with tiles.lane_dots: the LM head at M = 1 ran 0.95-1.01x the two-halves kernel's time, paired.)

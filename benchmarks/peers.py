@@ -97,7 +97,9 @@ def ctranslate2_model(model_dir: Path, out_dir: Path, quantization: str) -> Path
         return out_dir
     source = with_gpt2_tokenizer(model_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
-    run_converter(["ct2-transformers-converter", "--model", str(source), "--output_dir", str(partial),
+    # the converter script sits next to this interpreter, which need not be on PATH (a venv not activated)
+    converter = shutil.which("ct2-transformers-converter") or str(Path(sys.executable).with_name("ct2-transformers-converter"))
+    run_converter([converter, "--model", str(source), "--output_dir", str(partial),
                    "--quantization", quantization, "--force"])
     partial.rename(out_dir)
     return out_dir

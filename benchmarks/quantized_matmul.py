@@ -36,8 +36,15 @@ table show the products on any CPU, the rest need the named constant or loop cha
   two of weights with one vector per pass, or eight rows of x by one, were the fastest of the shapes tried
   (2x4, 4x3 and 6x2 were slower). Keeping a slab's integer sums and scaling them afterwards, in a loop over
   outputs, took the whole LM head product from 6.3 to 5.8 ms.
-* A 4x3 tile of integer dot products ran no faster than the float32 GEMM at M = 512 on Zen 3, whose one
-  vpmaddwd per cycle does as many multiply-adds as its two float32 FMAs.
+* A 4x3 tile of integer dot products (each ending in horizontal sums) ran no faster than the float32 GEMM at
+  M = 512 on Zen 3. The int8 GEMM of kernels/gemm.py, 6x16 broadcast tiles of vpmaddwd + vpaddd over int16
+  pairs (12 of each per pair of k, no horizontal sums), ran its inner loop at ~1.55x the float32 tile's
+  multiply-adds per second on one Zen 3 core (~77 G/s against ~50), and whole products at M = 512 1.43-1.57x
+  faster than our float32 GEMM (2 threads, a machine shared with other work); a 512-token int8 prefill went
+  from 0.92x to 1.36-1.41x the float32 one.
+* INT16_ROWS stays at SMALL_M = 48 with that GEMM: the few-rows integer path took 0.24-0.33x the GEMM's time at
+  M = 8, 0.58-0.72x at M = 24 and 0.82-0.92x at M = 48 on distilgpt2's five shapes (paired, median of 9,
+  2 threads, Zen 3); both give the same bits, so the switch is a matter of speed alone.
 * int16_row's peak found on the bit patterns (an integer max): a float max that keeps NaN, which does not
   vectorise, was 3x slower on a 3072-wide row.
 * quantize_columns quantizing in tiles: a float32 transposed copy made first took more than half of an

@@ -3,8 +3,9 @@
 A product ``a @ b.T`` of two K-contiguous operands is computed as a grid of 3x4 tiles of dot products
 (``dot_3x4``): LLVM vectorises the k loop into 12 vector accumulators (ymm on AVX2), and each tile reads
 3 rows of ``a`` and 4 rows of ``b``. ``panel_product`` walks a panel of ``b`` (its rows stay in L1/L2) over
-every row of ``a``; ``panel_gemm`` builds the GEMM kernels around it, one per way of packing the weights into
-such panels. ``split_k`` cuts x into k-blocks. ``stream_rows`` is the other regime, a few rows of x and
+every row of ``a``; ``panel_gemm`` builds a GEMM kernel around it from a way of packing the weights into such
+panels (``linear_nt``'s, for weights deeper than one k-block; ``linear``'s products of many rows use gemm.py's
+broadcast tiles instead). ``split_k`` cuts x into k-blocks. ``stream_rows`` is the other regime, a few rows of x and
 float32 weights: it reads each weight once, in place. ``dot_row`` is one row's dot product, float32 or int8.
 
 Rows are independent: the products of linear layers (``panel_product`` through ``dot_tile``, ``stream_rows``,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -173,6 +175,36 @@ def test_bfloat16_file(tiny_model_dir, tmp_path):
     name = "transformer.h.1.mlp.c_fc.weight"
     expected = torch.from_numpy(stored[name]).to(torch.bfloat16).float().numpy()
     np.testing.assert_array_equal(model.weights["h.1.mlp.c_fc.weight"], expected)
+
+
+def test_a_prompt_runs_every_product_on_tinygpts_kernels(tiny, monkeypatch):
+    """A prefill calls no BLAS: its speed then does not depend on whether numpy or torch was imported before
+    tinygpt (their thread pools spin by default and would share the cores with ours)."""
+    model, _ = tiny
+
+    def no_blas(*args, **kwargs):
+        raise AssertionError("np.matmul called during a prefill")
+
+    ids = random_ids(model.config.vocab_size, 2, 100, seed=3)  # 200 rows: every product on the GEMM path
+    expected = model.step(model.new_cache(2, capacity=100), ids)
+    monkeypatch.setattr("tinygpt.kernels.matmul.np.matmul", no_blas)
+    np.testing.assert_array_equal(model.step(model.new_cache(2, capacity=100), ids), expected)
+
+
+def test_prompts_do_not_depend_on_what_was_imported_first(tiny_model_dir):
+    """The same prompt in a process that imported numpy, torch and transformers before tinygpt, and in one
+    that imported tinygpt first: the same bits."""
+    code = ("import sys\n"
+            "if sys.argv[1] == 'torch-first':\n"
+            "    import numpy, torch, transformers\n"
+            "import numpy as np\n"
+            "from tinygpt import Model\n"
+            "m = Model.from_pretrained(sys.argv[2])\n"
+            "ids = np.random.default_rng(3).integers(0, m.config.vocab_size, (1, 120))\n"
+            "sys.stdout.write(m.step(m.new_cache(1, capacity=120), ids).tobytes().hex())\n")
+    outputs = [subprocess.run([sys.executable, "-c", code, order, str(tiny_model_dir)], capture_output=True,
+                              text=True, check=True, timeout=600).stdout for order in ("tinygpt-first", "torch-first")]
+    assert outputs[0] and outputs[0] == outputs[1]
 
 
 def test_going_past_the_context_is_an_error(tiny):
