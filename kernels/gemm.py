@@ -74,22 +74,25 @@ def _opaque(builder, pointer):
     return builder.call(barrier, [pointer])
 
 
+def _row_starts(context, builder, array_type, array_value, rows, rows_type, column):
+    """Pointers to array[rows[r], column] for each of the tile's rows (a 2-D C-contiguous array)."""
+    array = context.make_array(array_type)(context, builder, array_value)
+    starts = []
+    for r in range(TILE_ROWS):
+        index = context.cast(builder, builder.extract_value(rows, r), rows_type.dtype, types.int64)
+        starts.append(cgutils.get_item_pointer(context, builder, array_type, array, [index, column]))
+    return starts
+
+
 def _broadcast_tile_codegen(context, builder, signature, args):
     a_type, a_rows_type, k0_type, kc_type, strip_type, c_type, c_rows_type, c0_type = signature.args
     a_value, a_rows, k0, kc, strip_value, c_value, c_rows, c0 = args
     k0 = context.cast(builder, k0, k0_type, types.int64)
     kc = context.cast(builder, kc, kc_type, types.int64)
     c0 = context.cast(builder, c0, c0_type, types.int64)
-    a_array = context.make_array(a_type)(context, builder, a_value)
-    c_array = context.make_array(c_type)(context, builder, c_value)
     strip_array = context.make_array(strip_type)(context, builder, strip_value)
-
-    def row_pointer(array_type, array, rows, rows_type, r, column):
-        index = context.cast(builder, builder.extract_value(rows, r), rows_type.dtype, types.int64)
-        return cgutils.get_item_pointer(context, builder, array_type, array, [index, column])
-
-    a_starts = [_opaque(builder, row_pointer(a_type, a_array, a_rows, a_rows_type, r, k0)) for r in range(TILE_ROWS)]
-    c_starts = [row_pointer(c_type, c_array, c_rows, c_rows_type, r, c0) for r in range(TILE_ROWS)]
+    a_starts = [_opaque(builder, start) for start in _row_starts(context, builder, a_type, a_value, a_rows, a_rows_type, k0)]
+    c_starts = _row_starts(context, builder, c_type, c_value, c_rows, c_rows_type, c0)
     weights = cgutils.get_item_pointer(context, builder, strip_type, strip_array, [_i64(0)])
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
                                          "llvm.fmuladd.v%df32" % _LANES)
@@ -276,18 +279,11 @@ def _int16_tile_codegen(context, builder, signature, args):
     p0 = context.cast(builder, p0, p0_type, types.int64)
     pairs = context.cast(builder, pairs, pairs_type, types.int64)
     c0 = context.cast(builder, c0, c0_type, types.int64)
-    x_array = context.make_array(x_type)(context, builder, x_value)
-    sums_array = context.make_array(sums_type)(context, builder, sums_value)
     strip_array = context.make_array(strip_type)(context, builder, strip_value)
-
-    def row_pointer(array_type, array, rows, rows_type, r, column):
-        index = context.cast(builder, builder.extract_value(rows, r), rows_type.dtype, types.int64)
-        return cgutils.get_item_pointer(context, builder, array_type, array, [index, column])
-
     # each row of x as int32 words: one word holds a pair of int16 elements
-    x_starts = [builder.bitcast(row_pointer(x_type, x_array, x_rows, x_rows_type, r, builder.mul(p0, _i64(2))),
-                                _I32.as_pointer()) for r in range(TILE_ROWS)]
-    sum_starts = [row_pointer(sums_type, sums_array, sum_rows, sum_rows_type, r, c0) for r in range(TILE_ROWS)]
+    x_starts = [builder.bitcast(start, _I32.as_pointer())
+                for start in _row_starts(context, builder, x_type, x_value, x_rows, x_rows_type, builder.mul(p0, _i64(2)))]
+    sum_starts = _row_starts(context, builder, sums_type, sums_value, sum_rows, sum_rows_type, c0)
     weights = cgutils.get_item_pointer(context, builder, strip_type, strip_array, [_i64(0)])
 
     def vector_at(start, offset, vector_type):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from checked import checked
 from rounding import random
+from test_matmul import LINEAR_CASES
 from test_quantized import quantized_rows
 from tinygpt.kernels import gemm, matmul, quantized
 from tinygpt.kernels.matmul import SMALL_M
@@ -14,18 +15,10 @@ from tinygpt.kernels.threads import get_num_threads, set_num_threads
 
 linear, linear_nt_int8 = checked(matmul.linear), checked(quantized.linear_nt_int8)
 
-# More rows than two row blocks, ending in a ragged tile of rows; with distilgpt2's products, then N not a
-# multiple of a strip (16) or of a panel (64), K not a multiple of the k-block (256) and shorter than one.
+# More rows than two row blocks, ending in a ragged tile of rows; test_matmul's products: distilgpt2's, then
+# N not a multiple of a strip (16) or of a panel (64), K not a multiple of the k-block (256) and shorter than one.
 ROWS = 2 * gemm.BLOCK_ROWS + gemm.TILE_ROWS + 1
-CASES = [
-    (768, 2304, {}),
-    (768, 768, {"accumulate": True}),
-    (768, 3072, {"gelu": True}),
-    (3072, 768, {"accumulate": True}),
-    (803, 130, {}),
-    (37, 70, {"gelu": True}),
-    (5, 3, {"accumulate": True}),
-]
+CASES = LINEAR_CASES
 
 
 def at_threads(count, compute):
