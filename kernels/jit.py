@@ -11,11 +11,20 @@ callee after that file changes; delete the caches (``find . -name '*.nb[ic]' -de
 The same holds for a kernel built by a factory in another file (``tiles.panel_gemm``): its cache sits with
 the factory's file and does not see edits to the step it was built around. An installed package is replaced
 whole, so users never meet this.
+
+Loading from the cache skips what Numba does before every load: ``refresh`` the CPU target, which imports and
+registers the typing and lowering of all it can compile (lists, dicts, sets, random, polynomials, jitclasses...)
+and, at a process's first load, costs about as long as importing Numba. Code loaded from the cache is already
+machine code: rebuilding it needs the target's code generator and Numba's runtime (``rtsys.initialize``), not
+those registries. A kernel missing from the cache is compiled as before, and Numba's compiler refreshes the
+target then (``compiler.compile_extra``). ``benchmarks/startup.py`` measures what this saves.
 """
 
 import warnings
 
 from numba import njit
+from numba.core.caching import FunctionCache
+from numba.core.runtime import rtsys
 from numba.extending import register_jitable
 
 _warned = False
@@ -27,15 +36,27 @@ def jit(**options):
     def decorate(function):
         global _warned
         try:
-            return njit(cache=True, **options)(function)
+            dispatcher = njit(cache=True, **options)(function)
         except RuntimeError as error:  # Numba: "cannot cache function ...: no locator available"
             if not _warned:
                 warnings.warn(f"tinygpt: {error}; kernels will be compiled on every run (set NUMBA_CACHE_DIR "
                               "to a writable directory to keep them)", RuntimeWarning, stacklevel=2)
                 _warned = True
             return njit(**options)(function)
+        if type(dispatcher._cache) is FunctionCache:  # Numba's own class, whose load this one streamlines
+            dispatcher._cache = _CacheLoadedWithoutRegistries(function)
+        return dispatcher
 
     return decorate
+
+
+class _CacheLoadedWithoutRegistries(FunctionCache):
+    """Numba's disk cache of a function, loaded without refreshing the target first (see the module docstring)."""
+
+    def load_overload(self, sig, target_context):
+        rtsys.initialize(target_context)  # idempotent, as in the refresh it replaces
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
 
 
 def jit_step(**options):

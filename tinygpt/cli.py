@@ -13,6 +13,7 @@ The commands call :class:`~tinygpt.model.Model` directly, as ``tinygpt.pipeline`
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -280,10 +281,9 @@ def run_generate(args: argparse.Namespace) -> None:
     """Print the prompt, then its continuation piece by piece (or several continuations, one after another)."""
     prompt = _text_argument(args.prompt)
     options = _generation_options(args)
-    _prepare_kernels(args.threads)
+    model = _load_model_with_tokenizer(args, "generate")
     from .generation import with_defaults
 
-    model = _load_model_with_tokenizer(args, "generate")
     options = with_defaults(options, model.generation_defaults)
     ids = _prompt_ids(model, prompt, args.max_new_tokens)
     if options.get("num_return_sequences", 1) > 1:
@@ -317,7 +317,6 @@ def run_tokenize(args: argparse.Namespace) -> None:
 def run_perplexity(args: argparse.Namespace) -> None:
     """Print the perplexity of a file (full precision)."""
     text = _read_file(args.file)
-    _prepare_kernels(args.threads)
     model = _load_model_with_tokenizer(args, "perplexity")
     progress = ProgressBar(sys.stderr) if sys.stderr is not None else None
     try:
@@ -344,7 +343,6 @@ def run_serve(args: argparse.Namespace) -> None:
 
 def run_embed(args: argparse.Namespace) -> None:
     """Print one JSON array of floats per text."""
-    _prepare_kernels(args.threads)
     model = _load_model_with_tokenizer(args, "embed")
     for vector in model.embed(args.texts):
         print(json.dumps(vector.tolist()))
@@ -362,7 +360,6 @@ def run_score(args: argparse.Namespace) -> None:
     from .corpus import plan, score_files
 
     plan(args.input, args.output, args.output_format)  # a mistyped path fails now, not after the model's load
-    _prepare_kernels(args.threads)
     model = _load_model_with_tokenizer(args, "score")
     summary = score_files(model, args.input, args.output, text_column=args.text_column,
                           id_column=args.id_column, embed=args.embed, stride=args.stride,
@@ -480,10 +477,24 @@ def _prepare_kernels(threads: int | None) -> None:
 
 
 def _load_model_with_tokenizer(args: argparse.Namespace, command: str):
-    from .model import Model
+    """The kernels prepared (:func:`_prepare_kernels`) and the model loaded, with Python's cyclic garbage
+    collector paused meanwhile. Importing Numba and building the tokenizer's tables create a few hundred
+    thousand objects that live as long as the command, and every collection they would set off walks all of
+    them; they are then frozen (``gc.freeze``: left out of later collections), or the first collection after
+    the pause would walk them all at once. ``benchmarks/startup.py`` measures the difference."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _prepare_kernels(args.threads)
+        from .model import Model
+
+        model = Model.from_pretrained(args.model, revision=args.revision, dtype=args.dtype)
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
     from .tokenizers import TOKENIZER_FILE_SETS
 
-    model = Model.from_pretrained(args.model, revision=args.revision, dtype=args.dtype)
     if model.tokenizer is None:
         raise TokenizerError(f"the model directory of {args.model} has no tokenizer files ({TOKENIZER_FILE_SETS}), "
                              f"which {command} needs to read text")

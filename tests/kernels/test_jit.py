@@ -60,3 +60,22 @@ def test_gemms_load_from_the_disk_cache(tmp_path):
     assert all(run.returncode == 0 for run in runs), runs[-1].stderr
     assert runs[0].stdout.split() == ["[0,", "0]"]  # the copy started without a cache
     assert runs[1].stdout.split() == ["[1,", "1]"]
+
+
+def test_kernels_load_from_the_cache_without_numbas_registries(tmp_path):
+    """A kernel loaded from the disk cache is machine code already: loading it must not set up what Numba
+    needs to compile (its typing and lowering registries, among them numba.typed's, which only that set-up
+    imports), and a function compiled afterwards must still work."""
+    package_copy(tmp_path)
+    code = ("import sys; import numpy as np; from tinygpt.kernels import layer_norm, norm\n"
+            "x = np.array([[1.0, 3.0]], np.float32)\n"
+            "y = layer_norm(x, np.ones(2, np.float32), np.zeros(2, np.float32), 0.0)\n"
+            "print(sum(norm._layer_norm_rows.stats.cache_hits.values()), 'numba.typed.typeddict' in sys.modules)\n"
+            "import numba\n"
+            "print(numba.njit(lambda a: (a * a).sum())(y), str(y.tolist()).replace(' ', ''))\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600, check=False) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    assert runs[0].stdout.split() == ["0", "True", "2.0", "[[-1.0,1.0]]"]  # compiled: the registries were set up
+    assert runs[1].stdout.split() == ["1", "False", "2.0", "[[-1.0,1.0]]"]  # loaded: they were not

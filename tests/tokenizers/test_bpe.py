@@ -470,3 +470,29 @@ def test_eos_token_outside_the_vocab_names_the_config_file(model_copy):
     with pytest.raises(TokenizerError,
                        match=r"tokenizer_config\.json: eos_token '<\|im_end\|>' is not in the vocabulary"):
         BPETokenizer.from_pretrained(model_copy)
+
+
+# ---- the merge table: ranks and ids packed into ints ---------------------------------------------------------
+def byte_level_vocab(first_byte_id: int, merged: dict[str, int]) -> dict[str, int]:
+    """The 256 byte tokens with ids from ``first_byte_id`` on, plus ``merged``."""
+    return {char: first_byte_id + byte for byte, char in bpe.bytes_to_unicode().items()} | merged
+
+
+def test_a_repeated_merge_keeps_its_first_rank():
+    # "bc" ranks before "ab"; were the repeat's rank 2 kept instead, "ab" would merge first.
+    tokenizer = BPETokenizer(byte_level_vocab(0, {"bc": 256, "ab": 257}), [("b", "c"), ("a", "b"), ("b", "c")])
+    assert tokenizer.encode("abc") == [ord("a"), 256]
+
+
+def test_ids_far_past_gpt2s_vocabulary_merge_and_decode():
+    big = {"bc": 300_000, "abc": 300_002}
+    tokenizer = BPETokenizer(byte_level_vocab(200_000, big), [("b", "c"), ("a", "bc")])
+    assert tokenizer.encode("abc ab") == [300_002, 200_000 + ord(" "), 200_000 + ord("a"), 200_000 + ord("b")]
+    assert tokenizer.decode(tokenizer.encode("abc ab")) == "abc ab"
+
+
+def test_the_first_merge_into_id_0_is_still_a_merge():
+    # Rank 0 merging into id 0 packs into the int 0: it must count as a merge found, not as none.
+    tokenizer = BPETokenizer(byte_level_vocab(1, {"bc": 0}), [("b", "c")])
+    assert tokenizer.encode("bc") == [0]
+    assert tokenizer.encode("abcbc") == [1 + ord("a"), 0, 0]

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import codecs
 import heapq
+import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import chain
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,6 @@ _UNICODE_TO_BYTE = {char: byte for byte, char in bytes_to_unicode().items()}
 # below 256 that is not in the alphabet maps to one Latin-1 cannot encode, so it fails like any other
 # character outside the alphabet.
 _TO_LATIN1 = {code: "\uffff" for code in range(256)} | {ord(char): chr(byte) for char, byte in _UNICODE_TO_BYTE.items()}
-_NO_MERGE = (-1, -1)  # (rank, merged id) of a pair that has no merge
 
 
 class _PieceCache(dict):
@@ -76,6 +76,24 @@ class _PieceCache(dict):
             self.clear()
         ids = self[piece] = self._bpe_piece(piece)
         return ids
+
+
+class _TokenBytes(dict):
+    """token id -> the bytes it stands for, each worked out when first asked for: a command that decodes a few
+    tokens does not pay for the whole vocabulary at load. An id outside the vocabulary raises KeyError."""
+
+    def __init__(self, id_to_token: Mapping[int, str], empty_ids: Iterable[int] = ()):
+        super().__init__(zip(empty_ids, repeat(b"")))
+        self._id_to_token = id_to_token
+
+    def __missing__(self, token_id: int) -> bytes:
+        token = self._id_to_token[token_id]
+        try:
+            piece = token.translate(_TO_LATIN1).encode("latin-1")
+        except UnicodeEncodeError:  # an entry outside the byte alphabet (an added token): its UTF-8
+            piece = token.encode("utf-8")
+        self[token_id] = piece
+        return piece
 
 
 class IncrementalDecoder:
@@ -131,12 +149,13 @@ class BPETokenizer:
         when no merge yields many of the vocab's other tokens (the merges are empty or cut short).
         """
         self._vocab = dict(vocab)
-        self._id_to_token = {i: token for token, i in self._vocab.items()}
+        self._id_to_token = dict(zip(self._vocab.values(), self._vocab.keys()))
         self.vocab_size: int = max(self._id_to_token) + 1 if self._id_to_token else 0
         self._byte_ids = self._byte_token_ids()
-        self._merges = self._merge_table(merges)
+        self._id_bits = self.vocab_size.bit_length()
+        self._merges, merged_ids = self._merge_table(merges)
         self.special_tokens: dict[str, int] = self._special_token_ids(special_tokens)
-        self._check_merges_reach_vocab(len(merges))
+        self._check_merges_reach_vocab(merged_ids, len(merges))
         self.bos_token_id: int | None = self._named_token_id(bos_token, "bos_token")
         self.eos_token_id: int | None = self._named_token_id(eos_token, "eos_token")
 
@@ -145,8 +164,8 @@ class BPETokenizer:
         self._special_pattern = regex.compile("(" + "|".join(map(regex.escape, by_length)) + ")") if by_length else None
         self._cache = _PieceCache(self._bpe_piece)
 
-        self._id_to_bytes = {i: self._token_bytes(token) for i, token in self._id_to_token.items()}
-        self._id_to_bytes_no_special = {**self._id_to_bytes, **{i: b"" for i in self.special_tokens.values()}}
+        self._id_to_bytes = _TokenBytes(self._id_to_token)
+        self._id_to_bytes_no_special = _TokenBytes(self._id_to_token, empty_ids=self.special_tokens.values())
         self.files: tuple[Path, ...] = ()  # what from_pretrained read the vocabulary from, for messages
 
     # ----------------------------------------------------------------------------------------------- loading
@@ -190,34 +209,41 @@ class BPETokenizer:
             raise TokenizerError(f"vocabulary lacks {len(missing)} of the 256 byte tokens, e.g. {missing[0]!r}")
         return [self._vocab[char] for char in bytes_to_unicode().values()]
 
-    def _merge_table(self, merges: Sequence[tuple[str, str]]) -> dict[tuple[int, int], tuple[int, int]]:
-        """(left id, right id) -> (rank, merged id); rank 0 is the first merge."""
-        vocab, table = self._vocab, {}
-        for rank, (left, right) in enumerate(merges):
-            try:
-                pair, merged = (vocab[left], vocab[right]), vocab[left + right]
-            except KeyError as missing:
-                raise TokenizerError(
-                    f"merge {rank} ({left!r} {right!r}) uses {missing.args[0]!r}, which is not in the vocab"
-                ) from None
-            if pair not in table:  # a repeated pair keeps its first (best) rank
-                table[pair] = (rank, merged)
-        return table
+    def _merge_table(self, merges: Sequence[tuple[str, str]]) -> tuple[dict[int, int], list[int]]:
+        """The merges as one dict of plain ints, (left id, right id) -> (rank, merged id), each pair packed into
+        one int as ``high << id_bits | low`` (rank 0 is the first merge); and the merged ids in rank order.
 
-    def _check_merges_reach_vocab(self, merge_count: int) -> None:
+        Ints, not tuples: a table of 50,000 tuples is 100,000 objects more for Python's garbage collector to
+        walk while the model loads. Every step runs in C (``map``) but the error path.
+        """
+        lefts = [left for left, _ in merges]
+        rights = [right for _, right in merges]
+        get = self._vocab.get
+        left_ids, right_ids = list(map(get, lefts)), list(map(get, rights))
+        merged_ids = list(map(get, map(operator.add, lefts, rights)))
+        if None in left_ids or None in right_ids or None in merged_ids:
+            rank = next(r for r, ids in enumerate(zip(left_ids, right_ids, merged_ids)) if None in ids)
+            left, right = merges[rank]
+            missing = next(t for t in (left, right, left + right) if t not in self._vocab)
+            raise TokenizerError(f"merge {rank} ({left!r} {right!r}) uses {missing!r}, which is not in the vocab")
+        bits = repeat(self._id_bits)
+        pairs = list(map(operator.or_, map(operator.lshift, left_ids, bits), right_ids))
+        ranked_merges = list(map(operator.or_, map(operator.lshift, range(len(merged_ids)), bits), merged_ids))
+        # Built from the last merge to the first, so that a repeated pair keeps its first (best) rank.
+        return dict(zip(reversed(pairs), reversed(ranked_merges))), merged_ids
+
+    def _check_merges_reach_vocab(self, merged_ids: list[int], merge_count: int) -> None:
         """In byte-level BPE every token but the 256 bytes and the special tokens is the result of a merge: an
         empty or truncated merges file leaves many of them unreachable, and text silently encodes to bytes or
         to the wrong tokens. GPT-2's own files leave none (its 50000 merges yield the other 50000 tokens)."""
-        merged_ids = {merged for _, merged in self._merges.values()}
-        exempt_ids = {*self._byte_ids, *self.special_tokens.values()}
-        others = [(i, token) for token, i in self._vocab.items() if i not in exempt_ids]
-        unreachable = [(i, token) for i, token in others if i not in merged_ids]
+        others = self._id_to_token.keys() - {*self._byte_ids, *self.special_tokens.values()}
+        unreachable = others - set(merged_ids)
         # Tolerate a few: a real vocab may carry an extra entry that transformers would not produce either,
         # e.g. a RoBERTa-style "<mask>" that no config names; a cut merges file leaves thousands.
         if len(unreachable) * 100 > len(others):
             raise TokenizerError(
                 f"none of the {merge_count} merges yields {len(unreachable)} of the vocab's {len(others)} tokens "
-                f"other than bytes and special tokens (e.g. {min(unreachable)[1]!r}): "
+                f"other than bytes and special tokens (e.g. {self._id_to_token[min(unreachable)]!r}): "
                 "the merges are empty or cut short"
             )
 
@@ -237,14 +263,6 @@ class BPETokenizer:
         if token not in self._vocab:
             raise TokenizerError(f"{name} {token!r} is not in the vocabulary")
         return self._vocab[token]
-
-    @staticmethod
-    def _token_bytes(token: str) -> bytes:
-        """Bytes a vocab entry stands for; an entry outside the byte alphabet (an added token) is its UTF-8."""
-        try:
-            return token.translate(_TO_LATIN1).encode("latin-1")
-        except UnicodeEncodeError:
-            return token.encode("utf-8")
 
     # ---------------------------------------------------------------------------------------------- encoding
     def encode(self, text: str) -> list[int]:
@@ -277,33 +295,37 @@ class BPETokenizer:
         """One pre-token -> token ids, by applying merges lowest rank first (leftmost first on ties).
 
         Positions form a linked list and candidate merges sit in a heap, so a long piece (a run of thousands
-        of CJK characters or spaces) costs O(n log n), not O(n^2). A heap entry is stale when the pair at its
-        position has changed since it was pushed; the rank check drops those. Merged-away positions hold -1.
+        of CJK characters or spaces) costs O(n log n), not O(n^2). A heap entry (merge, position) orders by the
+        packed merge, which is by rank. It is stale when the pair at its position has changed since it was
+        pushed; looking the pair up again drops those. Merged-away positions hold -1, which pairs with nothing.
         """
         symbols = list(map(self._byte_ids.__getitem__, piece.encode("utf-8")))
-        merge_of = self._merges.get
-        heap = [(m[0], pos, m[1]) for pos, m in enumerate(map(merge_of, zip(symbols, symbols[1:]))) if m]
+        merge_of, bits = self._merges.get, self._id_bits
+        pairs = map(operator.or_, map(operator.lshift, symbols, repeat(bits)), symbols[1:])
+        heap = [(m, pos) for pos, m in enumerate(map(merge_of, pairs)) if m is not None]
         if not heap:
             return tuple(symbols)
         heapq.heapify(heap)
         pop, push = heapq.heappop, heapq.heappush
+        id_mask = (1 << bits) - 1
         end = len(symbols)
         following = list(range(1, end + 1))
         preceding = list(range(-1, end - 1))
         while heap:
-            rank, left, merged = pop(heap)
+            merge, left = pop(heap)
             right = following[left]
-            if right == end or merge_of((symbols[left], symbols[right]), _NO_MERGE)[0] != rank:
+            if right == end or merge_of(symbols[left] << bits | symbols[right]) != merge:
                 continue
+            merged = merge & id_mask
             symbols[left], symbols[right] = merged, -1
             following[left] = after = following[right]
             if after != end:
                 preceding[after] = left
-                if m := merge_of((merged, symbols[after])):
-                    push(heap, (m[0], left, m[1]))
+                if (m := merge_of(merged << bits | symbols[after])) is not None:
+                    push(heap, (m, left))
             before = preceding[left]
-            if before >= 0 and (m := merge_of((symbols[before], merged))):
-                push(heap, (m[0], before, m[1]))
+            if before >= 0 and (m := merge_of(symbols[before] << bits | merged)) is not None:
+                push(heap, (m, before))
         return tuple([symbol for symbol in symbols if symbol >= 0])
 
     # ---------------------------------------------------------------------------------------------- decoding
@@ -393,6 +415,9 @@ def _pretokenize(text: str) -> list[str]:
 def _check_vocab(vocab: Any, file: Path, where: str) -> dict[str, int]:
     if not isinstance(vocab, dict) or not vocab:
         raise TokenizerError(f"{file}: {where} must be a non-empty JSON object mapping token -> id")
+    ids = vocab.values()
+    if set(map(type, ids)) == {int} and min(ids) >= 0:  # all well (checked in C); else find the culprit
+        return vocab
     bad = next((k for k, v in vocab.items() if not _is_id(v)), None)
     if bad is not None:
         raise TokenizerError(f"{file}: {where}: token {bad!r} has id {vocab[bad]!r}, expected a non-negative integer")
@@ -415,12 +440,14 @@ def _read_merges_txt(file: Path) -> list[tuple[str, str]]:
     except UnicodeDecodeError as error:
         raise TokenizerError(f"{file}: not valid UTF-8 ({error})") from None
     start = 1 if lines and lines[0].startswith("#version") else 0
-    merges = [line.split(" ") for line in lines[start:] if line]
-    if not all(len(pair) == 2 and pair[0] and pair[1] for pair in merges):  # one pass in C when all is well
+    pairs = list(filter(None, lines[start:]))  # blank lines skipped
+    # When all is well, every step below runs in C: one space per line and no empty token.
+    tokens = " ".join(pairs).split(" ")
+    if len(tokens) != 2 * len(pairs) or "" in tokens or list(map(str.count, pairs, repeat(" "))).count(1) != len(pairs):
         for number, line in enumerate(lines[start:], start=start + 1):
             if line and not (len(parts := line.split(" ")) == 2 and all(parts)):
                 raise TokenizerError(f"{file}, line {number}: expected two tokens separated by one space, got {line!r}")
-    return [(left, right) for left, right in merges]
+    return list(zip(tokens[0::2], tokens[1::2]))
 
 
 def _read_tokenizer_json(file: Path) -> tuple[dict[str, int], list[tuple[str, str]], list[str]]:
