@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 # Bump whenever what is written changes: the quantizers (kernels/quantized.py: quantize_rows,
@@ -51,12 +52,18 @@ def folder() -> Path:
 
 def key(sources: list[Path]) -> dict[str, str]:
     """The metadata a cache file made from ``sources`` (the safetensors files of one model) must carry."""
+    return {"format": FORMAT, "quantizer_version": str(QUANTIZER_VERSION), "sources": source_identities(sources)}
+
+
+def source_identities(sources: list[Path]) -> str:
+    """What a cached file made from ``sources`` was made from, as JSON: each one's resolved path, size and
+    modification time (ns). OSError when one of them is gone."""
     identities = []
     for source in sources:
         resolved = source.resolve()
         stat = resolved.stat()
         identities.append({"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-    return {"format": FORMAT, "quantizer_version": str(QUANTIZER_VERSION), "sources": json.dumps(identities)}
+    return json.dumps(identities)
 
 
 def file_for(metadata: dict[str, str]) -> Path:
@@ -72,6 +79,18 @@ def write(path: Path, tensors: dict, metadata: dict[str, str]) -> None:
     from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
+    def save(temporary: Path) -> None:
+        try:
+            save_file(tensors, temporary, metadata=metadata)
+        except SafetensorError as error:  # how safetensors reports a failed write (a full disk, say)
+            raise OSError(str(error)) from None
+
+    atomic_write(path, save)
+
+
+def atomic_write(path: Path, save: Callable[[Path], None]) -> None:
+    """Make ``path`` by ``save(temporary)``, a temporary file in the same folder then renamed to ``path``
+    (see above). Raises OSError when the folder cannot be made or written; nothing is left behind then."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -79,10 +98,7 @@ def write(path: Path, tensors: dict, metadata: dict[str, str]) -> None:
         # The mode the umask gives a new file. Recent safetensors versions write through a private (0600)
         # file of their own, which would keep other users off a cache folder shared with them.
         mode = os.stat(temporary).st_mode & 0o777
-        try:
-            save_file(tensors, temporary, metadata=metadata)
-        except SafetensorError as error:  # how safetensors reports a failed write (a full disk, say)
-            raise OSError(str(error)) from None
+        save(temporary)
         os.chmod(temporary, mode)
         # On disk before the rename: after a power loss the name must not point at a file whose data never
         # reached the disk (right size, zeros inside, which no check would catch).

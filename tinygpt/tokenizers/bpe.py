@@ -26,6 +26,7 @@ from typing import Any
 import regex
 
 from ..errors import MissingFileError, TokenizerError
+from . import table_cache
 from .files import MERGES_TXT, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, TOKENIZER_JSON, VOCAB_JSON, read_json_object
 from .inputs import as_id, check_text, check_texts, id_list, unencodable_text_error
 
@@ -148,14 +149,28 @@ class BPETokenizer:
         Raises TokenizerError when a merge, a special token or one of the 256 byte tokens is missing from vocab, or
         when no merge yields many of the vocab's other tokens (the merges are empty or cut short).
         """
+        self._set_up(vocab, special_tokens, bos_token, eos_token)
+        self._merges, merged_ids = self._merge_table(merges)
+        self._check_merges_reach_vocab(merged_ids, len(merges))
+
+    @classmethod
+    def _from_tables(cls, vocab: dict[str, int], merge_table: dict[int, int], special_tokens: Iterable[str],
+                     bos_token: str | None, eos_token: str | None) -> BPETokenizer:
+        """The tokenizer of a vocab and a merge table that an earlier load built and checked (the table cache)."""
+        tokenizer = cls.__new__(cls)
+        tokenizer._set_up(vocab, special_tokens, bos_token, eos_token)
+        tokenizer._merges = merge_table
+        return tokenizer
+
+    def _set_up(self, vocab: Mapping[str, int], special_tokens: Iterable[str], bos_token: str | None,
+                eos_token: str | None) -> None:
+        """Everything but the merge table."""
         self._vocab = dict(vocab)
         self._id_to_token = dict(zip(self._vocab.values(), self._vocab.keys()))
         self.vocab_size: int = max(self._id_to_token) + 1 if self._id_to_token else 0
         self._byte_ids = self._byte_token_ids()
         self._id_bits = self.vocab_size.bit_length()
-        self._merges, merged_ids = self._merge_table(merges)
         self.special_tokens: dict[str, int] = self._special_token_ids(special_tokens)
-        self._check_merges_reach_vocab(merged_ids, len(merges))
         self.bos_token_id: int | None = self._named_token_id(bos_token, "bos_token")
         self.eos_token_id: int | None = self._named_token_id(eos_token, "eos_token")
 
@@ -178,6 +193,8 @@ class BPETokenizer:
         Special tokens and bos/eos come from ``tokenizer.json``'s added tokens, ``tokenizer_config.json`` and
         ``special_tokens_map.json`` when present; ``<|endoftext|>`` is special whenever it is in the vocab.
         Raises MissingFileError / TokenizerError naming the missing or corrupt file.
+        The vocab and merge table built from those files are cached (``table_cache``): a later load of the
+        same, unchanged files reads them back instead of building them again.
         """
         directory = Path(path)
         if not directory.is_dir():
@@ -186,17 +203,28 @@ class BPETokenizer:
         json_file = directory / TOKENIZER_JSON
         if vocab_file.is_file() and merges_file.is_file():
             files = (vocab_file, merges_file)
-            vocab, merges, added = _read_vocab_json(vocab_file), _read_merges_txt(merges_file), []
         elif json_file.is_file():
             files = (json_file,)
-            vocab, merges, added = _read_tokenizer_json(json_file)
         else:
             missing = " and ".join(f.name for f in (vocab_file, merges_file) if not f.is_file())
             raise MissingFileError(f"{directory}: missing {missing}, and there is no tokenizer.json either")
+        stamp = table_cache.key(files)
+        cached = table_cache.read(files, stamp)
+        if cached is not None:
+            vocab, merge_table, added = cached
+        elif files[0] == vocab_file:
+            vocab, merges, added = _read_vocab_json(vocab_file), _read_merges_txt(merges_file), []
+        else:
+            vocab, merges, added = _read_tokenizer_json(json_file)
         named = _read_named_special_tokens(directory, vocab)
         specials = [*added, *named.values(), *([ENDOFTEXT] if ENDOFTEXT in vocab else [])]
         try:
-            tokenizer = cls(vocab, merges, specials, named.get("bos_token"), named.get("eos_token"))
+            if cached is not None:
+                tokenizer = cls._from_tables(vocab, merge_table, specials, named.get("bos_token"),
+                                             named.get("eos_token"))
+            else:
+                tokenizer = cls(vocab, merges, specials, named.get("bos_token"), named.get("eos_token"))
+                table_cache.write(files, stamp, (tokenizer._vocab, tokenizer._merges, added))
         except TokenizerError as error:
             raise TokenizerError(f"{' + '.join(map(str, files))}: {error}") from None
         tokenizer.files = files
