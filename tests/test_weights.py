@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 
@@ -327,3 +328,48 @@ def test_a_header_listing_more_tensors_than_the_config_allows_is_refused(tiny_mo
     with pytest.raises(WeightsError, match=r"model\.safetensors: lists \d+ tensors, more than the 33 a GPT-2 "
                                            r"checkpoint of this config\.json can hold"):
         load_weights(model_dir, config)
+
+
+def test_float32_files_found_finite_are_not_read_again_until_they_change(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYGPT_CACHE", str(tmp_path / "cache"))
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    config = GPT2Config.from_file(model_dir / "config.json")
+    load_weights(model_dir, config)
+    assert [path.name.startswith("finite-") for path in (tmp_path / "cache").iterdir()] == [True]
+    checked = []
+    real_finite = weights_module._finite
+    monkeypatch.setattr(weights_module, "_finite", lambda *args: checked.append(1) or real_finite(*args))
+    loaded = load_weights(model_dir, config)
+    assert checked == []
+    np.testing.assert_array_equal(loaded["h.0.mlp.c_fc.weight"], load_file(model_dir / "model.safetensors")[
+        "transformer.h.0.mlp.c_fc.weight"])
+
+    def poison(tensors):
+        tensors["transformer.h.1.attn.c_proj.weight"][2, 5] = np.nan
+        return tensors
+
+    before = (model_dir / "model.safetensors").stat().st_mtime_ns
+    rewrite_tensors(model_dir, poison)  # same size: only the modification time tells
+    after = (model_dir / "model.safetensors").stat()
+    if after.st_mtime_ns == before:  # file times tick every few ms: an edit that quick would share the time
+        os.utime(model_dir / "model.safetensors", ns=(after.st_atime_ns, before + 1_000_000))
+    with pytest.raises(WeightsError, match=r"tensor 'transformer\.h\.1\.attn\.c_proj\.weight' has a non-finite "
+                                           r"value nan at index \[2, 5\]"):
+        load_weights(model_dir, config)
+
+
+def test_without_a_writable_cache_float32_files_are_checked_at_every_load(tiny_model_dir, tmp_path, monkeypatch,
+                                                                          recwarn):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("TINYGPT_CACHE", str(blocker / "cache"))
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    config = GPT2Config.from_file(model_dir / "config.json")
+    checked = []
+    real_finite = weights_module._finite
+    monkeypatch.setattr(weights_module, "_finite", lambda *args: checked.append(1) or real_finite(*args))
+    load_weights(model_dir, config)
+    first = len(checked)
+    load_weights(model_dir, config)
+    assert first > 0 and len(checked) == 2 * first
+    assert not recwarn.list

@@ -66,6 +66,14 @@ def source_identities(sources: list[Path]) -> str:
     return json.dumps(identities)
 
 
+def file_named_for(kind: str, sources: list[Path], suffix: str) -> Path:
+    """The cache file of ``kind`` made from ``sources``: named by a hash of their resolved paths only, so that
+    a source changed in place has its file replaced, not a new one added (OSError without a cache folder)."""
+    paths = [str(source.resolve()) for source in sources]
+    digest = hashlib.sha256(json.dumps([kind, paths]).encode()).hexdigest()[:32]
+    return folder() / f"{kind}-{digest}{suffix}"
+
+
 def file_for(metadata: dict[str, str]) -> Path:
     """The cache file of a model whose key is ``metadata``: named by its source paths only (see above)."""
     paths = [source["path"] for source in json.loads(metadata["sources"])]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import int8_cache
 from .checks import as_integer
 from .config import GPT2Config
 from .errors import InputError, WeightsError
@@ -141,20 +142,26 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = 
     written there, read from the source in slabs so no float32 copy of them stays in memory); embeddings,
     biases and LayerNorm parameters stay float32.
     Raises WeightsError naming the file and tensor of a NaN or infinite value, which would make every logit NaN.
+    The check reads every byte; float32 files that passed it are recorded in the cache folder with their
+    identity (path, size, modification time), and a later load of the same unchanged files skips it.
     """
     if dtype not in WEIGHT_DTYPES:
         raise InputError(f"dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
     stored = stored_tensors(Path(model_dir), config)
     if dtype == "float32":
-        # The check reads every page of the other tensors, which the first forward pass reads anyway (it adds
-        # ~0.035 s to load + first forward for distilgpt2).
+        sources = sorted({tensor.path for tensor in stored.values()})
+        stamp, checked_before = _finite_record(sources)
         weights = {}
         for name, tensor in stored.items():
-            if name in EMBEDDINGS:
+            if checked_before:
+                weights[name] = tensor.mapped()
+            elif name in EMBEDDINGS:
                 _check_lookup_table(tensor)
                 weights[name] = tensor.mapped()
             else:
                 weights[name] = _finite(tensor, tensor.mapped())
+        if not checked_before:
+            _record_finite(sources, stamp)
         weights.setdefault("lm_head.weight", weights["wte.weight"])
         return weights
     # The tensors that stay float32 first, checked (the embedding that is the tied head is checked as it is
@@ -178,8 +185,6 @@ def _int8_weights(stored: dict[str, StoredTensor], head: StoredTensor) -> dict[s
     shares the pages with the next ones too. Where the cache cannot be written: quantized here, one warning.
     Mapped weights skip the NaN/inf check: the file was written from checked weights, which its key says
     have not changed since."""
-    from . import int8_cache
-
     shapes = {name: tensor.shape[::-1] for name, tensor in stored.items() if name.endswith(LINEAR_SUFFIXES)}
     shapes["lm_head.weight"] = head.shape  # [out, in] of every quantized weight
     try:
@@ -238,6 +243,33 @@ def _read_int8_file(path: Path, metadata: dict[str, str], shapes: dict[str, tupl
                 for name in shapes}
     except (OSError, ValueError):  # ValueError: WeightsError, or NumPy's of a file cut short since its header
         return None
+
+
+def _finite_record(sources: list[Path]) -> tuple[str | None, bool]:
+    """(the identity of the weights files ``sources`` now, whether the cache folder records that files of
+    that identity were found finite). The check reads every byte of the weights (it was most of a float32
+    load's time); a load of files that passed it and have not changed since skips it. The identity is taken
+    before the check, so that a file changed during it is never recorded as checked."""
+    try:
+        stamp = int8_cache.source_identities(sources)
+    except OSError:
+        return None, False
+    try:
+        return stamp, int8_cache.file_named_for("finite", sources, ".json").read_text(encoding="utf-8") == stamp
+    except (OSError, UnicodeDecodeError):
+        return stamp, False
+
+
+def _record_finite(sources: list[Path], stamp: str | None) -> None:
+    """Record that the weights files ``sources``, as they were at ``stamp``, are finite (nothing if the cache
+    cannot be written: the next load checks them again)."""
+    if stamp is None:
+        return
+    try:
+        record = int8_cache.file_named_for("finite", sources, ".json")
+        int8_cache.atomic_write(record, lambda temporary: temporary.write_text(stamp, encoding="utf-8"))
+    except OSError:
+        pass
 
 
 def _check_lookup_table(tensor: StoredTensor) -> None:

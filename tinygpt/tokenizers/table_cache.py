@@ -20,7 +20,6 @@ files, are checked against the vocabulary at every load.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import pickle
@@ -50,9 +49,7 @@ def key(sources: tuple[Path, ...]) -> str | None:
 
 def file_for(sources: tuple[Path, ...]) -> Path:
     """The cache file of the tables of ``sources`` (OSError when there is no cache folder)."""
-    paths = [str(source.resolve()) for source in sources]
-    digest = hashlib.sha256(json.dumps(["bpe-tables", paths]).encode()).hexdigest()[:32]
-    return int8_cache.folder() / f"bpe-{digest}.pickle"
+    return int8_cache.file_named_for("bpe", list(sources), ".pickle")
 
 
 def read(sources: tuple[Path, ...], stamp: str | None) -> tuple | None:
