@@ -18,7 +18,9 @@ not needed). Then, in one run and with the same thread count, it times each engi
   peak RSS      VmHWM of a fresh process that loaded the engine and ran one workload once (decode b1,
                 decode b8, prefill-512: one row each), and of the long-lived process that ran them all;
                 below the table, tinygpt's runtime alone: a fresh process that imported tinygpt and ran
-                one small cached kernel, no model (Python, NumPy, Numba and its LLVM)
+                one small cached kernel, no model (Python, NumPy, Numba and its LLVM); and each tinygpt
+                engine's largest peak against its budget, runtime alone + weight bytes + 50 MB (weight
+                bytes: what a forward pass reads, see weight_mb)
 
 Engines: tinygpt-f32, tinygpt-int8, tinygpt-f32-after-torch (float32 in a process that imported numpy, torch
 and transformers first, as most scripts do), transformers (float32, torch with N intra-op threads), ct2-f32 and
@@ -40,6 +42,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import random
@@ -448,6 +451,39 @@ def print_values(results: dict[str, dict]) -> None:
         print(f"{row.label:24}{cells}   ({arrow} is better)")
 
 
+def weight_mb(dtype: str) -> float:
+    """The weight bytes a forward pass reads, in MB: the float32 file; for int8, the quantized linear weights
+    and LM head (1 byte a weight, 4 per output channel's scale) plus the tensors that stay float32, but the
+    token embedding's (an int8 model reads only its prompt's rows there: its float32 copy is not the head)."""
+    from tinygpt.config import GPT2Config
+    from tinygpt.weights import EMBEDDINGS, LINEAR_SUFFIXES, stored_tensors
+
+    tensors = stored_tensors(MODEL_DIR, GPT2Config.from_file(MODEL_DIR / "config.json"))
+    if dtype == "float32":
+        return sum(4 * math.prod(tensor.shape) for tensor in tensors.values()) / 1e6
+    head = tensors["wte.weight"].shape  # tied: the LM head is quantized from it
+    quantized = [tensor.shape for name, tensor in tensors.items() if name.endswith(LINEAR_SUFFIXES)] + [head]
+    kept = [tensor.shape for name, tensor in tensors.items()
+            if not name.endswith(LINEAR_SUFFIXES) and name != EMBEDDINGS[0]]
+    # the file's linear weights are [in, out]: one scale per out channel, its last dimension
+    return (sum(math.prod(shape) + 4 * shape[-1] for shape in quantized[:-1]) + math.prod(head) + 4 * head[0]
+            + sum(4 * math.prod(shape) for shape in kept)) / 1e6
+
+
+def print_budgets(results: dict[str, dict], runtime_mb: float) -> None:
+    """Each tinygpt engine's peak RSS against its budget: runtime alone + weight bytes + 50 MB."""
+    print(f"tinygpt's runtime alone, no model: {runtime_mb:.1f} MB; peak RSS budget = runtime + weights + 50 MB")
+    for name, result in results.items():
+        if not name.startswith("tinygpt"):
+            continue
+        weights = weight_mb("int8" if name.endswith("int8") else "float32")
+        budget = runtime_mb + weights + 50
+        peaks = [result[key] for key in ("rss_decode_b1", "rss_decode_b8", "rss_prefill", "peak_rss_mb")
+                 if result.get(key) is not None]
+        print(f"  {name}: weights {weights:.0f} MB, budget {budget:.0f} MB, peak RSS {max(peaks):.0f} MB "
+              f"({'within' if max(peaks) <= budget else 'OVER'})")
+
+
 def print_ratios(results: dict[str, dict]) -> None:
     """For each tinygpt engine, a table of its advantage over every peer and over the best peer of each row."""
     ours = [name for name in results if name.startswith("tinygpt")]
@@ -536,8 +572,7 @@ def main() -> None:
     print(machine_line(args.threads))
     print()
     print_values(results)
-    print(f"tinygpt's peak RSS budget: weights + 150 MB = {weight_mb + 150:.0f} MB (int8: weights / 4 + 150 MB = "
-          f"{weight_mb / 4 + 150:.0f} MB); tinygpt's runtime alone, no model: {runtime_alone_mb():.1f} MB")
+    print_budgets(results, runtime_alone_mb())
     print_ratios(results)
     print_agreement(results)
 
