@@ -31,20 +31,23 @@ _warned = False
 
 
 def jit(**options):
-    """``numba.njit(cache=True, **options)``, or without the cache when no cache directory is writable."""
+    """``numba.njit(cache=True, **options)`` with the cache loaded as above, or without a cache when no cache
+    directory is writable."""
 
     def decorate(function):
         global _warned
+        dispatcher = njit(**options)(function)
+        if not hasattr(dispatcher, "_cache"):  # NUMBA_DISABLE_JIT: the plain Python function
+            return dispatcher
         try:
-            dispatcher = njit(cache=True, **options)(function)
+            # What ``cache=True`` does (``enable_caching``), with the class above: made once, since making one
+            # probes the cache directory by writing a file there.
+            dispatcher._cache = _CacheLoadedWithoutRegistries(function)
         except RuntimeError as error:  # Numba: "cannot cache function ...: no locator available"
             if not _warned:
                 warnings.warn(f"tinygpt: {error}; kernels will be compiled on every run (set NUMBA_CACHE_DIR "
                               "to a writable directory to keep them)", RuntimeWarning, stacklevel=2)
                 _warned = True
-            return njit(**options)(function)
-        if type(dispatcher._cache) is FunctionCache:  # Numba's own class, whose load this one streamlines
-            dispatcher._cache = _CacheLoadedWithoutRegistries(function)
         return dispatcher
 
     return decorate
