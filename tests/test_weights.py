@@ -373,3 +373,37 @@ def test_without_a_writable_cache_float32_files_are_checked_at_every_load(tiny_m
     load_weights(model_dir, config)
     assert first > 0 and len(checked) == 2 * first
     assert not recwarn.list
+
+
+def test_an_embedding_that_is_not_the_head_is_read_by_row_from_the_file(tiny_model_dir, tmp_path):
+    """int8: the head is quantized, so wte is only looked up: its rows are read, not mapped (a mapping keeps
+    every faulted page and its neighbours resident)."""
+    import pickle
+
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    config = GPT2Config.from_file(model_dir / "config.json")
+    table = load_weights(model_dir, config, dtype="int8")["wte.weight"]
+    stored = load_file(model_dir / "model.safetensors")["transformer.wte.weight"]
+    assert isinstance(table, weights_module.LookupTable)
+    assert (table.shape, table.dtype) == (stored.shape, np.float32)
+    ids = np.array([[5, 0, 999], [999, 3, 5]])
+    np.testing.assert_array_equal(table[ids], stored[ids], strict=True)
+    np.testing.assert_array_equal(np.asarray(table), stored, strict=True)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(table))[ids[0]], stored[ids[0]], strict=True)
+
+    with open(model_dir / "model.safetensors", "r+b") as file:  # cut short under the loaded model
+        file.truncate(table.tensor.offset + 100 * table.shape[1] * 4)
+    with pytest.raises(WeightsError, match=r"tensor 'transformer\.wte\.weight' ends before its row 999: the file "
+                                           r"was cut short after the model was loaded"):
+        table[ids]
+
+
+def test_an_untied_float32_embedding_is_read_by_row_and_a_tied_one_mapped(tiny_model_dir, tmp_path):
+    model_dir = copy_model(tiny_model_dir, tmp_path / "m")
+    config = GPT2Config.from_file(model_dir / "config.json")
+    assert isinstance(load_weights(model_dir, config)["wte.weight"], np.ndarray)
+    head = np.ones((1000, 64), np.float32)
+    rewrite_tensors(model_dir, lambda tensors: {**tensors, "lm_head.weight": head})
+    weights = load_weights(model_dir, config)
+    assert isinstance(weights["wte.weight"], weights_module.LookupTable)
+    np.testing.assert_array_equal(weights["lm_head.weight"], head)
