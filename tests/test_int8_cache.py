@@ -375,19 +375,3 @@ def test_no_home_directory_quantizes_in_memory_with_one_warning(model_dir, monke
         weights = load_int8(model_dir)
     assert len(caught) == 1 and "no home directory" in str(caught[0].message)
     assert_quantized_as(weights, quantized_in_memory(model_dir))
-
-
-# ----------------------------------------------------------------------------------------------- the folder
-@pytest.mark.parametrize("env, expected", [
-    ({"TINYGPT_CACHE": "/c/tg", "XDG_CACHE_HOME": "/x", "HOME": "/h"}, "/c/tg"),
-    ({"XDG_CACHE_HOME": "/x", "HOME": "/h"}, "/x/tinygpt"),
-    ({"XDG_CACHE_HOME": "relative/ignored", "HOME": "/h"}, "/h/.cache/tinygpt"),
-    ({"HOME": "/h"}, "/h/.cache/tinygpt"),
-    ({"TINYGPT_CACHE": "~/tg", "HOME": "/h"}, "/h/tg"),
-])
-def test_the_cache_folder(monkeypatch, env, expected):
-    for name in ("TINYGPT_CACHE", "XDG_CACHE_HOME", "HOME"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert str(int8_cache.folder()) == expected

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import int8_cache
+from . import cache_folder, int8_cache
 from .checks import as_integer
 from .config import GPT2Config
 from .errors import InputError, WeightsError
@@ -297,11 +297,11 @@ def _finite_record(sources: list[Path]) -> tuple[str | None, bool]:
     load's time); a load of files that passed it and have not changed since skips it. The identity is taken
     before the check, so that a file changed during it is never recorded as checked."""
     try:
-        stamp = int8_cache.source_identities(sources)
+        stamp = cache_folder.source_identities(sources)
     except OSError:
         return None, False
     try:
-        return stamp, int8_cache.file_named_for("finite", sources, ".json").read_text(encoding="utf-8") == stamp
+        return stamp, cache_folder.file_named_for("finite", sources, ".json").read_text(encoding="utf-8") == stamp
     except (OSError, UnicodeDecodeError):
         return stamp, False
 
@@ -312,8 +312,8 @@ def _record_finite(sources: list[Path], stamp: str | None) -> None:
     if stamp is None:
         return
     try:
-        record = int8_cache.file_named_for("finite", sources, ".json")
-        int8_cache.atomic_write(record, lambda temporary: temporary.write_text(stamp, encoding="utf-8"))
+        record = cache_folder.file_named_for("finite", sources, ".json")
+        cache_folder.atomic_write(record, lambda temporary: temporary.write_text(stamp, encoding="utf-8"))
     except OSError:
         pass
 

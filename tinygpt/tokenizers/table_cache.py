@@ -2,17 +2,16 @@
 
 Building the tables of GPT-2's vocab.json and merges.txt (parse 50,000 merges, look each one up, check them)
 is most of a tokenizer load, and a command like ``tinygpt generate`` pays it before its first token. The first
-load writes what it built to a file in tinygpt's cache folder (the int8 weights' folder: ``TINYGPT_CACHE``,
-else ``$XDG_CACHE_HOME/tinygpt``, else ``~/.cache/tinygpt``); later loads read that file back.
+load writes what it built to a file in tinygpt's cache folder (``cache_folder``); later loads read that file
+back.
 
-* Key: the identity of the tokenizer files the tables were built from (resolved path, size, modification
-  time) and TABLES_VERSION, stored in the file and compared at every read. The file is named by a hash of the
-  source paths, so a file edited in place has its cache rewritten under the same name.
+* Key: the identity of the tokenizer files the tables were built from and TABLES_VERSION, stored in the file
+  and compared at every read; named and written as every file of the cache folder.
 * Content: a header line, then a pickle of plain containers (dicts, lists, strs, ints). It is read with an
   unpickler that refuses any class or function, so a foreign file cannot run code; a truncated, foreign or
   stale file reads as None and is rebuilt.
-* Written atomically like the int8 file (``int8_cache.atomic_write``). A cache that cannot be written is
-  skipped without a word: the tables are then built at every load, which costs time, never a wrong token.
+* A cache that cannot be written is skipped without a word: the tables are then built at every load, which
+  costs time, never a wrong token.
 
 Only what the vocabulary and merges files determine is cached; the special tokens, read from their own small
 files, are checked against the vocabulary at every load.
@@ -25,7 +24,7 @@ import json
 import pickle
 from pathlib import Path
 
-from .. import int8_cache
+from .. import cache_folder
 
 # Bump whenever what is written changes (BPETokenizer's table layout, or this file's).
 TABLES_VERSION = 1
@@ -42,14 +41,14 @@ def key(sources: tuple[Path, ...]) -> str | None:
     cannot be looked at (its read will report that). Taken before the sources are read, so that tables built
     from a file changed meanwhile are never filed under its new identity."""
     try:
-        return json.dumps({"version": TABLES_VERSION, "sources": int8_cache.source_identities(list(sources))})
+        return json.dumps({"version": TABLES_VERSION, "sources": cache_folder.source_identities(list(sources))})
     except OSError:
         return None
 
 
 def file_for(sources: tuple[Path, ...]) -> Path:
     """The cache file of the tables of ``sources`` (OSError when there is no cache folder)."""
-    return int8_cache.file_named_for("bpe", list(sources), ".pickle")
+    return cache_folder.file_named_for("bpe", list(sources), ".pickle")
 
 
 def read(sources: tuple[Path, ...], stamp: str | None) -> tuple | None:
@@ -75,6 +74,6 @@ def write(sources: tuple[Path, ...], stamp: str | None, tables: tuple) -> None:
     try:
         path = file_for(sources)
         data = HEADER + pickle.dumps((stamp, tables), protocol=pickle.HIGHEST_PROTOCOL)
-        int8_cache.atomic_write(path, lambda temporary: temporary.write_bytes(data))
+        cache_folder.atomic_write(path, lambda temporary: temporary.write_bytes(data))
     except OSError:
         pass
