@@ -11,7 +11,8 @@ PSS (proportional set size) counts each page a process maps divided by the numbe
 so the sum over the actors counts a shared page once: the sum is what the actors cost the machine together,
 and the rise from one actor to two is what the second one added. float32 weights are memory-mapped from the
 safetensors file (copy-on-write, never written), so actors on one node share them through the page cache;
-int8 weights are quantized at load into each actor's own memory. RSS counts shared pages in every process
+int8 weights are mapped the same way from tinygpt's int8 cache file (written by the first int8
+load on the machine), and shared alike. RSS counts shared pages in every process
 that maps them; the table shows it too, for comparison. The file-backed part of PSS (Pss_File: mapped files,
 the weights among them) and the rest (Pss_Anon: the heap, Python, Numba, activations) are listed apart.
 The rest of Ray (raylet, GCS, idle workers) is the same whatever tinygpt does and is not counted; the shared
