@@ -184,7 +184,8 @@ def load_weights(model_dir: str | os.PathLike, config: GPT2Config, dtype: str = 
     (GPT-2 ties them). dtype "float32": every tensor a float32 array. dtype "int8": the linear weights and
     the LM head are :class:`QuantizedWeight`, mapped from the int8 cache (quantized at the first load and
     written there, read from the source in slabs so no float32 copy of them stays in memory); embeddings,
-    biases and LayerNorm parameters stay float32.
+    biases and LayerNorm parameters stay float32. A token embedding that is not the LM head (int8's, or an
+    untied one) is a :class:`LookupTable`, read by row.
     Raises WeightsError naming the file and tensor of a NaN or infinite value, which would make every logit NaN.
     The check reads every byte; float32 files that passed it are recorded in the cache folder with their
     identity (path, size, modification time), and a later load of the same unchanged files skips it.
