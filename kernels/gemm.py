@@ -344,14 +344,20 @@ def _int16_tile_codegen(context, builder, signature, args):
 @jit()
 def _pack_int16_strips(q, k0, k1, j0, width, panel):
     """panel[s, ((k - k0) // 2 * 16 + c) * 2 + (k - k0) % 2] = q[j0 + 16 s + c, k] for q [N, K] int8, k0 <= k < k1:
-    pairs of weights along k for each of a strip's 16 outputs, zero past width and past k1."""
-    panel[:] = 0
+    pairs of weights along k for each of a strip's 16 outputs, zero in the outputs past width and in the
+    partner of the last k when k1 - k0 is odd. Past the block's last pair nothing is written: no tile reads
+    there."""
+    depth = k1 - k0
+    used = (depth + 1) // 2 * TILE_COLS * 2  # elements of a strip the block's pairs fill
     for s in range(panel.shape[0]):
         j = j0 + s * TILE_COLS
+        cols = min(TILE_COLS, j0 + width - j)
         strip = panel[s]
-        for c in range(min(TILE_COLS, j0 + width - j)):
+        if cols < TILE_COLS or depth % 2:
+            strip[:used] = 0
+        for c in range(cols):
             source = q[j + c, k0:k1]
-            for k in range(k1 - k0):
+            for k in range(depth):
                 strip[((k >> 1) * TILE_COLS + c) * 2 + (k & 1)] = source[k]
 
 
