@@ -21,6 +21,16 @@ def package_copy(directory: Path) -> Path:
     return package
 
 
+def run_twice(code: str, directory: Path) -> list[subprocess.CompletedProcess]:
+    """``code`` run in two fresh processes one after the other, importing the package copy in ``directory``
+    (the first one fills its kernel cache, the second loads from it); both must succeed."""
+    env = {**os.environ, "PYTHONPATH": str(directory)}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=directory, capture_output=True, text=True,
+                           timeout=600, check=False) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    return runs
+
+
 def test_kernels_work_when_no_cache_directory_is_writable(tmp_path):
     """A copy of the package where every place Numba may cache in is unusable, even for root: the in-tree
     __pycache__ is a file, and NUMBA_CACHE_DIR and the home directory lie under a file."""
@@ -54,10 +64,7 @@ def test_gemms_load_from_the_disk_cache(tmp_path):
             "matmul._gemm_nt(matmul.split_k(x), 800, w.T.copy(), None, np.empty((4, 3), np.float32), False, False)\n"
             "kernels = (matmul._linear_gemm, matmul._gemm_nt)\n"
             "print([sum(k.stats.cache_hits.values()) for k in kernels])\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=600, check=False) for _ in range(2)]
-    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    runs = run_twice(code, tmp_path)
     assert runs[0].stdout.split() == ["[0,", "0]"]  # the copy started without a cache
     assert runs[1].stdout.split() == ["[1,", "1]"]
 
@@ -73,9 +80,6 @@ def test_kernels_load_from_the_cache_without_numbas_registries(tmp_path):
             "print(sum(norm._layer_norm_rows.stats.cache_hits.values()), 'numba.typed.typeddict' in sys.modules)\n"
             "import numba\n"
             "print(numba.njit(lambda a: (a * a).sum())(y), str(y.tolist()).replace(' ', ''))\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=600, check=False) for _ in range(2)]
-    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    runs = run_twice(code, tmp_path)
     assert runs[0].stdout.split() == ["0", "True", "2.0", "[[-1.0,1.0]]"]  # compiled: the registries were set up
     assert runs[1].stdout.split() == ["1", "False", "2.0", "[[-1.0,1.0]]"]  # loaded: they were not
