@@ -9,7 +9,7 @@ from .threads import apply_num_threads
 from .tiles import (
     FAST as _FAST,  # vectorised dot products; exp_f64 keeps its own strict flags
 )
-from .tiles import NR, dot_3x4
+from .tiles import LANES, NR, broadcast_chains, dot_3x4
 
 
 @jit(fastmath=_FAST)
@@ -402,55 +402,120 @@ def _softmax_weights(weights, count):
     return total
 
 
-@jit(fastmath=_EXACT)
-def _add_weighted_values_1(weights, values, first, count, acc):
-    """acc = acc + weights[j] * values[j] for j = first, ..., first+count-1 in turn, one multiply-add per key
-    and element (four keys per pass over acc)."""
-    dim = acc.shape[0]
-    j = first
-    end = first + count
-    while j + 4 <= end:
-        w0, w1, w2, w3 = weights[j], weights[j + 1], weights[j + 2], weights[j + 3]
-        v0, v1, v2, v3 = values[j], values[j + 1], values[j + 2], values[j + 3]
-        for d in range(dim):
-            acc[d] = acc[d] + w0 * v0[d] + w1 * v1[d] + w2 * v2[d] + w3 * v3[d]
-        j += 4
-    while j < end:
-        w0 = weights[j]
-        v0 = values[j]
-        for d in range(dim):
-            acc[d] = acc[d] + w0 * v0[d]
-        j += 1
+# The multiply-add chains above, run as register tiles (tiles.broadcast_chains) where the shapes allow: scores
+# over chunks of 16 slots of transposed keys (blocks whose size is a multiple of 16), weighted sums over chunks of
+# 64 or 16 dimensions of the value rows. The chains are the same, each lane's in the same order, so a query's
+# result is the same bits on either path; the tiles only run several chains side by side.
+_CHUNK = 2 * LANES  # slots (or dimensions) per two-vector chunk
+_WIDE = 8 * LANES  # dimensions of a value row in one eight-vector chunk
+_scores_of_4_chunks = broadcast_chains(1, 4, 2)  # one query, four chunks of keys: 8 chains
+_chains_2 = broadcast_chains(1, 1, 2)  # one query, one chunk of keys or of value dimensions
+_values_wide = broadcast_chains(1, 1, 8)  # one query, 64 dimensions of the value rows: 8 chains
+_chains_of_4_queries = broadcast_chains(4, 1, 2)  # four queries, one chunk: 8 chains
 
 
 @jit(fastmath=_EXACT)
-def _add_weighted_values_4(w0, w1, w2, w3, values, count, a0, a1, a2, a3):
-    """``_add_weighted_values_1`` (first 0) for four queries at once: each value load serves all four."""
-    dim = a0.shape[0]
-    j = 0
-    while j + 4 <= count:
-        x0, x1, x2, x3 = w0[j], w0[j + 1], w0[j + 2], w0[j + 3]
-        y0, y1, y2, y3 = w1[j], w1[j + 1], w1[j + 2], w1[j + 3]
-        z0, z1, z2, z3 = w2[j], w2[j + 1], w2[j + 2], w2[j + 3]
-        u0, u1, u2, u3 = w3[j], w3[j + 1], w3[j + 2], w3[j + 3]
-        v0, v1, v2, v3 = values[j], values[j + 1], values[j + 2], values[j + 3]
-        for d in range(dim):
-            e0, e1, e2, e3 = v0[d], v1[d], v2[d], v3[d]
-            a0[d] = a0[d] + x0 * e0 + x1 * e1 + x2 * e2 + x3 * e3
-            a1[d] = a1[d] + y0 * e0 + y1 * e1 + y2 * e2 + y3 * e3
-            a2[d] = a2[d] + z0 * e0 + z1 * e1 + z2 * e2 + z3 * e3
-            a3[d] = a3[d] + u0 * e0 + u1 * e1 + u2 * e2 + u3 * e3
-        j += 4
-    while j < count:
-        x0, y0, z0, u0 = w0[j], w1[j], w2[j], w3[j]
-        v0 = values[j]
-        for d in range(dim):
-            e0 = v0[d]
-            a0[d] = a0[d] + x0 * e0
-            a1[d] = a1[d] + y0 * e0
-            a2[d] = a2[d] + z0 * e0
-            a3[d] = a3[d] + u0 * e0
-        j += 1
+def _scores_1(q, t, head, k_pool, blocks, n_blocks, scale, scores):
+    """scores[0, p] = scale * (q[t, head * D : (head + 1) * D] . key p) for every slot p of the blocks
+    blocks[:n_blocks] (q [T, H * D], scores [1, >= n_blocks * BS]): the chains of ``_block_scores_1``."""
+    slots = k_pool.shape[3]
+    dim = k_pool.shape[2]
+    if slots % _CHUNK:
+        for i in range(n_blocks):
+            _block_scores_1(q[t, head * dim : (head + 1) * dim], k_pool[blocks[i], head], scale,
+                            scores[0, i * slots : (i + 1) * slots])
+        return
+    per_block = slots // _CHUNK
+    n_chunks = n_blocks * per_block
+    row = scores[0]
+    for j in range(n_chunks * _CHUNK):
+        row[j] = 0.0
+    c = 0
+    while c + 4 <= n_chunks:
+        b0, b1, b2, b3 = c // per_block, (c + 1) // per_block, (c + 2) // per_block, (c + 3) // per_block
+        _scores_of_4_chunks(
+            q, (t,), head * dim, dim,
+            (k_pool[blocks[b0], head], k_pool[blocks[b1], head], k_pool[blocks[b2], head], k_pool[blocks[b3], head]),
+            ((c - b0 * per_block) * _CHUNK, (c + 1 - b1 * per_block) * _CHUNK, (c + 2 - b2 * per_block) * _CHUNK,
+             (c + 3 - b3 * per_block) * _CHUNK),
+            scores, (0,), (c * _CHUNK, (c + 1) * _CHUNK, (c + 2) * _CHUNK, (c + 3) * _CHUNK))
+        c += 4
+    while c < n_chunks:
+        b = c // per_block
+        _chains_2(q, (t,), head * dim, dim, (k_pool[blocks[b], head],), ((c - b * per_block) * _CHUNK,), scores,
+                  (0,), (c * _CHUNK,))
+        c += 1
+    for j in range(n_chunks * _CHUNK):
+        row[j] = row[j] * scale
+
+
+@jit(fastmath=_EXACT)
+def _scores_4(q, t0, head, k_pool, blocks, n_blocks, scale, scores):
+    """``_scores_1`` for the four queries t0..t0+3 into scores[0..3], each key load serving all four."""
+    slots = k_pool.shape[3]
+    dim = k_pool.shape[2]
+    if slots % _CHUNK:
+        for i in range(n_blocks):
+            cut = slice(i * slots, (i + 1) * slots)
+            _block_scores_4(q[t0, head * dim : (head + 1) * dim], q[t0 + 1, head * dim : (head + 1) * dim],
+                            q[t0 + 2, head * dim : (head + 1) * dim], q[t0 + 3, head * dim : (head + 1) * dim],
+                            k_pool[blocks[i], head], scale, scores[0, cut], scores[1, cut], scores[2, cut],
+                            scores[3, cut])
+        return
+    per_block = slots // _CHUNK
+    end = n_blocks * slots
+    for r in range(4):
+        for j in range(end):
+            scores[r, j] = 0.0
+    for c in range(n_blocks * per_block):
+        b = c // per_block
+        _chains_of_4_queries(q, (t0, t0 + 1, t0 + 2, t0 + 3), head * dim, dim, (k_pool[blocks[b], head],),
+                             ((c - b * per_block) * _CHUNK,), scores, (0, 1, 2, 3), (c * _CHUNK,))
+    for r in range(4):
+        for j in range(end):
+            scores[r, j] = scores[r, j] * scale
+
+
+@jit(fastmath=_EXACT)
+def _add_values(weights, r, j0, values, first, n, out, t, col0):
+    """out[t, col0 + d] = fmuladd(weights[r, j0 + j], values[j, d], ...) chained over the value rows j = first ..
+    first + n - 1 of one block (values [BS, D]; j0: the block's first slot in weights) for every d."""
+    dim = values.shape[1]
+    at = first * dim  # values[first, 0], as an offset from the block's start
+    d = 0
+    while d + _WIDE <= dim:
+        _values_wide(weights, (r,), j0 + first, n, (values,), (at + d,), out, (t,), (col0 + d,))
+        d += _WIDE
+    while d + _CHUNK <= dim:
+        _chains_2(weights, (r,), j0 + first, n, (values,), (at + d,), out, (t,), (col0 + d,))
+        d += _CHUNK
+    if d < dim:
+        row = out[t]
+        for j in range(first, first + n):
+            w = weights[r, j0 + j]
+            v = values[j]
+            for e in range(d, dim):
+                row[col0 + e] = row[col0 + e] + w * v[e]
+
+
+@jit(fastmath=_EXACT)
+def _add_values_4(weights, j0, n, values, out, t0, col0):
+    """``_add_values`` (first 0) for the four queries t0..t0+3 (weights rows 0..3), each value load serving
+    all four."""
+    dim = values.shape[1]
+    d = 0
+    while d + _CHUNK <= dim:
+        _chains_of_4_queries(weights, (0, 1, 2, 3), j0, n, (values,), (d,), out, (t0, t0 + 1, t0 + 2, t0 + 3),
+                             (col0 + d,))
+        d += _CHUNK
+    if d < dim:
+        for r in range(4):
+            row = out[t0 + r]
+            for j in range(n):
+                w = weights[r, j0 + j]
+                v = values[j]
+                for e in range(d, dim):
+                    row[col0 + e] = row[col0 + e] + w * v[e]
 
 
 @jit(fastmath=_EXACT)
@@ -462,63 +527,53 @@ def _finish(acc, total):
 
 
 @jit(fastmath=_EXACT)
-def _paged_attend_1(query, k_pool, v_pool, blocks, pos, head, scale, scores, out_row):
-    """out_row = softmax(scale * query . keys[0..pos]) @ values[0..pos] of one head, the keys and values of
-    positions 0..pos in the pool blocks ``blocks`` (position p: slot p % BS of block blocks[p // BS])."""
+def _paged_attend_1(q, t, k_pool, v_pool, blocks, pos, head, scale, scores, out):
+    """out[t, head's columns] = softmax(scale * q . keys[0..pos]) @ values[0..pos] of one head for query t
+    (q [T, H * D]), the keys and values of positions 0..pos in the pool blocks ``blocks`` (position p: slot
+    p % BS of block blocks[p // BS]); scores is scratch [1, >= (pos // BS + 1) * BS]."""
     slots = k_pool.shape[3]
+    dim = k_pool.shape[2]
     n_blocks = pos // slots + 1
-    for i in range(n_blocks):
-        _block_scores_1(query, k_pool[blocks[i], head], scale, scores[i * slots : (i + 1) * slots])
+    _scores_1(q, t, head, k_pool, blocks, n_blocks, scale, scores)
     count = pos + 1
-    total = _softmax_weights(scores, count)
-    out_row[:] = 0.0
+    total = _softmax_weights(scores[0], count)
+    row = out[t, head * dim : (head + 1) * dim]
+    row[:] = 0.0
     for i in range(n_blocks):
-        _add_weighted_values_1(scores[i * slots :], v_pool[blocks[i], head], 0, min(slots, count - i * slots),
-                               out_row)
-    _finish(out_row, total)
+        _add_values(scores, 0, i * slots, v_pool[blocks[i], head], 0, min(slots, count - i * slots), out, t,
+                    head * dim)
+    _finish(row, total)
 
 
 @jit(fastmath=_EXACT)
-def _paged_attend_4(q, k_pool, v_pool, blocks, t0, token_pos, head, scale, scores, out):
+def _paged_attend_4(q, t0, k_pool, v_pool, blocks, token_pos, head, scale, scores, out):
     """``_paged_attend_1`` for the four queries t0..t0+3 of one sequence (any positions), sharing each load
     of a key or value between them; scores is scratch [4, >= (max position // BS + 1) * BS]."""
     slots = k_pool.shape[3]
-    dim = q.shape[2]
+    dim = k_pool.shape[2]
     last = max(max(token_pos[t0], token_pos[t0 + 1]), max(token_pos[t0 + 2], token_pos[t0 + 3]))
     n_blocks = last // slots + 1
-    q0, q1, q2, q3 = q[t0, head], q[t0 + 1, head], q[t0 + 2, head], q[t0 + 3, head]
-    for i in range(n_blocks):
-        cut = slice(i * slots, (i + 1) * slots)
-        _block_scores_4(q0, q1, q2, q3, k_pool[blocks[i], head], scale,
-                        scores[0, cut], scores[1, cut], scores[2, cut], scores[3, cut])
-    cols = slice(head * dim, (head + 1) * dim)
-    a0, a1, a2, a3 = out[t0, cols], out[t0 + 1, cols], out[t0 + 2, cols], out[t0 + 3, cols]
-    c0, c1, c2, c3 = token_pos[t0] + 1, token_pos[t0 + 1] + 1, token_pos[t0 + 2] + 1, token_pos[t0 + 3] + 1
-    t0_total = _softmax_weights(scores[0], c0)
-    t1_total = _softmax_weights(scores[1], c1)
-    t2_total = _softmax_weights(scores[2], c2)
-    t3_total = _softmax_weights(scores[3], c3)
-    a0[:] = 0.0
-    a1[:] = 0.0
-    a2[:] = 0.0
-    a3[:] = 0.0
-    shared = min(min(c0, c1), min(c2, c3))  # keys every one of the four attends
+    _scores_4(q, t0, head, k_pool, blocks, n_blocks, scale, scores)
+    col0 = head * dim
+    counts = (token_pos[t0] + 1, token_pos[t0 + 1] + 1, token_pos[t0 + 2] + 1, token_pos[t0 + 3] + 1)
+    totals = (_softmax_weights(scores[0], counts[0]), _softmax_weights(scores[1], counts[1]),
+              _softmax_weights(scores[2], counts[2]), _softmax_weights(scores[3], counts[3]))
+    for r in range(4):
+        out[t0 + r, col0 : col0 + dim] = 0.0
+    shared = min(min(counts[0], counts[1]), min(counts[2], counts[3]))  # keys every one of the four attends
     for i in range(n_blocks):
         values = v_pool[blocks[i], head]
         start = i * slots
         together = max(0, min(slots, shared - start))
         if together > 0:
-            _add_weighted_values_4(scores[0, start:], scores[1, start:], scores[2, start:], scores[3, start:],
-                                   values, together, a0, a1, a2, a3)
+            _add_values_4(scores, start, together, values, out, t0, col0)
         # the keys past the shared ones, query by query: the same chains, continued
-        _add_weighted_values_1(scores[0, start:], values, together, max(0, min(slots, c0 - start)) - together, a0)
-        _add_weighted_values_1(scores[1, start:], values, together, max(0, min(slots, c1 - start)) - together, a1)
-        _add_weighted_values_1(scores[2, start:], values, together, max(0, min(slots, c2 - start)) - together, a2)
-        _add_weighted_values_1(scores[3, start:], values, together, max(0, min(slots, c3 - start)) - together, a3)
-    _finish(a0, t0_total)
-    _finish(a1, t1_total)
-    _finish(a2, t2_total)
-    _finish(a3, t3_total)
+        for r in range(4):
+            rest = max(0, min(slots, counts[r] - start)) - together
+            if rest > 0:
+                _add_values(scores, r, start, values, together, rest, out, t0 + r, col0)
+    for r in range(4):
+        _finish(out[t0 + r, col0 : col0 + dim], totals[r])
 
 
 @jit()
@@ -546,6 +601,7 @@ def _paged_attention(q, k_pool, v_pool, tables, token_seq, token_pos, scale, n_w
     both workers get early and late (cheap and costly) queries of a prompt alike."""
     n_tokens, heads, dim = q.shape
     slots = k_pool.shape[3]
+    rows = q.reshape((n_tokens, heads * dim))
     starts = _query_groups(token_seq)
     n_groups = starts.shape[0] - 1
     n_tasks = heads * n_groups
@@ -559,13 +615,12 @@ def _paged_attention(q, k_pool, v_pool, tables, token_seq, token_pos, scale, n_w
             if size == _SHARED_QUERIES:
                 last = max(max(token_pos[t0], token_pos[t0 + 1]), max(token_pos[t0 + 2], token_pos[t0 + 3]))
                 scores = np.empty((_SHARED_QUERIES, (last // slots + 1) * slots), np.float32)
-                _paged_attend_4(q, k_pool, v_pool, blocks, t0, token_pos, head, scale, scores, out)
+                _paged_attend_4(rows, t0, k_pool, v_pool, blocks, token_pos, head, scale, scores, out)
             else:
                 for t in range(t0, t0 + size):
                     pos = token_pos[t]
-                    scores = np.empty((pos // slots + 1) * slots, np.float32)
-                    _paged_attend_1(q[t, head], k_pool, v_pool, blocks, pos, head, scale, scores,
-                                    out[t, head * dim : (head + 1) * dim])
+                    scores = np.empty((1, (pos // slots + 1) * slots), np.float32)
+                    _paged_attend_1(rows, t, k_pool, v_pool, blocks, pos, head, scale, scores, out)
 
 
 def paged_attention(

@@ -14,9 +14,9 @@ its docstring records the measurements behind these choices.
 
 Exactness. |x q| <= 32767 * 127 and each int32 element adds two products per multiply-add, so it stays below
 2**31 for at most 258 multiply-adds: the IR loop takes at most WEIGHTS_PER_BLOCK = 4096 weights per call
-(128 multiply-adds into each of its two accumulators per row) and returns the sums in int64. The integer dot
-product is exact; the only rounding of the whole product is that of the activations to int16, at most half a
-step of max|x| / 32767 each.
+(128 multiply-adds into each of its two accumulators per row) and returns the sums as float64, where every
+integer below 2**53 is exact (any K up to 2**22): the integer dot product is exact; the only rounding of the
+whole product is that of the activations to int16, at most half a step of max|x| / 32767 each.
 """
 
 import numpy as np
@@ -43,11 +43,14 @@ WEIGHT_STREAMS = 4  # decode: rows of weights read side by side as sequential st
 _I16, _I32, _I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
 _EVEN = ir.Constant(ir.VectorType(_I32, VECTOR_WIDTH // 2), list(range(0, VECTOR_WIDTH, 2)))
 _ODD = ir.Constant(ir.VectorType(_I32, VECTOR_WIDTH // 2), list(range(1, VECTOR_WIDTH, 2)))
+_QUARTER = ir.VectorType(ir.DoubleType(), VECTOR_WIDTH // 4)  # half an accumulator's lanes, as float64
+_FIRST_TWO = ir.Constant(ir.VectorType(_I32, 2), [0, 1])
+_LAST_TWO = ir.Constant(ir.VectorType(_I32, 2), [2, 3])
 
 
 def int_dots(x_rows, weight_rows, weights_per_pass=WEIGHTS_PER_PASS):
     """``dots(x_int, first, q, row, stride, totals)``: totals[w * x_rows + r] = x_int[first + r] . q[row + w *
-    stride] exactly (int64) for r < ``x_rows``, w < ``weight_rows``, x_int int16 [M, K] and q int8 [N, K], both
+    stride] exactly (float64 holding the integer) for r < ``x_rows``, w < ``weight_rows``, x_int int16 [M, K] and q int8 [N, K], both
     C-contiguous (the rows must exist: not checked). Each VECTOR_WIDTH weights of q are loaded and widened
     once for all ``x_rows`` rows of x; each row of x once for all ``weight_rows`` rows of q, which are read
     side by side as that many sequential streams. The IR loop takes blocks of at most WEIGHTS_PER_BLOCK
@@ -72,16 +75,16 @@ def int_dots(x_rows, weight_rows, weights_per_pass=WEIGHTS_PER_PASS):
             k0 += n
         for k in range(k0, depth):
             for w in range(weight_rows):
-                weight = np.int64(q[row + w * stride, k])
+                weight = np.float64(q[row + w * stride, k])
                 for r in range(x_rows):
-                    totals[w * x_rows + r] += np.int64(x_int[first + r, k]) * weight
+                    totals[w * x_rows + r] += np.float64(x_int[first + r, k]) * weight
 
     return dots
 
 
 def _block_dots(x_rows, weight_rows, weights_per_pass):
     """The IR loop of :func:`int_dots`, an intrinsic ``block(x, first, q, row, stride, k0, n)``: the tuple of
-    int64 sums x[first + r, k0:k0+n] . q[row + w * stride, k0:k0+n] (w outer, r inner), n a multiple of
+    exact sums (float64) x[first + r, k0:k0+n] . q[row + w * stride, k0:k0+n] (w outer, r inner), n a multiple of
     ``weights_per_pass`` with 0 <= n <= WEIGHTS_PER_BLOCK."""
 
     @intrinsic
@@ -92,7 +95,7 @@ def _block_dots(x_rows, weight_rows, weights_per_pass):
             and all(isinstance(t, types.Integer) for t in (first, row, stride, k0, n))
         ):
             return None
-        return types.UniTuple(types.int64, x_rows * weight_rows)(x, first, q, row, stride, k0, n), _codegen
+        return types.UniTuple(types.float64, x_rows * weight_rows)(x, first, q, row, stride, k0, n), _codegen
 
     def _codegen(context, builder, sig, args):
         x_type, q_type = sig.args[0], sig.args[2]
@@ -160,18 +163,23 @@ def _block_dots(x_rows, weight_rows, weights_per_pass):
 
         builder.position_at_end(done)
         finals = {pair: [builder.phi(sums_type) for _ in range(vectors_per_pass)] for pair in pairs_of_rows}
-        sums64_type = ir.VectorType(_I64, VECTOR_WIDTH // 2)
-        reduce_add = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_I64, [sums64_type]), "llvm.vector.reduce.add.v8i64"
-        )
+        # Each int32 lane converted to float64 and the lanes added there: exact (every partial sum is an integer
+        # below 2**53), so the order does not matter, and the caller gets a float64 it can scale at once.
+        halves = [ir.Constant(ir.VectorType(_I32, VECTOR_WIDTH // 4), list(range(h, h + VECTOR_WIDTH // 4)))
+                  for h in (0, VECTOR_WIDTH // 4)]
         results = []
         for pair in pairs_of_rows:
-            total = ir.Constant(sums64_type, None)
+            total = None
             for part in range(vectors_per_pass):
                 finals[pair][part].add_incoming(zero, entry)
                 finals[pair][part].add_incoming(updated[pair][part], loop)
-                total = builder.add(total, builder.sext(finals[pair][part], sums64_type))  # summed in int64
-            results.append(builder.call(reduce_add, [total]))
+                lanes = finals[pair][part]
+                for half in halves:
+                    widened = builder.sitofp(builder.shuffle_vector(lanes, lanes, half), _QUARTER)
+                    total = widened if total is None else builder.fadd(total, widened)
+            low = builder.fadd(builder.shuffle_vector(total, total, _FIRST_TWO), builder.shuffle_vector(total, total, _LAST_TWO))
+            results.append(builder.fadd(builder.extract_element(low, ir.Constant(_I32, 0)),
+                                        builder.extract_element(low, ir.Constant(_I32, 1))))
         return context.make_tuple(builder, sig.return_type, results)
 
     return block

@@ -207,7 +207,14 @@ def _output_value(total, step, x, i, q, scale, j):
     rounded to integers: it takes a float32 dot product, so the NaN/inf reaches the output as in float32."""
     if math.isnan(step):
         return dot_row(x[i], q[j]) * scale[j]
-    return np.float32(np.float64(total) * (step * scale[j]))
+    return _scaled(total, step, scale[j])
+
+
+@jit(fastmath=_ROW_EXACT, inline="always")
+def _scaled(total, step, scale):
+    """The output of an exact integer dot product ``total`` of a row of x's int16 steps (of size ``step``) with
+    a row of q (of scale ``scale``), rounded once: the formula of every int8 path (gemm.int8_gemm's too)."""
+    return np.float32(np.float64(total) * (step * scale))
 
 
 @jit(fastmath=_ROW_EXACT, inline="always")
@@ -233,7 +240,7 @@ def _gemv_nt_int8(x, q, scale, b, out, accumulate, gelu, slabs):
         j0 = min(n, t * per_slab)
         j1 = min(n, j0 + per_slab)
         per_stream = (j1 - j0) // WEIGHT_STREAMS  # rows per stream; the remainder rows come last, one at a time
-        totals = np.empty(WEIGHT_STREAMS, np.int64)
+        totals = np.empty(WEIGHT_STREAMS)
         for j in range(j0, j0 + per_stream):
             if finite:
                 dot_weight_streams(x_int, 0, q, j, per_stream, totals)
@@ -264,8 +271,8 @@ def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
     for p in prange((n + _NC - 1) // _NC):
         j0 = p * _NC
         j1 = min(n, j0 + _NC)
-        totals = np.empty(2 * X_ROWS_PER_PASS, np.int64)  # totals[w * X_ROWS_PER_PASS + r]: x row r, q row j + w
-        sums = np.empty((padded_rows, j1 - j0), np.int64)  # sums[i, j - j0] = x_int[i] . q[j]
+        totals = np.empty(2 * X_ROWS_PER_PASS)  # totals[w * X_ROWS_PER_PASS + r]: x row r, q row j + w
+        sums = np.empty((padded_rows, j1 - j0))  # sums[i, j - j0] = x_int[i] . q[j], exact
         j = j0
         while j < j1:
             pair = j + 1 < j1
@@ -279,8 +286,13 @@ def _few_rows_int8(x, q, scale, b, out, accumulate, gelu):
                         sums[first + r, j - j0 + w] = totals[w * X_ROWS_PER_PASS + r]
             j += 2 if pair else 1
         for i in range(rows):
-            for j in range(j0, j1):
-                _finish_output(_output_value(sums[i, j - j0], steps[i], x, i, q, scale, j), b, out, i, j, accumulate)
+            step = steps[i]
+            if math.isnan(step):  # the float32 products of _output_value, in a loop of their own
+                for j in range(j0, j1):
+                    _finish_output(_output_value(0.0, step, x, i, q, scale, j), b, out, i, j, accumulate)
+            else:  # a loop without that branch, which vectorises
+                for j in range(j0, j1):
+                    _finish_output(_scaled(sums[i, j - j0], step, scale[j]), b, out, i, j, accumulate)
             if gelu:
                 gelu_in_place(out[i, j0:j1])
 

@@ -372,3 +372,101 @@ def _i64(value):
 dot_tile = lane_dots(MR, NR)  # the GEMM's 3x4 register tile (12 lane accumulators + 3 + 1 operands: 16 ymm)
 dot_row_lanes = lane_dots(1, 1)  # one dot product, in the same order as every dot of dot_tile
 dot_row_streams = lane_dots(1, 4)  # one row of x . 4 rows of w read side by side (decode's LM head)
+
+
+def broadcast_chains(a_rows, chunks, vectors):
+    """``chains(a, ra, a0, n, mats, at, out, rows, out_cols)``: for each of the ``a_rows`` rows r (ra[r] of a,
+    rows[r] of out) and ``chunks`` matrices c, the ``vectors`` x LANES lanes l
+    out[rows[r], out_cols[c] + l] = fmuladd(a[ra[r], a0 + k], m[at[c] + k * width + l], ...) chained over
+    k = 0 .. n-1 in order, starting from out's value, where m is mats[c] read flat (at[c] an offset in its
+    elements: a row and column, row * width + column) and width its row length: axpy chains, one lane per
+    output, no sum across lanes (attention's scores over a block of transposed keys, and its weighted sums of
+    value rows). a, out and each of mats are float32 C-contiguous 2-D arrays, ra, rows, at and out_cols tuples
+    of indices; every element read or written must exist (not checked). Each element of a is broadcast once for all the chunks' lanes, and each
+    vector of a matrix loaded once for all the rows: a_rows * chunks * vectors accumulators (at most 12 of
+    AVX2's 16 registers) run side by side, enough independent chains to hide the multiply-add's latency."""
+
+    @intrinsic
+    def chains(typingctx, a, ra, a0, n, mats, at, out, rows, out_cols):
+        def is_matrix(t):
+            return isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 2 and t.layout == "C"
+
+        def is_indices(t, count):
+            return isinstance(t, types.UniTuple) and t.count == count and isinstance(t.dtype, types.Integer)
+
+        if not (is_matrix(a) and is_matrix(out) and isinstance(mats, types.UniTuple) and mats.count == chunks
+                and is_matrix(mats.dtype) and is_indices(ra, a_rows) and is_indices(rows, a_rows)
+                and is_indices(at, chunks) and is_indices(out_cols, chunks)
+                and isinstance(a0, types.Integer) and isinstance(n, types.Integer)):
+            return None
+        return types.void(a, ra, a0, n, mats, at, out, rows, out_cols), _codegen
+
+    def _codegen(context, builder, sig, args):
+        a_type, ra_type, a0_type, n_type, mats_type, at_type, out_type, rows_type, out_cols_type = sig.args
+        a_value, ra, a0, n, mats, at, out_value, rows, out_cols = args
+        a0 = context.cast(builder, a0, a0_type, types.int64)
+        n = context.cast(builder, n, n_type, types.int64)
+
+        def index(tuple_value, tuple_type, i):
+            return context.cast(builder, builder.extract_value(tuple_value, i), tuple_type.dtype, types.int64)
+
+        def item_pointer(array_type, array_value, row, column):
+            array = context.make_array(array_type)(context, builder, array_value)
+            return cgutils.get_item_pointer(context, builder, array_type, array, [row, column])
+
+        a_starts = [item_pointer(a_type, a_value, index(ra, ra_type, r), a0) for r in range(a_rows)]
+        out_starts = {(r, c): item_pointer(out_type, out_value, index(rows, rows_type, r),
+                                           index(out_cols, out_cols_type, c))
+                      for r in range(a_rows) for c in range(chunks)}
+        mat_arrays = [context.make_array(mats_type.dtype)(context, builder, builder.extract_value(mats, c))
+                      for c in range(chunks)]
+        mat_starts = [builder.gep(mat_arrays[c].data, [index(at, at_type, c)]) for c in range(chunks)]
+        mat_strides = [builder.extract_value(mat_arrays[c].shape, 1) for c in range(chunks)]  # elements per row
+        fma = _fmuladd_function(builder, _LANE_VECTOR)
+
+        def lanes_at(start, offset):
+            return builder.bitcast(builder.gep(start, [offset]), _LANE_VECTOR.as_pointer())
+
+        accumulators = [(r, c, v) for r in range(a_rows) for c in range(chunks) for v in range(vectors)]
+        initial = {(r, c, v): builder.load(lanes_at(out_starts[r, c], _i64(v * LANES)), align=4)
+                   for r, c, v in accumulators}
+        entry = builder.block
+        loop = builder.append_basic_block("chains_k")
+        done = builder.append_basic_block("chains_done")
+        builder.cbranch(builder.icmp_signed(">", n, _i64(0)), loop, done)
+
+        builder.position_at_end(loop)
+        k = builder.phi(ir.IntType(64))
+        acc = {key: builder.phi(_LANE_VECTOR) for key in accumulators}
+        undefined = ir.Constant(_LANE_VECTOR, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        broadcasts = []
+        for r in range(a_rows):
+            element = builder.load(builder.gep(a_starts[r], [k]), align=4)
+            broadcasts.append(builder.shuffle_vector(
+                builder.insert_element(undefined, element, ir.Constant(ir.IntType(32), 0)), undefined, splat))
+        updated = {}
+        for c in range(chunks):
+            row_start = builder.mul(k, mat_strides[c])
+            for v in range(vectors):
+                lanes = builder.load(lanes_at(mat_starts[c], builder.add(row_start, _i64(v * LANES))), align=4)
+                for r in range(a_rows):
+                    updated[r, c, v] = builder.call(fma, [broadcasts[r], lanes, acc[r, c, v]])
+        k_next = builder.add(k, _i64(1))
+        k.add_incoming(_i64(0), entry)
+        k.add_incoming(k_next, loop)
+        for key in accumulators:
+            acc[key].add_incoming(initial[key], entry)
+            acc[key].add_incoming(updated[key], loop)
+        builder.cbranch(builder.icmp_signed("<", k_next, n), loop, done)
+
+        builder.position_at_end(done)
+        final = {key: builder.phi(_LANE_VECTOR) for key in accumulators}  # phis first in their block
+        for key in accumulators:
+            final[key].add_incoming(initial[key], entry)
+            final[key].add_incoming(updated[key], loop)
+        for r, c, v in accumulators:
+            builder.store(final[r, c, v], lanes_at(out_starts[r, c], _i64(v * LANES)), align=4)
+        return context.get_dummy_value()
+
+    return chains

@@ -48,7 +48,7 @@ def test_int_dots_are_exact(depth, x_rows, weight_rows, dots):
     rng = np.random.default_rng(depth + 10 * x_rows + weight_rows)
     x = rng.integers(-INT16_MAX, INT16_MAX + 1, (x_rows + 3, depth)).astype(np.int16)
     q = rng.integers(-127, 128, (3 * weight_rows + 2, depth)).astype(np.int8)
-    totals = np.empty(x_rows * weight_rows, np.int64)
+    totals = np.empty(x_rows * weight_rows, np.float64)
     for first, row, stride in ((0, 0, 1), (3, 2, 3), (1, 1, 0)):
         dots(x, first, q, row, stride, totals)
         weights = q[row + stride * np.arange(weight_rows)].astype(np.int64)  # [weight_rows, K]
@@ -61,18 +61,18 @@ def test_int_dots_do_not_overflow_at_the_extremes(depth):
     """Every product at its largest magnitude: a whole block summed in one int32 element would wrap around."""
     x = np.full(depth, INT16_MAX, np.int16)
     q = np.stack([np.full(depth, 127, np.int8), np.full(depth, -127, np.int8)])
-    one = np.empty(1, np.int64)
+    one = np.empty(1, np.float64)
     dot_one_row(x[None], 0, q, 0, 0, one)
     assert one[0] == depth * INT16_MAX * 127
     dot_one_row(x[None], 0, q, 1, 0, one)
     assert one[0] == -depth * INT16_MAX * 127
-    totals = np.empty(X_ROWS_PER_PASS, np.int64)
+    totals = np.empty(X_ROWS_PER_PASS, np.float64)
     dot_x_rows(np.tile(x, (X_ROWS_PER_PASS, 1)), 0, q, 1, 0, totals)
     np.testing.assert_array_equal(totals, -depth * INT16_MAX * 127)
-    pairs = np.empty(2 * X_ROWS_PER_PASS, np.int64)  # one vector per pass: twice the multiply-adds per element
+    pairs = np.empty(2 * X_ROWS_PER_PASS, np.float64)  # one vector per pass: twice the multiply-adds per element
     dot_x_rows_weight_pairs(np.tile(x, (X_ROWS_PER_PASS, 1)), 0, q, 0, 1, pairs)
     np.testing.assert_array_equal(pairs, depth * INT16_MAX * 127 * np.repeat([1, -1], X_ROWS_PER_PASS))
-    streams = np.empty(WEIGHT_STREAMS, np.int64)
+    streams = np.empty(WEIGHT_STREAMS, np.float64)
     dot_weight_streams(x[None], 0, np.tile(q, (WEIGHT_STREAMS, 1)), 0, 1, streams)  # rows 127, -127, 127, ...
     np.testing.assert_array_equal(streams, depth * INT16_MAX * 127 * (-1) ** np.arange(WEIGHT_STREAMS))
 
@@ -174,7 +174,7 @@ def test_integer_loop_compiles_to_a_vector_integer_multiply_add(weight_rows):
 
     @njit  # not cached: Numba only shows the machine code of functions it compiled in this process
     def dot(x, q):
-        totals = np.empty(weight_rows, np.int64)
+        totals = np.empty(weight_rows, np.float64)
         dots(x, 0, q, 0, 1, totals)
         return totals.sum()
 
