@@ -19,11 +19,20 @@ no faster than 1), paged / contiguous, 1 thread, median of 3 paired rounds:
   block size 16   decode 16x512 1.6 (8.6 vs 5.3 ms)   chunk 48@464 1.9 (5.4 vs 2.8 ms)   prompt 512 ~2.5-3 (37 vs 13.5 ms)
   block size 32   decode ~1.3 (6.5 vs 5.7 ms)         chunk ~1.25 (3.8 vs 3.1 ms)         prompt 1.7 (21.7 vs 12.7 ms)
 
-Where paged_attention likely loses (not yet isolated): its score loops run over one block's slots at a time,
-and LLVM guards each such loop with run-time overlap checks between score rows and key rows (the four-query
-score function's IR holds 76 conflict tests), paid again for every 16 or 32 slots; the gap shrinking with
-block size 32 fits that. A microbenchmark of the four-query scores over 512 in-cache keys: 17 us at block
-size 16, 10 us at 32 (its multiply-adds alone: ~3 us).
+Where paged_attention lost: its loops ran over one block's 16 or 32 slots at a time, each score a chain of
+fused multiply-adds stored and reloaded every four dimensions, so each chain waited on its last step (and LLVM
+guarded each short loop with run-time overlap checks). Since 2026-12-03 the chains run on register tiles
+(``tiles.broadcast_chains``: 4 chunks of 16 keys of one query, or 16 keys of 4 queries, or 64 dimensions of
+the value rows: 8 independent chains each), the same chains in the same order, so the same bits. Paired
+against the code before, two runs each taking turns (2 threads, 2-core AMD EPYC Zen 3, AVX2 + FMA, block
+size 16), paged / contiguous per round:
+
+  before   decode 16x512 1.42-2.21 (4.3-4.8 ms)   chunk 48@464 1.71-2.04 (3.5-3.7 ms)   prompt 512 1.81-2.18 (20-24 ms)
+  after    decode 16x512 0.79-0.99 (2.9 ms)       chunk 48@464 0.65-0.69 (1.3-1.4 ms)   prompt 512 0.79-0.85 (8-10 ms)
+
+The same tile on the contiguous prompt path (scores down the columns of the whole transposed key matrix) was
+slower there (and left out), 1.15x at 512 positions and 1.29x at 1,024: the 64 dimensions of a chunk of 16 keys
+lie one row of that matrix apart (4 KB apart at 1,024 positions), where a pool block holds them in one 4 KB run.
 """
 
 from __future__ import annotations

@@ -45,6 +45,11 @@ table show the products on any CPU, the rest need the named constant or loop cha
 * INT16_ROWS stays at SMALL_M = 48 with that GEMM: the few-rows integer path took 0.24-0.33x the GEMM's time at
   M = 8, 0.58-0.72x at M = 24 and 0.82-0.92x at M = 48 on distilgpt2's five shapes (paired, median of 9,
   2 threads, Zen 3); both give the same bits, so the switch is a matter of speed alone.
+* The integer dot products return float64 sums (intdot: each int32 lane converted and the lanes added in float64,
+  exact), where they returned int64: AVX2 has no vector int64 -> float64 conversion, so the few-rows kernel's
+  scaling loop ran one output at a time. Paired in one process against the int64 version (2 threads, 2-core AMD
+  EPYC Zen 3, AVX2, 2026-12-03; same bits): M = 16 took 0.85-0.94x the time on the five shapes (the LM head
+  5.83 against 6.44 ms), M = 1 0.98-1.00x.
 * int16_row's peak found on the bit patterns (an integer max): a float max that keeps NaN, which does not
   vectorise, was 3x slower on a 3072-wide row.
 * quantize_columns quantizing in tiles: a float32 transposed copy made first took more than half of an
