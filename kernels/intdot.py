@@ -50,12 +50,12 @@ _LAST_TWO = ir.Constant(ir.VectorType(_I32, 2), [2, 3])
 
 def int_dots(x_rows, weight_rows, weights_per_pass=WEIGHTS_PER_PASS):
     """``dots(x_int, first, q, row, stride, totals)``: totals[w * x_rows + r] = x_int[first + r] . q[row + w *
-    stride] exactly (float64 holding the integer) for r < ``x_rows``, w < ``weight_rows``, x_int int16 [M, K] and q int8 [N, K], both
-    C-contiguous (the rows must exist: not checked). Each VECTOR_WIDTH weights of q are loaded and widened
-    once for all ``x_rows`` rows of x; each row of x once for all ``weight_rows`` rows of q, which are read
-    side by side as that many sequential streams. The IR loop takes blocks of at most WEIGHTS_PER_BLOCK
-    weights (exact int32 sums), ``weights_per_pass`` (a multiple of VECTOR_WIDTH) per pass, each vector of them
-    into an accumulator of its own, then the tail past the last whole pass one weight at a time.
+    stride] exactly (float64 totals, holding integers) for r < ``x_rows``, w < ``weight_rows``, x_int int16 [M, K]
+    and q int8 [N, K], both C-contiguous (the rows must exist: not checked). Each VECTOR_WIDTH weights of q are
+    loaded and widened once for all ``x_rows`` rows of x; each row of x once for all ``weight_rows`` rows of q,
+    which are read side by side as that many sequential streams. The IR loop takes blocks of at most
+    WEIGHTS_PER_BLOCK weights (exact int32 sums), ``weights_per_pass`` (a multiple of VECTOR_WIDTH) per pass, each
+    vector of them into an accumulator of its own, then the tail past the last whole pass one weight at a time.
 
     Inlined into the kernels' loops (Numba IR inlining), which call it once per row of weights or two: as a
     call, its overhead shows in the decode products' time."""
@@ -177,7 +177,8 @@ def _block_dots(x_rows, weight_rows, weights_per_pass):
                 for half in halves:
                     widened = builder.sitofp(builder.shuffle_vector(lanes, lanes, half), _QUARTER)
                     total = widened if total is None else builder.fadd(total, widened)
-            low = builder.fadd(builder.shuffle_vector(total, total, _FIRST_TWO), builder.shuffle_vector(total, total, _LAST_TWO))
+            low = builder.fadd(builder.shuffle_vector(total, total, _FIRST_TWO),
+                               builder.shuffle_vector(total, total, _LAST_TWO))
             results.append(builder.fadd(builder.extract_element(low, ir.Constant(_I32, 0)),
                                         builder.extract_element(low, ir.Constant(_I32, 1))))
         return context.make_tuple(builder, sig.return_type, results)

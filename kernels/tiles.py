@@ -376,15 +376,15 @@ dot_row_streams = lane_dots(1, 4)  # one row of x . 4 rows of w read side by sid
 
 def broadcast_chains(a_rows, chunks, vectors):
     """``chains(a, ra, a0, n, mats, at, out, rows, out_cols)``: for each of the ``a_rows`` rows r (ra[r] of a,
-    rows[r] of out) and ``chunks`` matrices c, the ``vectors`` x LANES lanes l
-    out[rows[r], out_cols[c] + l] = fmuladd(a[ra[r], a0 + k], m[at[c] + k * width + l], ...) chained over
-    k = 0 .. n-1 in order, starting from out's value, where m is mats[c] read flat (at[c] an offset in its
-    elements: a row and column, row * width + column) and width its row length: axpy chains, one lane per
-    output, no sum across lanes (attention's scores over a block of transposed keys, and its weighted sums of
-    value rows). a, out and each of mats are float32 C-contiguous 2-D arrays, ra, rows, at and out_cols tuples
-    of indices; every element read or written must exist (not checked). Each element of a is broadcast once for all the chunks' lanes, and each
-    vector of a matrix loaded once for all the rows: a_rows * chunks * vectors accumulators (at most 12 of
-    AVX2's 16 registers) run side by side, enough independent chains to hide the multiply-add's latency."""
+    rows[r] of out) and ``chunks`` matrices c, the ``vectors`` x LANES lanes l out[rows[r], out_cols[c] + l] =
+    fmuladd(a[ra[r], a0 + k], m[at[c] + k * width + l], ...) chained over k = 0 .. n-1 in order, starting from out's
+    value, where m is mats[c] read flat (at[c] an offset in its elements: a row and column, row * width + column)
+    and width its row length: axpy chains, one lane per output, no sum across lanes (attention's scores over a block
+    of transposed keys, and its weighted sums of value rows). a, out and each of mats are float32 C-contiguous 2-D
+    arrays, ra, rows, at and out_cols tuples of indices; every element read or written must exist (not checked).
+    Each element of a is broadcast once for all the chunks' lanes, and each vector of a matrix loaded once for all
+    the rows: a_rows * chunks * vectors accumulators (at most 12 of AVX2's 16 registers) run side by side, enough
+    independent chains to hide the multiply-add's latency."""
 
     @intrinsic
     def chains(typingctx, a, ra, a0, n, mats, at, out, rows, out_cols):
