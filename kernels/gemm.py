@@ -29,6 +29,7 @@ from numba.extending import intrinsic
 
 from .activations import gelu_in_place
 from .jit import jit, jit_step
+from .llvm_loop import counted_loop
 
 TILE_ROWS, TILE_COLS = 6, 16  # 12 accumulators + 2 weight vectors + 1 broadcast: 15 of AVX2's 16 ymm registers
 KC = 256  # k-block: a strip of KC x 16 weights (16 KB) stays in L1 while a row block's tiles stream past it
@@ -102,39 +103,23 @@ def _broadcast_tile_codegen(context, builder, signature, args):
 
     tile = [(r, v) for r in range(TILE_ROWS) for v in range(_VECTORS)]
     initial = {(r, v): builder.load(vector_at(c_starts[r], _i64(v * _LANES)), align=4) for r, v in tile}
-    entry = builder.block
-    loop = builder.append_basic_block("tile_k")
-    done = builder.append_basic_block("tile_done")
-    builder.cbranch(builder.icmp_signed(">", kc, _i64(0)), loop, done)
-
-    builder.position_at_end(loop)
-    k = builder.phi(_I64)
-    acc = {key: builder.phi(_VECTOR) for key in tile}
-    row_of_strip = builder.mul(k, _i64(TILE_COLS))
-    w = [builder.load(vector_at(weights, builder.add(row_of_strip, _i64(v * _LANES))), align=4)
-         for v in range(_VECTORS)]
     undefined = ir.Constant(_VECTOR, ir.Undefined)
     splat = ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES)
-    updated = {}
-    for r in range(TILE_ROWS):
-        x = builder.load(builder.gep(a_starts[r], [k]), align=4)
-        broadcast = builder.shuffle_vector(builder.insert_element(undefined, x, ir.Constant(ir.IntType(32), 0)),
-                                           undefined, splat)
-        for v in range(_VECTORS):
-            updated[r, v] = builder.call(fma, [broadcast, w[v], acc[r, v]])
-    k_next = builder.add(k, _i64(1))
-    k.add_incoming(_i64(0), entry)
-    k.add_incoming(k_next, loop)
-    for key in tile:
-        acc[key].add_incoming(initial[key], entry)
-        acc[key].add_incoming(updated[key], loop)
-    builder.cbranch(builder.icmp_signed("<", k_next, kc), loop, done)
 
-    builder.position_at_end(done)
-    final = {key: builder.phi(_VECTOR) for key in tile}  # phis first in their block, stores after
-    for key in tile:
-        final[key].add_incoming(initial[key], entry)
-        final[key].add_incoming(updated[key], loop)
+    def step(k, acc):
+        row_of_strip = builder.mul(k, _i64(TILE_COLS))
+        w = [builder.load(vector_at(weights, builder.add(row_of_strip, _i64(v * _LANES))), align=4)
+             for v in range(_VECTORS)]
+        updated = {}
+        for r in range(TILE_ROWS):
+            x = builder.load(builder.gep(a_starts[r], [k]), align=4)
+            broadcast = builder.shuffle_vector(builder.insert_element(undefined, x, ir.Constant(ir.IntType(32), 0)),
+                                               undefined, splat)
+            for v in range(_VECTORS):
+                updated[r, v] = builder.call(fma, [broadcast, w[v], acc[r, v]])
+        return updated
+
+    final = counted_loop(builder, _i64(0), kc, _i64(1), initial, step, "tile_k")
     for r, v in tile:
         builder.store(final[r, v], vector_at(c_starts[r], _i64(v * _LANES)), align=4)
     return context.get_dummy_value()
@@ -290,47 +275,32 @@ def _int16_tile_codegen(context, builder, signature, args):
         return builder.bitcast(builder.gep(start, [offset]), vector_type.as_pointer())
 
     tile = [(r, v) for r in range(TILE_ROWS) for v in range(_VECTORS)]
-    zero = ir.Constant(_SUMS, None)
-    entry = builder.block
-    loop = builder.append_basic_block("int_tile_k")
-    done = builder.append_basic_block("int_tile_done")
-    builder.cbranch(builder.icmp_signed(">", pairs, _i64(0)), loop, done)
-
-    builder.position_at_end(loop)
-    p = builder.phi(_I64)
-    acc = {key: builder.phi(_SUMS) for key in tile}
-    pair_row = builder.mul(p, _i64(2 * TILE_COLS))
-    w = [builder.sext(builder.load(vector_at(weights, builder.add(pair_row, _i64(v * 2 * _LANES)), _PAIRS), align=2),
-                      _PRODUCTS) for v in range(_VECTORS)]
     undefined = ir.Constant(_SUMS, ir.Undefined)
     splat = ir.Constant(ir.VectorType(_I32, _LANES), [0] * _LANES)
     even = ir.Constant(ir.VectorType(_I32, _LANES), list(range(0, 2 * _LANES, 2)))
     odd = ir.Constant(ir.VectorType(_I32, _LANES), list(range(1, 2 * _LANES, 2)))
-    updated = {}
-    for r in range(TILE_ROWS):
-        word = builder.load(builder.gep(x_starts[r], [p]), align=2)
-        words = builder.shuffle_vector(builder.insert_element(undefined, word, ir.Constant(_I32, 0)), undefined, splat)
-        x_pairs = builder.sext(builder.bitcast(words, _PAIRS), _PRODUCTS)
-        for v in range(_VECTORS):
-            # sign-extend, multiply, add the even and odd products: the form LLVM turns into vpmaddwd (vpdpwssd
-            # with the accumulating add where the CPU has VNNI)
-            products = builder.mul(x_pairs, w[v])
-            pair_sums = builder.add(builder.shuffle_vector(products, products, even),
-                                    builder.shuffle_vector(products, products, odd))
-            updated[r, v] = builder.add(acc[r, v], pair_sums)
-    p_next = builder.add(p, _i64(1))
-    p.add_incoming(_i64(0), entry)
-    p.add_incoming(p_next, loop)
-    for key in tile:
-        acc[key].add_incoming(zero, entry)
-        acc[key].add_incoming(updated[key], loop)
-    builder.cbranch(builder.icmp_signed("<", p_next, pairs), loop, done)
 
-    builder.position_at_end(done)
-    final = {key: builder.phi(_SUMS) for key in tile}  # phis first in their block
-    for key in tile:
-        final[key].add_incoming(zero, entry)
-        final[key].add_incoming(updated[key], loop)
+    def step(p, acc):
+        pair_row = builder.mul(p, _i64(2 * TILE_COLS))
+        w = [builder.sext(builder.load(vector_at(weights, builder.add(pair_row, _i64(v * 2 * _LANES)), _PAIRS),
+                                       align=2), _PRODUCTS) for v in range(_VECTORS)]
+        updated = {}
+        for r in range(TILE_ROWS):
+            word = builder.load(builder.gep(x_starts[r], [p]), align=2)
+            words = builder.shuffle_vector(builder.insert_element(undefined, word, ir.Constant(_I32, 0)), undefined,
+                                           splat)
+            x_pairs = builder.sext(builder.bitcast(words, _PAIRS), _PRODUCTS)
+            for v in range(_VECTORS):
+                # sign-extend, multiply, add the even and odd products: the form LLVM turns into vpmaddwd
+                # (vpdpwssd with the accumulating add where the CPU has VNNI)
+                products = builder.mul(x_pairs, w[v])
+                pair_sums = builder.add(builder.shuffle_vector(products, products, even),
+                                        builder.shuffle_vector(products, products, odd))
+                updated[r, v] = builder.add(acc[r, v], pair_sums)
+        return updated
+
+    final = counted_loop(builder, _i64(0), pairs, _i64(1), dict.fromkeys(tile, ir.Constant(_SUMS, None)), step,
+                         "int_tile_k")
     low = ir.Constant(ir.VectorType(_I32, _LANES // 2), list(range(_LANES // 2)))
     high = ir.Constant(ir.VectorType(_I32, _LANES // 2), list(range(_LANES // 2, _LANES)))
     for (r, v), exact in final.items():

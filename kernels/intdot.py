@@ -26,6 +26,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .jit import jit
+from .llvm_loop import counted_loop
 
 INT16_MAX = 32767  # activations are rounded to [-32767, 32767] steps of max|x| / 32767
 VECTOR_WIDTH = 16  # weights per vector multiply-add: 16 int16 products summed in pairs into 8 int32 elements
@@ -120,67 +121,54 @@ def _block_dots(x_rows, weight_rows, weights_per_pass):
         prefetch = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [q_starts[0].type, _I32, _I32, _I32]), "llvm.prefetch.p0i8"
         )
-        entry = builder.block
-        loop = builder.append_basic_block("madd_loop")
-        done = builder.append_basic_block("madd_done")
-        builder.cbranch(builder.icmp_signed(">", n, _i64(0)), loop, done)
-
-        builder.position_at_end(loop)
-        k = builder.phi(_I64)
         vectors_per_pass = weights_per_pass // VECTOR_WIDTH
-        pairs_of_rows = [(w, r) for w in range(weight_rows) for r in range(x_rows)]
-        sums = {pair: [builder.phi(sums_type) for _ in range(vectors_per_pass)] for pair in pairs_of_rows}
-        for q_start in q_starts:
-            ahead = builder.gep(q_start, [builder.add(k, _i64(PREFETCH_AHEAD_BYTES))])
-            read, keep, data = ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)
-            builder.call(prefetch, [ahead, read, keep, data])
-        updated = {pair: [None] * vectors_per_pass for pair in pairs_of_rows}
-        for part in range(vectors_per_pass):
-            at = builder.add(k, _i64(part * VECTOR_WIDTH))
-            xs = [
-                builder.sext(builder.load(builder.bitcast(builder.gep(x_starts[r], [at]), x_vector), align=2),
-                             products_type)
-                for r in range(x_rows)
-            ]
-            for w, q_start in enumerate(q_starts):
-                weights = builder.load(builder.bitcast(builder.gep(q_start, [at]), q_vector), align=1)
-                weights = builder.sext(weights, products_type)
-                for r in range(x_rows):
-                    products = builder.mul(xs[r], weights)
-                    pairs = builder.add(
-                        builder.shuffle_vector(products, ir.Constant(products_type, None), _EVEN),
-                        builder.shuffle_vector(products, ir.Constant(products_type, None), _ODD),
-                    )
-                    updated[w, r][part] = builder.add(sums[w, r][part], pairs)
-        k_next = builder.add(k, _i64(weights_per_pass))
-        k.add_incoming(_i64(0), entry)
-        k.add_incoming(k_next, loop)
-        for pair in pairs_of_rows:
-            for part in range(vectors_per_pass):
-                sums[pair][part].add_incoming(zero, entry)
-                sums[pair][part].add_incoming(updated[pair][part], loop)
-        builder.cbranch(builder.icmp_signed("<", k_next, n), loop, done)
+        accumulators = [(w, r, part) for w in range(weight_rows) for r in range(x_rows)
+                        for part in range(vectors_per_pass)]
 
-        builder.position_at_end(done)
-        finals = {pair: [builder.phi(sums_type) for _ in range(vectors_per_pass)] for pair in pairs_of_rows}
+        def step(k, sums):
+            for q_start in q_starts:
+                ahead = builder.gep(q_start, [builder.add(k, _i64(PREFETCH_AHEAD_BYTES))])
+                read, keep, data = ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)
+                builder.call(prefetch, [ahead, read, keep, data])
+            updated = {}
+            for part in range(vectors_per_pass):
+                at = builder.add(k, _i64(part * VECTOR_WIDTH))
+                xs = [
+                    builder.sext(builder.load(builder.bitcast(builder.gep(x_starts[r], [at]), x_vector), align=2),
+                                 products_type)
+                    for r in range(x_rows)
+                ]
+                for w, q_start in enumerate(q_starts):
+                    weights = builder.load(builder.bitcast(builder.gep(q_start, [at]), q_vector), align=1)
+                    weights = builder.sext(weights, products_type)
+                    for r in range(x_rows):
+                        products = builder.mul(xs[r], weights)
+                        pairs = builder.add(
+                            builder.shuffle_vector(products, ir.Constant(products_type, None), _EVEN),
+                            builder.shuffle_vector(products, ir.Constant(products_type, None), _ODD),
+                        )
+                        updated[w, r, part] = builder.add(sums[w, r, part], pairs)
+            return updated
+
+        finals = counted_loop(builder, _i64(0), n, _i64(weights_per_pass), dict.fromkeys(accumulators, zero), step,
+                              "madd_loop")
         # Each int32 lane converted to float64 and the lanes added there: exact (every partial sum is an integer
         # below 2**53), so the order does not matter, and the caller gets a float64 it can scale at once.
         halves = [ir.Constant(ir.VectorType(_I32, VECTOR_WIDTH // 4), list(range(h, h + VECTOR_WIDTH // 4)))
                   for h in (0, VECTOR_WIDTH // 4)]
         results = []
-        for pair in pairs_of_rows:
-            total = None
-            for part in range(vectors_per_pass):
-                finals[pair][part].add_incoming(zero, entry)
-                finals[pair][part].add_incoming(updated[pair][part], loop)
-                lanes = finals[pair][part]
-                for half in halves:
-                    widened = builder.sitofp(builder.shuffle_vector(lanes, lanes, half), _QUARTER)
-                    total = widened if total is None else builder.fadd(total, widened)
-            low = builder.fadd(builder.shuffle_vector(total, total, _FIRST_TWO),
-                               builder.shuffle_vector(total, total, _LAST_TWO))
-            results.append(builder.fadd(builder.extract_element(low, ir.Constant(_I32, 0)),
-                                        builder.extract_element(low, ir.Constant(_I32, 1))))
+        for w in range(weight_rows):
+            for r in range(x_rows):
+                total = None
+                for part in range(vectors_per_pass):
+                    lanes = finals[w, r, part]
+                    for half in halves:
+                        widened = builder.sitofp(builder.shuffle_vector(lanes, lanes, half), _QUARTER)
+                        total = widened if total is None else builder.fadd(total, widened)
+                low = builder.fadd(builder.shuffle_vector(total, total, _FIRST_TWO),
+                                   builder.shuffle_vector(total, total, _LAST_TWO))
+                results.append(builder.fadd(builder.extract_element(low, ir.Constant(_I32, 0)),
+                                            builder.extract_element(low, ir.Constant(_I32, 1))))
         return context.make_tuple(builder, sig.return_type, results)
 
     return block

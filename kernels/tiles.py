@@ -23,6 +23,7 @@ from numba.extending import intrinsic
 
 from .activations import gelu_in_place
 from .jit import jit
+from .llvm_loop import counted_loop
 
 FAST = {"reassoc", "contract"}  # lets LLVM vectorise float reductions and fuse multiply-adds; keeps NaN/inf
 
@@ -292,41 +293,27 @@ def lane_dots(a_rows, b_rows):
         zero = ir.Constant(_LANE_VECTOR, None)
 
         # the lanes: acc[r, c] = fmuladd(a[r, k:k+LANES], b[c, k:k+LANES], acc[r, c]) for k = 0, LANES, ...
-        entry = builder.block
-        loop = builder.append_basic_block("lanes_loop")
-        lanes_done = builder.append_basic_block("lanes_done")
-        builder.cbranch(builder.icmp_signed(">", vector_end, _i64(0)), loop, lanes_done)
-        builder.position_at_end(loop)
-        k = builder.phi(ir.IntType(64))
-        acc = {pair: builder.phi(_LANE_VECTOR) for pair in pairs}
+        def lanes_step(k, acc):
+            def load_lanes(start):
+                return builder.load(builder.bitcast(builder.gep(start, [k]), _LANE_VECTOR.as_pointer()), align=4)
 
-        def load_lanes(start):
-            return builder.load(builder.bitcast(builder.gep(start, [k]), _LANE_VECTOR.as_pointer()), align=4)
+            # each row of b loaded just before its multiply-adds: with a 3x4 tile, 12 accumulators + 3 rows of a
+            # + 1 of b fill AVX2's 16 registers (all 4 rows of b loaded first spilled an accumulator every pass)
+            a_lanes = [load_lanes(start) for start in a_starts]
+            updated = {}
+            for c, start in enumerate(b_starts):
+                b_lanes = load_lanes(start)
+                for r in range(a_rows):
+                    updated[r, c] = builder.call(vector_fma, [a_lanes[r], b_lanes, acc[r, c]])
+            return updated
 
-        # each row of b loaded just before its multiply-adds: with a 3x4 tile, 12 accumulators + 3 rows of a +
-        # 1 of b fill AVX2's 16 registers (all 4 rows of b loaded first spilled an accumulator every pass)
-        a_lanes = [load_lanes(start) for start in a_starts]
-        updated = {}
-        for c, start in enumerate(b_starts):
-            b_lanes = load_lanes(start)
-            for r in range(a_rows):
-                updated[r, c] = builder.call(vector_fma, [a_lanes[r], b_lanes, acc[r, c]])
-        k_next = builder.add(k, _i64(LANES))
-        k.add_incoming(_i64(0), entry)
-        k.add_incoming(k_next, loop)
-        for pair in pairs:
-            acc[pair].add_incoming(zero, entry)
-            acc[pair].add_incoming(updated[pair], loop)
-        builder.cbranch(builder.icmp_signed("<", k_next, vector_end), loop, lanes_done)
+        final_lanes = counted_loop(builder, _i64(0), vector_end, _i64(LANES), dict.fromkeys(pairs, zero),
+                                   lanes_step, "lanes_loop")
 
         # the fixed reduction of each accumulator's lanes: halves added, then halves of that, then the pair
-        builder.position_at_end(lanes_done)
-        final_lanes = {pair: builder.phi(_LANE_VECTOR) for pair in pairs}  # phis first in their block
         totals = {}
         for pair in pairs:
             lanes = final_lanes[pair]
-            lanes.add_incoming(zero, entry)
-            lanes.add_incoming(updated[pair], loop)
             half = LANES
             while half > 1:
                 half //= 2
@@ -338,28 +325,13 @@ def lane_dots(a_rows, b_rows):
             totals[pair] = builder.extract_element(lanes, ir.Constant(ir.IntType(32), 0))
 
         # the tail: the last kc % LANES terms, one fused multiply-add each, in order
-        tail_entry = builder.block
-        tail = builder.append_basic_block("tail_loop")
-        done = builder.append_basic_block("tail_done")
-        builder.cbranch(builder.icmp_signed("<", vector_end, kc), tail, done)
-        builder.position_at_end(tail)
-        kt = builder.phi(ir.IntType(64))
-        running = {pair: builder.phi(_F32) for pair in pairs}
-        a_terms = [builder.load(builder.gep(start, [kt])) for start in a_starts]
-        b_terms = [builder.load(builder.gep(start, [kt])) for start in b_starts]
-        stepped = {(r, c): builder.call(scalar_fma, [a_terms[r], b_terms[c], running[r, c]]) for r, c in pairs}
-        kt_next = builder.add(kt, _i64(1))
-        kt.add_incoming(vector_end, tail_entry)
-        kt.add_incoming(kt_next, tail)
-        for pair in pairs:
-            running[pair].add_incoming(totals[pair], tail_entry)
-            running[pair].add_incoming(stepped[pair], tail)
-        builder.cbranch(builder.icmp_signed("<", kt_next, kc), tail, done)
-        builder.position_at_end(done)
-        results = [builder.phi(_F32) for _ in pairs]
-        for final, pair in zip(results, pairs):
-            final.add_incoming(totals[pair], tail_entry)
-            final.add_incoming(stepped[pair], tail)
+        def tail_step(kt, running):
+            a_terms = [builder.load(builder.gep(start, [kt])) for start in a_starts]
+            b_terms = [builder.load(builder.gep(start, [kt])) for start in b_starts]
+            return {(r, c): builder.call(scalar_fma, [a_terms[r], b_terms[c], running[r, c]]) for r, c in pairs}
+
+        results = counted_loop(builder, vector_end, kc, _i64(1), totals, tail_step, "tail_loop")
+        results = [results[pair] for pair in pairs]
         return context.make_tuple(builder, sig.return_type, results)
 
     return dots
@@ -430,41 +402,25 @@ def broadcast_chains(a_rows, chunks, vectors):
         accumulators = [(r, c, v) for r in range(a_rows) for c in range(chunks) for v in range(vectors)]
         initial = {(r, c, v): builder.load(lanes_at(out_starts[r, c], _i64(v * LANES)), align=4)
                    for r, c, v in accumulators}
-        entry = builder.block
-        loop = builder.append_basic_block("chains_k")
-        done = builder.append_basic_block("chains_done")
-        builder.cbranch(builder.icmp_signed(">", n, _i64(0)), loop, done)
-
-        builder.position_at_end(loop)
-        k = builder.phi(ir.IntType(64))
-        acc = {key: builder.phi(_LANE_VECTOR) for key in accumulators}
         undefined = ir.Constant(_LANE_VECTOR, ir.Undefined)
         splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-        broadcasts = []
-        for r in range(a_rows):
-            element = builder.load(builder.gep(a_starts[r], [k]), align=4)
-            broadcasts.append(builder.shuffle_vector(
-                builder.insert_element(undefined, element, ir.Constant(ir.IntType(32), 0)), undefined, splat))
-        updated = {}
-        for c in range(chunks):
-            row_start = builder.mul(k, mat_strides[c])
-            for v in range(vectors):
-                lanes = builder.load(lanes_at(mat_starts[c], builder.add(row_start, _i64(v * LANES))), align=4)
-                for r in range(a_rows):
-                    updated[r, c, v] = builder.call(fma, [broadcasts[r], lanes, acc[r, c, v]])
-        k_next = builder.add(k, _i64(1))
-        k.add_incoming(_i64(0), entry)
-        k.add_incoming(k_next, loop)
-        for key in accumulators:
-            acc[key].add_incoming(initial[key], entry)
-            acc[key].add_incoming(updated[key], loop)
-        builder.cbranch(builder.icmp_signed("<", k_next, n), loop, done)
 
-        builder.position_at_end(done)
-        final = {key: builder.phi(_LANE_VECTOR) for key in accumulators}  # phis first in their block
-        for key in accumulators:
-            final[key].add_incoming(initial[key], entry)
-            final[key].add_incoming(updated[key], loop)
+        def step(k, acc):
+            broadcasts = []
+            for r in range(a_rows):
+                element = builder.load(builder.gep(a_starts[r], [k]), align=4)
+                broadcasts.append(builder.shuffle_vector(
+                    builder.insert_element(undefined, element, ir.Constant(ir.IntType(32), 0)), undefined, splat))
+            updated = {}
+            for c in range(chunks):
+                row_start = builder.mul(k, mat_strides[c])
+                for v in range(vectors):
+                    lanes = builder.load(lanes_at(mat_starts[c], builder.add(row_start, _i64(v * LANES))), align=4)
+                    for r in range(a_rows):
+                        updated[r, c, v] = builder.call(fma, [broadcasts[r], lanes, acc[r, c, v]])
+            return updated
+
+        final = counted_loop(builder, _i64(0), n, _i64(1), initial, step, "chains_k")
         for r, c, v in accumulators:
             builder.store(final[r, c, v], lanes_at(out_starts[r, c], _i64(v * LANES)), align=4)
         return context.get_dummy_value()
