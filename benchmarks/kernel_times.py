@@ -19,8 +19,6 @@ Measurements behind the kernels' design, from paired runs on the 2-core AMD EPYC
 were tuned on: set ``inline="always"`` aside on the named function and rerun to see them on another CPU.
 * ``intdot.int_dots`` inlined (Numba IR): as a call, each cost ~30 ns, and a one-token int8 decode of
   distilgpt2's shape ran 3-5 % slower, a batch of 8 ~10 % slower.
-* ``tiles.dot_3x4`` inlined: as a call, an int8 512-token prefill took 1.5-3.5 % longer.
-* ``attention._pass_weights`` inlined: as a call, attention over 512 tokens took ~4.5 % longer.
 """
 
 from __future__ import annotations

@@ -41,12 +41,11 @@ shows the first two on any CPU, the others need the named constant or loop chang
   (each weight load serves both), each sum a chain of fmuladds: M = 1, 8, 16 within noise of the former per-M
   kernels on all four shapes (three alternating rounds of both trees in separate processes).
 * Row-independent linear_nt GEMM tile (tiles.dot_tile, explicit lanes in LLVM IR) against LLVM's
-  vectorisation of dot_3x4: the same speed on a panel in L2 (1 thread), but the LM head at M = 16..48
+  vectorisation of a 3x4 tile of plain dot-product loops (the former dot_3x4): the same speed on a panel in L2 (1 thread), but the LM head at M = 16..48
   took 1.14-1.4x longer inside the parallel kernel (cause not found yet).
 * GELU: math.exp / np.tanh compile to scalar libm calls (15-50 ns each); activations.exp_f64 vectorises to
   ~3 ns per GELU. GELU computed inside a loop over a 2-D array ran scalar, at twice the cost of the product
   it finished; gelu_in_place over whole rows vectorises.
-* attention._transposed copying 8 rows at a time: 4x faster than a scalar copy writing whole columns.
 """
 
 import argparse

@@ -1,15 +1,28 @@
-"""Causal multi-head attention of new queries over a key/value cache (with left padding)."""
+"""Causal multi-head attention: ``attention`` over a contiguous key/value cache (with left padding),
+``packed_attention`` within sequences packed into one array of tokens (scoring), ``paged_attention`` over a pool
+of key/value blocks (the engine).
+
+A prompt's queries take the same arithmetic on all three: each score is one chain of fused multiply-adds over
+the head's dimensions, each weighted sum of values one chain over the keys, in position order, and the softmax
+is ``_softmax_weights``. So a prompt's attention is the same bits whichever entry point computes it, and
+whatever else shares the call. A single new query on a contiguous cache (``attention``'s decode) is the
+exception: it sums with vectorised reductions (``_attend_one``) and differs in the last bits.
+"""
 
 import numpy as np
 from numba import prange
 
 from .activations import exp_f64
+from .gemm import TILE_COLS, TILE_ROWS, broadcast_tile
 from .jit import jit
 from .threads import apply_num_threads
 from .tiles import (
     FAST as _FAST,  # vectorised dot products; exp_f64 keeps its own strict flags
 )
-from .tiles import LANES, NR, broadcast_chains, dot_3x4
+from .tiles import LANES, broadcast_chains
+
+
+# --- decode on a contiguous cache: one query per row -------------------------------------------------------
 
 
 @jit(fastmath=_FAST)
@@ -62,52 +75,6 @@ def _weighted_values(p, values, first, count, out_row):
 
 
 @jit(fastmath=_FAST)
-def _block_scores(queries, rows, keys_t, span, scale, scores):
-    """scores[i, j] = scale * queries[rows[i]] . keys_t[:, j] for the four query rows ``rows``, j < span.
-
-    keys_t is [D, keys], the keys transposed. Each pass streams four of its rows (four dimensions of
-    every key) once through the four score rows, which stay in L1: 16 multiply-adds per 4 loads, no
-    horizontal sums. (3x4 tiles of D-long dot products spent as long on their final sums as on the
-    products: D is only 64.)"""
-    dim = keys_t.shape[0]
-    s0, s1, s2, s3 = scores[0, :span], scores[1, :span], scores[2, :span], scores[3, :span]
-    q0, q1, q2, q3 = queries[rows[0]], queries[rows[1]], queries[rows[2]], queries[rows[3]]
-    s0[:] = 0.0
-    s1[:] = 0.0
-    s2[:] = 0.0
-    s3[:] = 0.0
-    d = 0
-    while d < dim:
-        n = min(4, dim - d)  # 4 dimensions per pass; the tail (D % 4) repeats one with a zero weight
-        k0, k1, k2, k3 = keys_t[d], keys_t[d + min(1, n - 1)], keys_t[d + min(2, n - 1)], keys_t[d + n - 1]
-        a0, a1, a2, a3 = _pass_weights(q0, d, n)
-        b0, b1, b2, b3 = _pass_weights(q1, d, n)
-        c0, c1, c2, c3 = _pass_weights(q2, d, n)
-        e0, e1, e2, e3 = _pass_weights(q3, d, n)
-        for j in range(span):
-            x0, x1, x2, x3 = k0[j], k1[j], k2[j], k3[j]
-            s0[j] = s0[j] + a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3  # a chain of 4 fused multiply-adds
-            s1[j] = s1[j] + b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
-            s2[j] = s2[j] + c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
-            s3[j] = s3[j] + e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
-        d += n
-    for j in range(span):
-        s0[j] *= scale
-        s1[j] *= scale
-        s2[j] *= scale
-        s3[j] *= scale
-
-
-# Inlined: called four times per pass of _block_scores, where a call costs more than the loads it makes.
-@jit(inline="always")
-def _pass_weights(query, d, n):
-    """query[d : d+4], with zeros past the n (1..4) dimensions that remain."""
-    zero = np.float32(0.0)
-    return (query[d], query[d + 1] if n > 1 else zero, query[d + 2] if n > 2 else zero,
-            query[d + 3] if n > 3 else zero)
-
-
-@jit(fastmath=_FAST)
 def _softmax_numerators(weights, count):
     """weights[:count] = exp(s - max s) for the scores s in weights[:count] (count >= 1); returns their sum
     (the softmax denominator)."""
@@ -133,57 +100,145 @@ def _attend_one(query, keys, values, first, last, scale, weights, out_row):
         out_row[d] *= inv_total
 
 
-@jit(fastmath=_FAST)
-def _attend_block(queries, t0, n_rows, n_past, keys_t, values_t, first, scale, weights, out_rows):
-    """Queries t0 .. t0+n_rows-1 (n_rows <= 4, at positions n_past + t) of one head at once.
+# --- the exact chains: every prompt's arithmetic -----------------------------------------------------------
+#
+# Batch invariance: each query's output must be the same bits whatever else shares the call, so its arithmetic
+# is a fixed function of its own query, keys and values. Every sum runs in the order written (no `reassoc`:
+# LLVM may otherwise reassociate two loops written alike in two different ways), and no sum runs across
+# vector lanes: scores are chains over d, one lane per key (keys are stored or copied transposed for this); the
+# weighted values are chains over keys, one lane per d. Multiply-adds are still fused (`contract`): whether
+# an accumulation step is a fused multiply-add depends only on the expression, so it is the same in a
+# vectorised loop, its scalar remainder and every function below that writes the same step.
+_EXACT = {"contract"}
 
-    keys_t and values_t are the head's keys and values from position ``first`` on, transposed ([D, keys]).
-    The four queries' scores fill the rows of ``weights`` (``_block_scores``); each becomes its query's
-    softmax weights, zero past its own last key. The weighted sums of values are 3x4 tiles of dot products
-    of three rows of ``values_t`` with the four rows of ``weights``: one load of a transposed value serves
-    four queries. out_rows[r, :] gets query t0+r's output (zeros if it has no valid key)."""
-    span = n_past + t0 + n_rows - first  # keys first .. the block's last query's own position
-    dim = values_t.shape[0]
-    last = t0 + n_rows - 1
-    rows = (t0, min(t0 + 1, last), min(t0 + 2, last), min(t0 + 3, last))
-    _block_scores(queries, rows, keys_t, span, scale, weights)
-    for r in range(n_rows):
-        count = n_past + t0 + r - first + 1
-        if count < 1:  # the query sits in the left padding: no valid key, zero output
-            weights[r, :span] = 0.0
-        else:
-            inv_total = np.float32(1.0 / _softmax_numerators(weights[r], count))
-            for j in range(count):
-                weights[r, j] *= inv_total
-            weights[r, count:span] = 0.0
-    weights[n_rows:, :span] = 0.0  # rows past the block's queries: their sums are computed, not kept
-    for d in range(0, dim, 3):
-        sums = dot_3x4(values_t, d, min(d + 1, dim - 1), min(d + 2, dim - 1), weights, 0, 1, 2, 3, span)
-        for c in range(min(3, dim - d)):
-            for r in range(n_rows):
-                out_rows[r, d + c] = sums[c * NR + r]
+
+@jit(fastmath=_EXACT)
+def _softmax_weights(weights, count):
+    """weights[:count] = float32(exp(s - max s)) for the scores s in weights[:count] (count >= 1); returns
+    their sum in float64, added in a fixed order (four running sums, then the remainder)."""
+    m0 = m1 = m2 = m3 = weights[0]  # the maximum is exact in any order; four chains only for speed
+    j = 0
+    while j + 4 <= count:
+        m0 = max(m0, weights[j])
+        m1 = max(m1, weights[j + 1])
+        m2 = max(m2, weights[j + 2])
+        m3 = max(m3, weights[j + 3])
+        j += 4
+    while j < count:
+        m0 = max(m0, weights[j])
+        j += 1
+    top = np.float64(max(max(m0, m1), max(m2, m3)))
+    for j in range(count):
+        weights[j] = np.float32(exp_f64(np.float64(weights[j]) - top))
+    p0 = p1 = p2 = p3 = 0.0
+    j = 0
+    while j + 4 <= count:
+        p0 += np.float64(weights[j])
+        p1 += np.float64(weights[j + 1])
+        p2 += np.float64(weights[j + 2])
+        p3 += np.float64(weights[j + 3])
+        j += 4
+    total = (p0 + p1) + (p2 + p3)
+    while j < count:
+        total += np.float64(weights[j])
+        j += 1
+    return total
+
+
+@jit(fastmath=_EXACT)
+def _finish(acc, total):
+    """acc *= 1 / total, rounded to float32 once."""
+    inv_total = np.float32(1.0 / total)
+    for d in range(acc.shape[0]):
+        acc[d] = acc[d] * inv_total
+
+
+# Prompts on a contiguous cache, and packed sequences, run those chains as the GEMM's register tiles
+# (gemm.broadcast_tile): 6 queries by 16 keys for the scores, 6 queries by 16 value dimensions for the weighted
+# sums, each over a copy of the head's keys and values laid out as the tile reads its weights (16 lanes wide,
+# k-major). Queries in a tile attend different numbers of keys: the tile takes the keys all six attend, and each
+# query continues its own chains over the rest.
 
 
 @jit()
-def _transposed(rows, first, count):
-    """rows[first : first+count].T as a new C-contiguous [D, count] array, eight rows at a time (each pass then
-    writes D runs of 8 neighbouring floats, not D scattered ones)."""
-    dim = rows.shape[1]
-    out = np.empty((dim, count), np.float32)
-    for j0 in range(0, count, 8):
+def _blocked_keys(keys, first, count):
+    """keys[first : first+count] ([S, D], rows may be strided) as [ceil(count / 16), D * 16]: block b holds keys
+    16b .. 16b+15 transposed, element d * 16 + c = key 16b + c's dimension d; zeros past count."""
+    dim = keys.shape[1]
+    out = np.zeros(((count + TILE_COLS - 1) // TILE_COLS, dim * TILE_COLS), np.float32)
+    for j in range(count):
+        key = keys[first + j]
+        block = out[j // TILE_COLS]
+        c = j % TILE_COLS
         for d in range(dim):
-            for j in range(j0, min(count, j0 + 8)):
-                out[d, j] = rows[first + j, d]
+            block[d * TILE_COLS + c] = key[d]
     return out
 
 
-_QUERY_BLOCK = NR  # queries per block: the four columns of a value tile
+@jit()
+def _value_strips(values, first, count):
+    """values[first : first+count] ([S, D]) as [ceil(D / 16), count * 16]: strip s holds dimensions 16s ..
+    16s+15 of every value, element j * 16 + c = value j's dimension 16s + c; zeros past D."""
+    dim = values.shape[1]
+    out = np.zeros(((dim + TILE_COLS - 1) // TILE_COLS, count * TILE_COLS), np.float32)
+    for j in range(count):
+        value = values[first + j]
+        for d in range(dim):
+            out[d // TILE_COLS, j * TILE_COLS + d % TILE_COLS] = value[d]
+    return out
+
+
+@jit(fastmath=_EXACT)
+def _attend_rows(queries, i, n_rows, offset, keys, strips, scale, scores, block):
+    """block[r, :D] = softmax(scale * q . keys) @ values for the n_rows (1..6) queries i .. i+n_rows-1 of
+    queries [T, D], query i + r attending keys 0 .. offset + i + r (none when that is negative: zeros).
+
+    keys from ``_blocked_keys``, strips from ``_value_strips`` (covering every key the last query attends);
+    scores [6, >= the keys rounded up to 16] and block [6, >= D rounded up to 16] are scratch."""
+    dim = queries.shape[1]
+    last = i + n_rows - 1
+    tile = (0, 1, 2, 3, 4, 5)
+    for r in range(TILE_ROWS):
+        for d in range(strips.shape[0] * TILE_COLS):
+            block[r, d] = 0.0
+    span = offset + last + 1  # keys the last query attends
+    if span <= 0:
+        return
+    n_chunks = (span + TILE_COLS - 1) // TILE_COLS
+    for r in range(TILE_ROWS):
+        for j in range(n_chunks * TILE_COLS):
+            scores[r, j] = 0.0
+    rows = (i, min(i + 1, last), min(i + 2, last), min(i + 3, last), min(i + 4, last), min(i + 5, last))
+    for b in range(n_chunks):
+        broadcast_tile(queries, rows, 0, dim, keys[b], scores, tile, b * TILE_COLS)
+    totals = np.zeros(TILE_ROWS)
+    for r in range(n_rows):
+        count = offset + i + r + 1
+        if count > 0:
+            for j in range(count):
+                scores[r, j] = scores[r, j] * scale
+            totals[r] = _softmax_weights(scores[r], count)
+    shared = max(offset + i + 1, 0)  # keys every query of the tile attends
+    if shared > 0:
+        weight_rows = (0, min(1, n_rows - 1), min(2, n_rows - 1), min(3, n_rows - 1), min(4, n_rows - 1),
+                       min(5, n_rows - 1))
+        for s in range(strips.shape[0]):
+            broadcast_tile(scores, weight_rows, 0, shared, strips[s], block, tile, s * TILE_COLS)
+    for r in range(n_rows):  # each query's chains over its keys past the shared ones
+        for j in range(shared, offset + i + r + 1):
+            w = scores[r, j]
+            for s in range(strips.shape[0]):
+                strip = strips[s]
+                for c in range(TILE_COLS):
+                    block[r, s * TILE_COLS + c] = block[r, s * TILE_COLS + c] + w * strip[j * TILE_COLS + c]
+        if offset + i + r >= 0:
+            _finish(block[r, :dim], totals[r])
 
 
 @jit(parallel=True, fastmath=_FAST)
 def _attention(q, k_cache, v_cache, n_past, kv_start, scale, out):
     """One task per (row, head), reusing that head's keys/values from cache. A single new query (decode)
-    is scored and mixed alone; several (a prompt) go four at a time through ``_attend_block``."""
+    is scored and mixed alone; several (a prompt) go six at a time through ``_attend_rows``."""
     batch, steps, heads, dim = q.shape
     for bh in prange(batch * heads):
         b = bh // heads
@@ -199,20 +254,19 @@ def _attention(q, k_cache, v_cache, n_past, kv_start, scale, out):
                 weights = np.empty(n_past + 1 - first, np.float32)
                 _attend_one(q[b, 0, h], keys, values, first, n_past, scale, weights, out_row)
             continue
-        out_head = out[b, :, h * dim : (h + 1) * dim]  # [steps, dim]
         keys_seen = max(n_past + steps - first, 0)
-        keys_t = _transposed(keys, first, keys_seen)
-        values_t = _transposed(values, first, keys_seen)
+        blocked = _blocked_keys(keys, first, keys_seen)
+        strips = _value_strips(values, first, keys_seen)
         queries = np.ascontiguousarray(q[b, :, h])  # [steps, dim]
-        weights = np.empty((_QUERY_BLOCK, keys_seen), np.float32)
-        block = np.empty((_QUERY_BLOCK, dim), np.float32)
-        for t0 in range(0, steps, _QUERY_BLOCK):
-            n_rows = min(_QUERY_BLOCK, steps - t0)
-            if n_past + t0 + n_rows - 1 < first:  # the whole block is left padding
-                out_head[t0 : t0 + n_rows, :] = 0.0
-                continue
-            _attend_block(queries, t0, n_rows, n_past, keys_t, values_t, first, scale, weights, block)
-            out_head[t0 : t0 + n_rows, :] = block[:n_rows]
+        scores = np.empty((TILE_ROWS, blocked.shape[0] * TILE_COLS), np.float32)
+        block = np.empty((TILE_ROWS, strips.shape[0] * TILE_COLS), np.float32)
+        for t0 in range(0, steps, TILE_ROWS):
+            n_rows = min(TILE_ROWS, steps - t0)
+            # query t attends cache positions first .. n_past + t: keys 0 .. n_past - first + t of the copies
+            _attend_rows(queries, t0, n_rows, n_past - first, blocked, strips, scale, scores, block)
+            for r in range(n_rows):
+                for d in range(dim):
+                    out[b, t0 + r, h * dim + d] = block[r, d]
 
 
 def attention(
@@ -261,15 +315,18 @@ def _packed_attention(qkv, offsets, scale, out):
         count = offsets[s + 1] - first
         if count == 0:
             continue
-        keys_t = _transposed(qkv[first : first + count, 1, h], 0, count)  # [D, count]
-        values_t = _transposed(qkv[first : first + count, 2, h], 0, count)
-        queries = np.ascontiguousarray(qkv[first : first + count, 0, h])  # [count, D]
-        weights = np.empty((_QUERY_BLOCK, count), np.float32)
-        block = np.empty((_QUERY_BLOCK, dim), np.float32)
-        for t0 in range(0, count, _QUERY_BLOCK):
-            n_rows = min(_QUERY_BLOCK, count - t0)
-            _attend_block(queries, t0, n_rows, 0, keys_t, values_t, 0, scale, weights, block)
-            out[first + t0 : first + t0 + n_rows, h * dim : (h + 1) * dim] = block[:n_rows]
+        segment = qkv[first : first + count]
+        blocked = _blocked_keys(segment[:, 1, h], 0, count)
+        strips = _value_strips(segment[:, 2, h], 0, count)
+        queries = np.ascontiguousarray(segment[:, 0, h])  # [count, D]
+        scores = np.empty((TILE_ROWS, blocked.shape[0] * TILE_COLS), np.float32)
+        block = np.empty((TILE_ROWS, strips.shape[0] * TILE_COLS), np.float32)
+        for t0 in range(0, count, TILE_ROWS):
+            n_rows = min(TILE_ROWS, count - t0)
+            _attend_rows(queries, t0, n_rows, 0, blocked, strips, scale, scores, block)
+            for r in range(n_rows):
+                for d in range(dim):
+                    out[first + t0 + r, h * dim + d] = block[r, d]
 
 
 def packed_attention(qkv: np.ndarray, offsets: np.ndarray, scale: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -279,8 +336,8 @@ def packed_attention(qkv: np.ndarray, offsets: np.ndarray, scale: float, out: np
     0 = offsets[0] <= offsets[1] <= ... <= offsets[S] = N: sequence s is tokens offsets[s] .. offsets[s+1]-1,
     and token t of it attends to the sequence's tokens 0..t with softmax(scale * q.k). out [N, H*D] float32
     (head h in columns h*D:(h+1)*D); None allocates. All arrays C-contiguous. A sequence's output is the same
-    bits whatever is packed beside it, and for two tokens or more the bits ``attention`` gives it as a prompt
-    alone (the same arithmetic, in the same order).
+    bits whatever is packed beside it: the bits ``paged_attention`` gives its queries, and for two tokens or
+    more those ``attention`` gives it as a prompt alone (the same chains, in the same order).
     Returns out.
 
     Checks none of this: a caller passing arrays it did not build calls ``checks.packed_attention`` first."""
@@ -294,15 +351,7 @@ def packed_attention(qkv: np.ndarray, offsets: np.ndarray, scale: float, out: np
 
 
 # --- paged attention: queries of any sequences over a pool of key/value blocks ----------------------------
-#
-# Batch invariance: each query's output must be the same bits whatever else shares the call, so its arithmetic
-# is a fixed function of its own query, keys and values. Every sum runs in the order written (no `reassoc`:
-# LLVM may otherwise reassociate two loops written alike in two different ways), and no sum runs across
-# vector lanes: scores are chains over d, one lane per key (the pool stores keys transposed for this); the
-# weighted values are chains over keys, one lane per d. Multiply-adds are still fused (`contract`): whether
-# an accumulation step is a fused multiply-add depends only on the expression, so it is the same in a
-# vectorised loop, its scalar remainder and every function below that writes the same step.
-_EXACT = {"contract"}
+
 _SHARED_QUERIES = 4  # queries of one sequence that share each load of a key or value
 
 
@@ -369,40 +418,7 @@ def _block_scores_4(q0, q1, q2, q3, keys_t, scale, s0, s1, s2, s3):
         s3[j] = s3[j] * scale
 
 
-@jit(fastmath=_EXACT)
-def _softmax_weights(weights, count):
-    """weights[:count] = float32(exp(s - max s)) for the scores s in weights[:count] (count >= 1); returns
-    their sum in float64, added in a fixed order (four running sums, then the remainder)."""
-    m0 = m1 = m2 = m3 = weights[0]  # the maximum is exact in any order; four chains only for speed
-    j = 0
-    while j + 4 <= count:
-        m0 = max(m0, weights[j])
-        m1 = max(m1, weights[j + 1])
-        m2 = max(m2, weights[j + 2])
-        m3 = max(m3, weights[j + 3])
-        j += 4
-    while j < count:
-        m0 = max(m0, weights[j])
-        j += 1
-    top = np.float64(max(max(m0, m1), max(m2, m3)))
-    for j in range(count):
-        weights[j] = np.float32(exp_f64(np.float64(weights[j]) - top))
-    p0 = p1 = p2 = p3 = 0.0
-    j = 0
-    while j + 4 <= count:
-        p0 += np.float64(weights[j])
-        p1 += np.float64(weights[j + 1])
-        p2 += np.float64(weights[j + 2])
-        p3 += np.float64(weights[j + 3])
-        j += 4
-    total = (p0 + p1) + (p2 + p3)
-    while j < count:
-        total += np.float64(weights[j])
-        j += 1
-    return total
-
-
-# The multiply-add chains above, run as register tiles (tiles.broadcast_chains) where the shapes allow: scores
+# The paged chains (``_block_scores_1`` and the weighted sums), run as register tiles (tiles.broadcast_chains) where the shapes allow: scores
 # over chunks of 16 slots of transposed keys (blocks whose size is a multiple of 16), weighted sums over chunks of
 # 64 or 16 dimensions of the value rows. The chains are the same, each lane's in the same order, so a query's
 # result is the same bits on either path; the tiles only run several chains side by side.
@@ -516,14 +532,6 @@ def _add_values_4(weights, j0, n, values, out, t0, col0):
                 v = values[j]
                 for e in range(d, dim):
                     row[col0 + e] = row[col0 + e] + w * v[e]
-
-
-@jit(fastmath=_EXACT)
-def _finish(acc, total):
-    """acc *= 1 / total, rounded to float32 once."""
-    inv_total = np.float32(1.0 / total)
-    for d in range(acc.shape[0]):
-        acc[d] = acc[d] * inv_total
 
 
 @jit(fastmath=_EXACT)

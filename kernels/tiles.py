@@ -1,18 +1,18 @@
 """Building blocks shared by the matrix kernels (float32 and int8) and attention: GEMM tiles, streams, dots.
 
 A product ``a @ b.T`` of two K-contiguous operands is computed as a grid of 3x4 tiles of dot products
-(``dot_3x4``): LLVM vectorises the k loop into 12 vector accumulators (ymm on AVX2), and each tile reads
-3 rows of ``a`` and 4 rows of ``b``. ``panel_product`` walks a panel of ``b`` (its rows stay in L1/L2) over
-every row of ``a``; ``panel_gemm`` builds a GEMM kernel around it from a way of packing the weights into such
-panels (``linear_nt``'s, for weights deeper than one k-block; ``linear``'s products of many rows use gemm.py's
-broadcast tiles instead). ``split_k`` cuts x into k-blocks. ``stream_rows`` is the other regime, a few rows of x and
-float32 weights: it reads each weight once, in place. ``dot_row`` is one row's dot product, float32 or int8.
+(``dot_tile``): 12 dot products in vector accumulators (ymm on AVX2), each tile reading 3 rows of ``a`` and 4
+rows of ``b``. ``panel_product`` walks a panel of ``b`` (its rows stay in L1/L2) over every row of ``a``;
+``panel_gemm`` builds a GEMM kernel around it from a way of packing the weights into such panels
+(``linear_nt``'s, for weights deeper than one k-block; ``linear``'s products of many rows use gemm.py's
+broadcast tiles instead). ``split_k`` cuts x into k-blocks. ``stream_rows`` is the other regime, a few rows of x
+and float32 weights: it reads each weight once, in place. ``dot_row`` is one row's dot product, float32 or int8.
 
 Rows are independent: the products of linear layers (``panel_product`` through ``dot_tile``, ``stream_rows``,
 and the one-row dots ``dot_row_lanes`` / ``dot_row_streams``) sum every output in an order written out in their
 own code (``lane_dots``, ``fmuladd``), never left to fastmath reassociation, which LLVM applies per loop: so a
-row of x gets bit-identical numbers alone or beside other rows. ``dot_3x4`` (attention's tile) and ``dot_row``
-keep fastmath: each is one loop whatever the number of rows.
+row of x gets bit-identical numbers alone or beside other rows. ``dot_row`` keeps fastmath: it is one loop
+whatever the number of rows.
 """
 
 import numpy as np
@@ -38,35 +38,6 @@ WEIGHT_STREAMS = 4  # stream_rows: rows of w read side by side, from 4 distant r
 # Both operands are handed to the tile as 2-D arrays whose k index starts at 0 (x split into k-blocks, w
 # panels packed), so the tile indexes ``a[row, k]`` with k from range(): LLVM then sees unit-stride,
 # non-negative indices and vectorises without gathers or per-element wraparound checks.
-
-
-# Inlined (Numba IR) into the GEMM loops, which call it once per tile: a call per tile costs more than its
-# loads (benchmarks/kernel_times.py's docstring has the measurement).
-@jit(fastmath=FAST, inline="always")
-def dot_3x4(a, r0, r1, r2, b, c0, c1, c2, c3, kc):
-    """The 12 dot products a[r, :kc] . b[c, :kc] for r in (r0, r1, r2), c in (c0..c3), row-major."""
-    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = s20 = s21 = s22 = s23 = np.float32(0.0)
-    for k in range(kc):
-        x0 = a[r0, k]
-        x1 = a[r1, k]
-        x2 = a[r2, k]
-        y = b[c0, k]
-        s00 += x0 * y
-        s10 += x1 * y
-        s20 += x2 * y
-        y = b[c1, k]
-        s01 += x0 * y
-        s11 += x1 * y
-        s21 += x2 * y
-        y = b[c2, k]
-        s02 += x0 * y
-        s12 += x1 * y
-        s22 += x2 * y
-        y = b[c3, k]
-        s03 += x0 * y
-        s13 += x1 * y
-        s23 += x2 * y
-    return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23)
 
 
 @jit(fastmath=FAST)

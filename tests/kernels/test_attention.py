@@ -348,8 +348,8 @@ def test_paged_no_queries():
 
 @pytest.mark.parametrize("slots", [1, 16])
 def test_paged_matches_attention_on_a_contiguous_cache(slots):
-    """The same keys and values as a contiguous cache: a prompt (every position) and a decode step of each
-    sequence agree with ``attention`` within float32 rounding (their sums run in different orders)."""
+    """The same keys and values as a contiguous cache: a prompt (every position) gets ``attention``'s bits (the
+    same chains); a decode step agrees within float32 rounding (``attention`` sums it in another order)."""
     rng = np.random.default_rng(37 + slots)
     heads, dim, length = 2, 64, 40
     pool = Pool(rng, [length, length], heads, dim, slots)
@@ -358,11 +358,38 @@ def test_paged_matches_attention_on_a_contiguous_cache(slots):
     prompt = queries(rng, 2 * length, heads, dim)
     got = pool.attend(prompt, [0] * length + [1] * length, list(range(length)) * 2, scale)
     want = attention(prompt.reshape(2, length, heads, dim), pool.keys, pool.values, 0, kv_start, scale)
-    np.testing.assert_allclose(got, want.reshape(2 * length, heads * dim), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got, want.reshape(2 * length, heads * dim))
     step = queries(rng, 2, heads, dim)
     got = pool.attend(step, [0, 1], [length - 1] * 2, scale)
     want = attention(step[:, None], pool.keys, pool.values, length - 1, kv_start, scale)
     np.testing.assert_allclose(got, want[:, 0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_past, steps, kv_start", [(0, 23, [0, 5]), (7, 9, [0, 3]), (4, 6, [6, 2]), (2, 13, [0, 12])])
+def test_attention_prompt_equals_paged_with_a_prefix_and_left_padding(n_past, steps, kv_start):
+    """``attention`` of T queries after n_past cached positions, rows left-padded up to kv_start: each query's
+    output is the bits ``paged_attention`` gives it over the row's valid keys alone (queries in the padding:
+    zeros), whatever the offset between its position and its first key."""
+    rng = np.random.default_rng(41 + n_past + steps)
+    heads, dim = 3, 20
+    lengths = [max(n_past + steps - first, 1) for first in kv_start]
+    pool = Pool(rng, lengths, heads, dim, 16)
+    capacity = n_past + steps
+    k_cache = np.full((2, heads, capacity, dim), np.nan, np.float32)
+    v_cache = np.full((2, heads, capacity, dim), np.nan, np.float32)
+    for b, first in enumerate(kv_start):
+        k_cache[b, :, first:capacity] = pool.keys[b, :, : capacity - first]
+        v_cache[b, :, first:capacity] = pool.values[b, :, : capacity - first]
+    q = queries(rng, 2 * steps, heads, dim).reshape(2, steps, heads, dim)
+    got = attention(q, k_cache, v_cache, n_past, np.array(kv_start, np.int64), 0.25)
+    for b, first in enumerate(kv_start):
+        for t in range(steps):
+            position = n_past + t - first  # the query's last key, counted from the row's first
+            if position < 0:
+                assert not got[b, t].any()
+            else:
+                want = pool.attend(q[b, t][None], [b], [position], 0.25)
+                np.testing.assert_array_equal(got[b, t], want[0])
 
 
 def valid_paged_args():
@@ -455,6 +482,24 @@ def test_packed_matches_reference_and_attention_alone(lengths, heads, dim):
         assert np.all(np.abs(rows - want[0]) <= bound[0])
         if length > 1:  # a prompt of one token goes through attention's decode path instead
             np.testing.assert_array_equal(rows, attention_alone(qkv, first, length, 0.3))
+
+
+@pytest.mark.parametrize("dim", [5, 64])
+def test_packed_equals_paged(dim):
+    """Packed sequences get, query by query, the bits ``paged_attention`` gives them from a pool of blocks."""
+    rng = np.random.default_rng(29 + dim)
+    lengths, heads = [33, 1, 7, 70], 2
+    pool = Pool(rng, lengths, heads, dim, 16)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    qkv = np.empty((int(offsets[-1]), 3, heads, dim), np.float32)
+    qkv[:, 0] = queries(rng, len(qkv), heads, dim)
+    for s, length in enumerate(lengths):
+        qkv[offsets[s]:offsets[s + 1], 1] = pool.keys[s, :, :length].transpose(1, 0, 2)
+        qkv[offsets[s]:offsets[s + 1], 2] = pool.values[s, :, :length].transpose(1, 0, 2)
+    token_seq = np.repeat(np.arange(len(lengths)), lengths)
+    token_pos = np.concatenate([np.arange(n) for n in lengths])
+    np.testing.assert_array_equal(packed_attention(qkv, offsets, 0.3),
+                                  pool.attend(np.ascontiguousarray(qkv[:, 0]), token_seq, token_pos, 0.3))
 
 
 def test_packed_sequence_alone_equals_it_among_others_at_any_thread_count():
