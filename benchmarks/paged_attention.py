@@ -33,6 +33,16 @@ size 16), paged / contiguous per round:
 The same tile on the contiguous prompt path (scores down the columns of the whole transposed key matrix) was
 slower there (and left out), 1.15x at 512 positions and 1.29x at 1,024: the 64 dimensions of a chunk of 16 keys
 lie one row of that matrix apart (4 KB apart at 1,024 positions), where a pool block holds them in one 4 KB run.
+
+Later the same day the contiguous prompt path (and ``packed_attention``) moved to those chains too, on the GEMM's
+6x16 register tiles over copies of the head's keys blocked as a pool holds them: prompts now get the same bits
+from both kernels, and the contiguous one is the faster on prompts (one run, 2 threads, same machine in its
+slower afternoon state; paged / contiguous per round):
+
+  after    decode 16x512 0.67-0.91 (2.0 vs 2.2 ms)   chunk 48@464 1.00-1.29 (1.0 vs 0.9 ms)   prompt 512 1.17-1.25 (7.4 vs 6.4 ms)
+
+The paged kernel still takes 4 queries at a time with 8 chains; 6 queries by 16 keys, as the contiguous path
+does, is its next step.
 """
 
 from __future__ import annotations
