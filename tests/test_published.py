@@ -1,8 +1,8 @@
 """Checks on the real published weights. The hub is out of reach here, so these run only when an environment
 variable points at a local snapshot of the model repo:
 
-    TINYGPT_DISTILGPT2_DIR=/path/to/distilgpt2 python -m pytest tests/test_published.py
-    TINYGPT_UER_DIR=/path/to/gpt2-distil-chinese-cluecorpussmall python -m pytest tests/test_published.py
+    TINYGPT_DISTILGPT2_DIR=/path/to/distilgpt2 pytest tests/test_published.py
+    TINYGPT_UER_DIR=/path/to/gpt2-distil-chinese-cluecorpussmall pytest tests/test_published.py
 """
 
 from __future__ import annotations
